@@ -1,0 +1,363 @@
+//! The bytes on disk: every constant of the format, the segment header and the
+//! record frame, with encoders and checking decoders.
+//!
+//! A segment file is a [`SegmentHeader`] followed by record frames. A frame is
+//!
+//! ```text
+//! length u32 | crc32 u32 | index u64 | term u64 | payload (length bytes)
+//! ```
+//!
+//! where the CRC covers length, index, term and payload. All integers are
+//! little-endian. Decoding checks the frame (length, then checksum) before it
+//! hands out any payload byte.
+
+/// The first bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"CHATSEG\0";
+/// The first bytes of every state file.
+pub const STATE_MAGIC: [u8; 8] = *b"CHATSTA\0";
+/// The version of the segment and state file layouts written by this code.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the segment header in bytes.
+pub const SEGMENT_HEADER_LEN: usize = 48;
+/// Size of a record frame's fixed part (length, crc, index, term).
+pub const RECORD_HEADER_LEN: usize = 24;
+/// Largest payload a record may carry. Anything larger in a length field is
+/// damage, not a record.
+pub const MAX_PAYLOAD_LEN: u32 = 64 << 20;
+/// Default size at which the writer starts a new segment.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// File name extension of segments.
+pub const SEGMENT_EXTENSION: &str = "log";
+/// File name extension of files being written before an atomic rename.
+pub const TEMP_EXTENSION: &str = "tmp";
+/// File name extension of damaged bytes cut from a torn tail.
+pub const BROKEN_EXTENSION: &str = "broken";
+
+/// Header flag: this segment begins the log. Segments older than a segment
+/// with this flag are left over from an interrupted purge.
+pub const FLAG_BASE: u16 = 1;
+
+/// The fixed-size header at the start of each segment.
+///
+/// The `prev_*` fields chain segments together: each names the last record of
+/// the segment before it, so that a missing segment, a segment cut at a record
+/// boundary, or a segment of another log are all detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub version: u16,
+    pub flags: u16,
+    /// Random per log; every segment of one log carries the same id.
+    pub log_id: u64,
+    /// Index of the first record in this segment (or that it will hold).
+    pub first_index: u64,
+    /// Index of the last record of the previous segment (`first_index - 1`,
+    /// wrapping).
+    pub prev_last_index: u64,
+    /// CRC of the last record of the previous segment, 0 for a base segment.
+    pub prev_last_crc: u32,
+}
+
+/// Why a segment header was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderProblem {
+    TooShort { len: usize },
+    BadMagic,
+    BadChecksum { expected: u32, got: u32 },
+    UnknownVersion { version: u16 },
+}
+
+impl SegmentHeader {
+    /// A header for a segment that starts the log at `first_index`.
+    pub fn base(log_id: u64, first_index: u64) -> Self {
+        SegmentHeader {
+            version: FORMAT_VERSION,
+            flags: FLAG_BASE,
+            log_id,
+            first_index,
+            prev_last_index: first_index.wrapping_sub(1),
+            prev_last_crc: 0,
+        }
+    }
+
+    /// A header for a segment that follows a segment whose last record had
+    /// `prev_last_crc` and index `first_index - 1`.
+    pub fn chained(log_id: u64, first_index: u64, prev_last_crc: u32) -> Self {
+        SegmentHeader {
+            flags: 0,
+            prev_last_crc,
+            ..SegmentHeader::base(log_id, first_index)
+        }
+    }
+
+    pub fn is_base(&self) -> bool {
+        self.flags & FLAG_BASE != 0
+    }
+
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10..12].copy_from_slice(&self.flags.to_le_bytes());
+        b[12..20].copy_from_slice(&self.log_id.to_le_bytes());
+        b[20..28].copy_from_slice(&self.first_index.to_le_bytes());
+        b[28..36].copy_from_slice(&self.prev_last_index.to_le_bytes());
+        b[36..40].copy_from_slice(&self.prev_last_crc.to_le_bytes());
+        // 40..44 reserved, zero.
+        let crc = crc32fast::hash(&b[0..44]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, HeaderProblem> {
+        if bytes.len() < SEGMENT_HEADER_LEN {
+            return Err(HeaderProblem::TooShort { len: bytes.len() });
+        }
+        if bytes[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderProblem::BadMagic);
+        }
+        let expected = u32_at(bytes, 44);
+        let got = crc32fast::hash(&bytes[0..44]);
+        if expected != got {
+            return Err(HeaderProblem::BadChecksum { expected, got });
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != FORMAT_VERSION {
+            return Err(HeaderProblem::UnknownVersion { version });
+        }
+        Ok(SegmentHeader {
+            version,
+            flags: u16::from_le_bytes([bytes[10], bytes[11]]),
+            log_id: u64_at(bytes, 12),
+            first_index: u64_at(bytes, 20),
+            prev_last_index: u64_at(bytes, 28),
+            prev_last_crc: u32_at(bytes, 36),
+        })
+    }
+}
+
+impl std::fmt::Display for HeaderProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderProblem::TooShort { len } => write!(
+                f,
+                "segment header is incomplete ({len} of {SEGMENT_HEADER_LEN} bytes)"
+            ),
+            HeaderProblem::BadMagic => write!(f, "not a chat log segment (bad magic bytes)"),
+            HeaderProblem::BadChecksum { expected, got } => write!(
+                f,
+                "segment header checksum mismatch (expected {expected:#010x}, got {got:#010x})"
+            ),
+            HeaderProblem::UnknownVersion { version } => write!(
+                f,
+                "segment format version {version} is not supported (this build reads version {FORMAT_VERSION}); use a newer build"
+            ),
+        }
+    }
+}
+
+/// A record as stored: its position in the log, the Raft term that wrote it,
+/// and the encoded payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub index: u64,
+    pub term: u64,
+    pub payload: Vec<u8>,
+}
+
+/// The CRC a frame carries for these fields.
+pub fn frame_crc(index: u64, term: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&(payload.len() as u32).to_le_bytes());
+    h.update(&index.to_le_bytes());
+    h.update(&term.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Appends the frame of one record to `out` and returns its CRC.
+///
+/// The caller has checked that the payload is at most [`MAX_PAYLOAD_LEN`].
+pub fn encode_frame(out: &mut Vec<u8>, index: u64, term: u64, payload: &[u8]) -> u32 {
+    debug_assert!(payload.len() <= MAX_PAYLOAD_LEN as usize);
+    let crc = frame_crc(index, term, payload);
+    out.reserve(RECORD_HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&term.to_le_bytes());
+    out.extend_from_slice(payload);
+    crc
+}
+
+/// A frame that passed its checks, borrowing the payload from the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub index: u64,
+    pub term: u64,
+    pub crc: u32,
+    pub payload: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// Bytes the frame occupies on disk.
+    pub fn len(&self) -> usize {
+        RECORD_HEADER_LEN + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn to_record(&self) -> Record {
+        Record {
+            index: self.index,
+            term: self.term,
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+/// The outcome of reading one frame from the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRead<'a> {
+    /// A whole frame whose checksum matches.
+    Frame(Frame<'a>),
+    /// The buffer ends inside the frame: more bytes are needed, or, at the end
+    /// of a file, the frame was torn.
+    Incomplete { needed: usize },
+    /// The length field is larger than any record may be.
+    BadLength { len: u32 },
+    /// The bytes are all there but do not match their checksum.
+    BadChecksum { expected: u32, got: u32 },
+}
+
+/// Reads the frame at the front of `buf`: length first, then checksum, and
+/// only then the fields.
+pub fn read_frame(buf: &[u8]) -> FrameRead<'_> {
+    if buf.len() < RECORD_HEADER_LEN {
+        return FrameRead::Incomplete {
+            needed: RECORD_HEADER_LEN,
+        };
+    }
+    let len = u32_at(buf, 0);
+    if len > MAX_PAYLOAD_LEN {
+        return FrameRead::BadLength { len };
+    }
+    let total = RECORD_HEADER_LEN + len as usize;
+    if buf.len() < total {
+        return FrameRead::Incomplete { needed: total };
+    }
+    let expected = u32_at(buf, 4);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&buf[0..4]);
+    h.update(&buf[8..total]);
+    let got = h.finalize();
+    if expected != got {
+        return FrameRead::BadChecksum { expected, got };
+    }
+    FrameRead::Frame(Frame {
+        index: u64_at(buf, 8),
+        term: u64_at(buf, 16),
+        crc: expected,
+        payload: &buf[RECORD_HEADER_LEN..total],
+    })
+}
+
+/// The file name of the segment whose first record is `first_index`.
+pub fn segment_file_name(first_index: u64) -> String {
+    format!("{first_index:020}.{SEGMENT_EXTENSION}")
+}
+
+/// The first index encoded in a segment file name, if `name` is one.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_EXTENSION)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let h = SegmentHeader::chained(7, 100, 0xdead_beef);
+        let bytes = h.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+        assert_eq!(h.prev_last_index, 99);
+        assert!(!h.is_base());
+        assert!(SegmentHeader::base(7, 0).is_base());
+
+        let mut bad = bytes;
+        bad[21] ^= 1;
+        assert!(matches!(
+            SegmentHeader::decode(&bad),
+            Err(HeaderProblem::BadChecksum { .. })
+        ));
+        assert_eq!(
+            SegmentHeader::decode(&bytes[..10]),
+            Err(HeaderProblem::TooShort { len: 10 })
+        );
+        let mut other = bytes;
+        other[0] = b'X';
+        assert_eq!(SegmentHeader::decode(&other), Err(HeaderProblem::BadMagic));
+    }
+
+    #[test]
+    fn frame_round_trips_and_checks_before_parsing() {
+        let mut buf = Vec::new();
+        let crc = encode_frame(&mut buf, 5, 2, b"hello");
+        match read_frame(&buf) {
+            FrameRead::Frame(f) => {
+                assert_eq!(
+                    (f.index, f.term, f.crc, f.payload),
+                    (5, 2, crc, &b"hello"[..])
+                );
+                assert_eq!(f.len(), buf.len());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            read_frame(&buf[..buf.len() - 1]),
+            FrameRead::Incomplete { needed: buf.len() }
+        );
+        let mut flipped = buf.clone();
+        flipped[RECORD_HEADER_LEN] ^= 0x40;
+        assert!(matches!(
+            read_frame(&flipped),
+            FrameRead::BadChecksum { .. }
+        ));
+        let mut huge = buf.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(read_frame(&huge), FrameRead::BadLength { .. }));
+        // A zeroed frame never passes its checksum.
+        assert!(matches!(
+            read_frame(&[0u8; 64]),
+            FrameRead::BadChecksum { .. }
+        ));
+    }
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log"),
+            Some(42)
+        );
+        assert_eq!(parse_segment_file_name("42.log"), None);
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log.tmp"),
+            None
+        );
+    }
+}

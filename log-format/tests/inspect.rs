@@ -1,0 +1,286 @@
+//! `log-inspect` run as a binary on real logs, clean and damaged.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use log_format::events::{
+    self, AccountId, EntryBody, Event, LogEntry, MessageId, PasswordHash, TokenHash,
+};
+use log_format::{Log, LogConfig, Record};
+
+fn inspect(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_log-inspect"))
+        .args(args)
+        .output()
+        .expect("run log-inspect")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn event(e: Event) -> LogEntry {
+    LogEntry {
+        leader_node: 1,
+        body: EntryBody::Event(e),
+    }
+}
+
+/// alice (1) and bob (2) exchange messages; bob's name is later reused by a
+/// new account (7).
+fn chat_log(dir: &Path) {
+    let entries = vec![
+        LogEntry {
+            leader_node: 0,
+            body: EntryBody::Blank,
+        },
+        event(Event::AccountCreated {
+            username: "alice".into(),
+            password_hash: PasswordHash(
+                "$argon2id$v=19$m=19456,t=2,p=1$SECRETSALT$SECRETHASH".into(),
+            ),
+            at_ms: 1_700_000_000_000,
+        }),
+        event(Event::AccountCreated {
+            username: "Bob".into(),
+            password_hash: PasswordHash("$argon2id$SECRET2".into()),
+            at_ms: 1_700_000_000_001,
+        }),
+        event(Event::SessionOpened {
+            account: AccountId(1),
+            token_hash: TokenHash([0xab; 32]),
+            at_ms: 1_700_000_000_002,
+        }),
+        event(Event::MessageSent {
+            from: AccountId(1),
+            to: AccountId(2),
+            client_msg_id: "c1".into(),
+            body: "hello bob".into(),
+            at_ms: 1_700_000_000_003,
+        }),
+        event(Event::DeliveredUpTo {
+            account: AccountId(2),
+            up_to: MessageId(4),
+            at_ms: 1_700_000_000_004,
+        }),
+        event(Event::AccountDeleted {
+            account: AccountId(2),
+            at_ms: 1_700_000_000_005,
+        }),
+        event(Event::AccountCreated {
+            username: "bob".into(),
+            password_hash: PasswordHash("$argon2id$SECRET3".into()),
+            at_ms: 1_700_000_000_006,
+        }),
+        event(Event::MessageSent {
+            from: AccountId(1),
+            to: AccountId(7),
+            client_msg_id: "c2".into(),
+            body: "hi again".into(),
+            at_ms: 1_700_000_000_007,
+        }),
+    ];
+    let (log, _) = Log::open(dir, LogConfig { segment_size: 300 }).unwrap();
+    let records: Vec<Record> = entries
+        .iter()
+        .zip(0..)
+        .map(|(e, index)| Record {
+            index,
+            term: 1,
+            payload: events::encode(e),
+        })
+        .collect();
+    log.append(&records).unwrap();
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn dump_prints_every_record_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let out = inspect(&["dump", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 9, "{text}");
+    assert!(text.contains("message_sent"));
+    assert!(text.contains("body=\"hello bob\""));
+    assert!(text.contains("at=2023-11-14T22:13:20.003Z"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(!text.to_lowercase().contains("abab"), "{text}");
+}
+
+#[test]
+fn dump_json_lines_parse_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let out = inspect(&["dump", d, "--json", "--kind", "message_sent"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["index"], 4);
+    assert_eq!(lines[0]["kind"], "message_sent");
+    assert_eq!(lines[0]["from"], 1);
+    assert_eq!(lines[1]["body"], "hi again");
+
+    let out = inspect(&["dump", d, "--json", "--from", "2", "--to", "3"]);
+    let idx: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(idx, vec![2, 3]);
+    assert!(!stdout(&out).contains("SECRET"));
+}
+
+#[test]
+fn dump_user_follows_every_account_that_had_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let out = inspect(&[
+        "dump",
+        dir.path().to_str().unwrap(),
+        "--json",
+        "--user",
+        "BOB",
+    ]);
+    assert!(out.status.success());
+    let idx: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // Both bobs: created at 2 and 7, the messages to them, the receipt and the deletion.
+    assert_eq!(idx, vec![2, 4, 5, 6, 7, 8]);
+}
+
+#[test]
+fn unknown_kind_is_a_usage_error_listing_the_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let out = inspect(&["dump", dir.path().to_str().unwrap(), "--kind", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("message_sent"), "{}", stderr(&out));
+}
+
+#[test]
+fn verify_reports_clean_torn_and_corrupt_with_distinct_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("clean: 9 records"));
+    assert!(stdout(&out).contains("ok"));
+
+    // A torn tail: cut the last segment mid-record.
+    let segs = segments(dir.path());
+    let last = segs.last().unwrap();
+    let len = fs::metadata(last).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("torn tail"));
+    assert!(stderr(&out).contains("record 8"), "{}", stderr(&out));
+    // verify changed nothing.
+    assert_eq!(fs::metadata(last).unwrap().len(), len - 3);
+    // dump still prints the valid prefix and succeeds.
+    let out = inspect(&["dump", d]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out).lines().count(), 8);
+
+    // Corruption: flip a byte in the first segment's first record.
+    let mut bytes = fs::read(&segs[0]).unwrap();
+    bytes[60] ^= 0x01;
+    fs::write(&segs[0], bytes).unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&segs[0].display().to_string()), "{err}");
+    assert!(err.contains("at byte 48"), "{err}");
+    assert!(err.contains("(record 0)"), "{err}");
+    let out = inspect(&["dump", d]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = inspect(&["stats", d]);
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn stats_counts_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let out = inspect(&["stats", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("indexes   0..=8"), "{text}");
+    assert!(text.contains("records   9"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("account_created"))
+        .unwrap();
+    assert_eq!(line.split_whitespace().nth(1), Some("3"), "{line}");
+}
+
+#[test]
+fn missing_and_foreign_directories_get_clear_errors() {
+    let out = inspect(&["verify", "/definitely/not/here"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot read /definitely/not/here"),
+        "{}",
+        stderr(&out)
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    fs::write(empty.path().join("notes.txt"), "hello").unwrap();
+    let out = inspect(&["dump", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds no log segments"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["dump", "--help"],
+        &["verify", "--help"],
+        &["stats", "--help"],
+    ] {
+        let out = inspect(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout(&out).contains("Usage:"), "{args:?}");
+    }
+    assert!(stdout(&inspect(&["verify", "--help"])).contains("Exit status"));
+}
