@@ -30,7 +30,7 @@ pub enum Error {
     PayloadTooLarge { index: u64, len: usize, max: u32 },
     #[error("records before {first} have been purged; record {index} is no longer in the log")]
     Purged { index: u64, first: u64 },
-    #[error("cannot truncate after {index}: records up to {purged} are already purged")]
+    #[error("cannot truncate from {index}: records up to {purged} are already purged")]
     TruncateBeforePurge { index: u64, purged: u64 },
     #[error(
         "the log stopped accepting writes after an I/O failure ({reason}); restart to recover from disk"

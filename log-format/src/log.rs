@@ -549,20 +549,27 @@ impl Log {
     /// Removes every record after `index` (Raft drops a conflicting tail).
     /// Queued records are written first, so no waiter is left hanging.
     pub fn truncate_after(&self, index: u64) -> Result<()> {
+        match index.checked_add(1) {
+            Some(from) => self.truncate_from(from),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes record `index` and every record after it.
+    pub fn truncate_from(&self, index: u64) -> Result<()> {
         let mut st = self.exclusive()?;
         let result = self.truncate_locked(&mut st, index);
         self.finish_exclusive(st, result)
     }
 
-    fn truncate_locked(&self, st: &mut State, index: u64) -> Result<()> {
-        let keep_next = index.saturating_add(1);
+    fn truncate_locked(&self, st: &mut State, keep_next: u64) -> Result<()> {
         if keep_next >= st.next_index {
             return Ok(());
         }
         let first = st.segments[0].first_index;
         if keep_next < first {
             return Err(Error::TruncateBeforePurge {
-                index,
+                index: keep_next,
                 purged: first.wrapping_sub(1),
             });
         }

@@ -169,8 +169,16 @@ fn truncate_after_drops_the_tail_across_segments() {
     // Truncating everything leaves an empty log that continues at 0.
     log.truncate_after(u64::MAX).unwrap();
     assert_eq!(log.next_index(), 20);
-    log.truncate_after(0u64.wrapping_sub(1)).unwrap();
-    assert_eq!(log.next_index(), 20, "u64::MAX means keep everything");
+    log.truncate_from(3).unwrap();
+    assert_eq!(log.next_index(), 3);
+    log.truncate_from(0).unwrap();
+    assert_eq!(log.next_index(), 0);
+    assert!(all(&log).is_empty());
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.next_index(), 0);
+    log.append(&records(0, 2)).unwrap();
+    assert_eq!(all(&log), records(0, 2));
 }
 
 #[test]
