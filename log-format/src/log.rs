@@ -293,7 +293,7 @@ impl Log {
         // Check the whole batch before queueing any of it.
         let mut expected = st.next_index;
         for (index, _, payload) in records.clone() {
-            if index != expected {
+            if index != expected || index == u64::MAX {
                 return Err(Error::NotContiguous {
                     expected,
                     got: index,

@@ -187,7 +187,9 @@ fn scan_segment(
         let expected = seg.next_index;
         let damage = match read_frame(&bytes[offset..]) {
             FrameRead::Frame(frame) => {
-                if frame.index != expected {
+                // u64::MAX is never a record's index: the log could not
+                // continue after it.
+                if frame.index != expected || frame.index == u64::MAX {
                     return Err(Corruption {
                         file: path.to_path_buf(),
                         offset: offset as u64,

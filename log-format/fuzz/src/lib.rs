@@ -153,7 +153,10 @@ pub fn check_segment_file(file: &SegmentFile) -> ScanOutcome {
                     prev.offset + prev.len,
                     "records are not back to back"
                 );
-                prev.index.wrapping_add(1)
+                // Indexes go up by one and never wrap: no record follows u64::MAX.
+                prev.index
+                    .checked_add(1)
+                    .expect("a record was accepted after index u64::MAX")
             }
             None => {
                 assert_eq!(
@@ -201,7 +204,11 @@ pub fn check_segment_file(file: &SegmentFile) -> ScanOutcome {
                 "valid_len is not the end of the last record"
             );
             assert_eq!(seg.records, records);
-            assert_eq!(seg.next_index, header.first_index.wrapping_add(records));
+            let next_index = header
+                .first_index
+                .checked_add(records)
+                .expect("a clean scan whose next index does not fit in u64");
+            assert_eq!(seg.next_index, next_index);
             assert_eq!(
                 seg.last_crc,
                 visited.last().map_or(header.prev_last_crc, |v| v.crc)
@@ -264,7 +271,7 @@ pub fn check_segment_file(file: &SegmentFile) -> ScanOutcome {
                         c.offset, valid_end,
                         "damage not right after the last valid record"
                     );
-                    assert_eq!(c.index, Some(header.first_index.wrapping_add(records)));
+                    assert_eq!(c.index, header.first_index.checked_add(records));
                 }
                 CorruptionKind::ForeignSegment { .. } | CorruptionKind::BrokenChain { .. } => {
                     panic!("chain corruption in a log of one segment: {c}")

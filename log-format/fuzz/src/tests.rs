@@ -144,10 +144,13 @@ fn hand_made_segments() {
 }
 
 #[test]
-fn record_at_the_last_index() {
-    // A base segment at u64::MAX holding the one record that fits there.
-    let data = with_header(u64::MAX, &frames(u64::MAX, 1));
-    check_segment(&data);
+fn no_record_follows_the_last_index() {
+    // A base segment at u64::MAX: the record there leaves no next index, and
+    // a record 0 after it must not pass as the next one.
+    check_segment(&with_header(u64::MAX, &frames(u64::MAX, 1)));
+    let mut wrapped = frames(u64::MAX, 1);
+    wrapped.extend_from_slice(&frames(0, 2));
+    check_segment(&with_header(u64::MAX, &wrapped));
 }
 
 /// A body for a header at `first`: valid frames with a few kinds of damage.
