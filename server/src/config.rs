@@ -1,0 +1,67 @@
+//! The server's configuration: what `chat-server`'s flags decide.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How one server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the log and the state files live.
+    pub data_dir: PathBuf,
+    /// A session with no request and no open stream for this long ends.
+    pub session_idle: Duration,
+    /// This node's id in the cluster.
+    pub node_id: u64,
+    /// The address other nodes and clients reach this server at (as stored
+    /// in the cluster membership).
+    pub advertise_addr: String,
+    /// Size of each subscription's buffer, in events.
+    pub stream_buffer: usize,
+    /// The longest a read waits for this replica to apply a client's cursor.
+    pub read_wait: Duration,
+    /// Failed logins allowed per username before it is rate-limited.
+    pub login_attempts: u32,
+    /// How long a rate-limited username must wait.
+    pub login_lockout: Duration,
+    /// argon2 cost; tests lower it to stay fast.
+    pub password_hashing: HashingCost,
+    /// Segment size of the log.
+    pub segment_size: u64,
+}
+
+/// argon2id parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+}
+
+impl HashingCost {
+    /// OWASP's recommended argon2id minimum (19 MiB, 2 passes).
+    pub const DEFAULT: HashingCost = HashingCost {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+    };
+    /// Cheap hashing for tests; never for real passwords.
+    pub const TESTING: HashingCost = HashingCost {
+        memory_kib: 256,
+        iterations: 1,
+    };
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            session_idle: Duration::from_secs(30 * 60),
+            node_id: 1,
+            advertise_addr: String::new(),
+            stream_buffer: 1024,
+            read_wait: Duration::from_secs(5),
+            login_attempts: 5,
+            login_lockout: Duration::from_secs(60),
+            password_hashing: HashingCost::DEFAULT,
+            segment_size: log_format::format::DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The server's error type and the one place where errors become gRPC
+//! status codes. A user's mistake is never `INTERNAL`, and every message
+//! says what to do.
+
+use tonic::{Code, Status};
+
+pub type Result<T, E = ChatError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    /// The request breaks a rule; the message states the rule.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No valid session, or wrong credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Too many attempts; the message says when to try again.
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The stream fell behind and must be resumed from its cursor.
+    #[error("{0}")]
+    Aborted(String),
+    /// No quorum, not caught up, or shutting down: try again or elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the server itself, never of the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ChatError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        ChatError::InvalidArgument(msg.into())
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ChatError::InvalidArgument(_) => Code::InvalidArgument,
+            ChatError::Unauthenticated(_) => Code::Unauthenticated,
+            ChatError::PermissionDenied(_) => Code::PermissionDenied,
+            ChatError::NotFound(_) => Code::NotFound,
+            ChatError::AlreadyExists(_) => Code::AlreadyExists,
+            ChatError::RateLimited(_) => Code::ResourceExhausted,
+            ChatError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ChatError::Aborted(_) => Code::Aborted,
+            ChatError::Unavailable(_) => Code::Unavailable,
+            ChatError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ChatError> for Status {
+    fn from(e: ChatError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,183 @@
+//! Live subscriptions: where applied events are pushed to the streams of
+//! online users.
+//!
+//! Each stream has a bounded buffer. Publishing never waits: a stream whose
+//! buffer is full is dropped from the hub and marked as overflowed, and its
+//! stream then ends with a status telling the client to resubscribe from its
+//! cursor. So a slow subscriber never slows the server or anyone else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use log_format::events::{AccountId, SessionId};
+use tokio::sync::mpsc;
+
+use crate::state::{FeedEvent, Notice};
+
+/// Why a live stream was ended by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The session ended (logout, idle timeout or account deletion).
+    SessionClosed,
+}
+
+/// What a stream receives.
+#[derive(Debug, Clone)]
+pub enum Push {
+    Event(FeedEvent),
+    Ended(Ended),
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    streams: Mutex<HashMap<AccountId, Vec<Stream>>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: u64,
+    session: SessionId,
+    tx: mpsc::Sender<Push>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// The receiving end of a stream; leaves the hub when dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Push>,
+    overflowed: Arc<AtomicBool>,
+    hub: Arc<Hub>,
+    account: AccountId,
+    id: u64,
+}
+
+impl Subscription {
+    /// True once the hub dropped this stream because its buffer was full.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut streams = self.hub.streams.lock().expect("hub lock");
+        if let Some(list) = streams.get_mut(&self.account) {
+            list.retain(|s| s.id != self.id);
+            if list.is_empty() {
+                streams.remove(&self.account);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Registers a stream for `account`'s session with a buffer of `capacity`.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        account: AccountId,
+        session: SessionId,
+        capacity: usize,
+    ) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        self.streams
+            .lock()
+            .expect("hub lock")
+            .entry(account)
+            .or_default()
+            .push(Stream {
+                id,
+                session,
+                tx,
+                overflowed: Arc::clone(&overflowed),
+            });
+        Subscription {
+            rx,
+            overflowed,
+            hub: Arc::clone(self),
+            account,
+            id,
+        }
+    }
+
+    /// Number of live streams (for status and tests).
+    pub fn len(&self) -> usize {
+        self.streams
+            .lock()
+            .expect("hub lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether any stream of `account` is open.
+    pub fn has_streams(&self, account: AccountId) -> bool {
+        self.streams
+            .lock()
+            .expect("hub lock")
+            .contains_key(&account)
+    }
+
+    /// The sessions that have an open stream (they count as active).
+    pub fn streaming_sessions(&self) -> Vec<SessionId> {
+        self.streams
+            .lock()
+            .expect("hub lock")
+            .values()
+            .flatten()
+            .map(|s| s.session)
+            .collect()
+    }
+
+    /// Delivers what applying a batch of events produced.
+    pub fn publish(&self, notices: Vec<Notice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let mut streams = self.streams.lock().expect("hub lock");
+        if streams.is_empty() {
+            return;
+        }
+        for notice in notices {
+            match notice {
+                Notice::Feed(account, event) => {
+                    if let Some(list) = streams.get_mut(&account) {
+                        list.retain(|s| match s.tx.try_send(Push::Event(event.clone())) {
+                            Ok(()) => true,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                s.overflowed.store(true, Ordering::Release);
+                                false
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        });
+                    }
+                }
+                Notice::SessionEnded(session) => {
+                    for list in streams.values_mut() {
+                        list.retain(|s| {
+                            if s.session == session {
+                                let _ = s.tx.try_send(Push::Ended(Ended::SessionClosed));
+                                false
+                            } else {
+                                true
+                            }
+                        });
+                    }
+                }
+                Notice::AccountDeleted(account) => {
+                    for s in streams.remove(&account).unwrap_or_default() {
+                        let _ = s.tx.try_send(Push::Ended(Ended::SessionClosed));
+                    }
+                }
+            }
+            streams.retain(|_, list| !list.is_empty());
+        }
+    }
+}

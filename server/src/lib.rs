@@ -1,0 +1,135 @@
+//! The chat server: the chat state machine on the replicated event log, and
+//! the gRPC services in front of it.
+//!
+//! [`run`] starts a server on a listener and returns when `shutdown`
+//! resolves and every task has finished, so tests run servers in-process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use log_format::events::{CloseReason, Event};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod node;
+pub mod raft;
+pub mod service;
+pub mod state;
+
+pub use config::{Config, HashingCost};
+
+use crate::auth::Guard;
+use crate::node::Node;
+use crate::service::chat::ChatService;
+use crate::service::cluster::ClusterService;
+
+/// Serves `config` on `listener` until `shutdown` resolves; then stops
+/// accepting, ends every stream, flushes the log and returns.
+pub async fn run(
+    mut config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().context("listener has no address")?;
+    if config.advertise_addr.is_empty() {
+        config.advertise_addr = local.to_string();
+    }
+    let node = Arc::new(Node::start(config).await?);
+    let cfg = &node.config;
+    let guard = Arc::new(Guard::new(
+        cfg.login_attempts,
+        cfg.login_lockout,
+        cfg.session_idle,
+    ));
+    let stop = CancellationToken::new();
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(sweep_idle_sessions(
+        Arc::clone(&node),
+        Arc::clone(&guard),
+        stop.clone(),
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<chat_proto::chat_server::ChatServer<ChatService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let chat = ChatService::new(Arc::clone(&node), Arc::clone(&guard), stop.clone());
+    let cluster = ClusterService::new(Arc::clone(&node));
+
+    tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
+    let stop_serving = stop.clone();
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(chat_proto::chat_server::ChatServer::new(chat))
+        .add_service(chat_proto::cluster_server::ClusterServer::new(cluster))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            // Ends the streams, so the server can finish.
+            stop_serving.cancel();
+        })
+        .await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    let stopped = node.shutdown().await;
+    served.context("the gRPC server failed")?;
+    stopped
+}
+
+/// On the leader, ends sessions that have been idle too long. A session with
+/// an open stream is not idle.
+async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationToken) {
+    let period =
+        (guard.idle_timeout() / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !node.is_leader() {
+            continue;
+        }
+        for session in node.sm.hub().streaming_sessions() {
+            guard.touch(session);
+        }
+        let idle: Vec<_> = node
+            .sm
+            .state()
+            .sessions()
+            .filter(|(id, _)| guard.is_idle(*id))
+            .map(|(id, s)| (id, s.account))
+            .collect();
+        for (session, account) in idle {
+            let event = Event::SessionClosed {
+                account,
+                session,
+                reason: CloseReason::Idle,
+                at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            };
+            match node.propose(event).await {
+                Ok(_) => {
+                    guard.forget(session);
+                    tracing::debug!(%session, "ended an idle session");
+                }
+                Err(e) => tracing::debug!(%session, "could not end an idle session: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! openraft's state machine: the chat indexes, applied entry by entry, plus
+//! snapshots of them. Applying pushes the resulting feed events to the
+//! [`Hub`] and advances a watch of the applied index, which reads wait on
+//! for read-your-writes.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use log_format::{Log, StateFile};
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{NodeAddr, NodeId, RaftEntry, StorageError, TypeConfig, record_to_entry};
+use crate::hub::Hub;
+use crate::state::{Applied, ChatState, Notice};
+
+/// The state file holding the latest snapshot.
+pub const SNAPSHOT_FILE: &str = "snapshot";
+
+/// The state machine handle; clones share everything.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: RwLock<ChatState>,
+    meta: Mutex<Applying>,
+    /// The index of the last applied entry (0 before anything is applied).
+    applied: watch::Sender<u64>,
+    hub: Arc<Hub>,
+    snapshot_file: StateFile,
+    current_snapshot: Mutex<Option<StoredSnapshot>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Applying {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, NodeAddr>,
+}
+
+/// A snapshot as stored on disk and sent to other replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, NodeAddr>,
+    /// The postcard encoding of the `ChatState`.
+    data: Vec<u8>,
+}
+
+/// What start-up replay did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Replayed {
+    pub records: u64,
+    pub last_applied: u64,
+}
+
+impl StateMachine {
+    /// Restores the state: the stored snapshot if there is one, then every
+    /// log record up to `committed` (records after it may not be committed
+    /// and are left for Raft to apply).
+    pub fn restore(
+        dir: &Path,
+        log: &Log,
+        committed: Option<LogId<NodeId>>,
+        hub: Arc<Hub>,
+    ) -> Result<(StateMachine, Replayed), anyhow::Error> {
+        let snapshot_file = StateFile::new(dir, SNAPSHOT_FILE);
+        let stored: Option<StoredSnapshot> = snapshot_file.load()?;
+        let (mut state, mut applying) = match &stored {
+            Some(s) => (
+                postcard::from_bytes::<ChatState>(&s.data)?,
+                Applying {
+                    last_applied: s.meta.last_log_id,
+                    membership: s.meta.last_membership.clone(),
+                },
+            ),
+            None => (ChatState::default(), Applying::default()),
+        };
+        let mut replayed = Replayed::default();
+        if let Some(committed) = committed {
+            let start = applying
+                .last_applied
+                .map_or(0, |l| l.index + 1)
+                .max(log.first_index());
+            let mut ignored = Vec::new();
+            for record in log.iter_from(start) {
+                let record = record?;
+                if record.index > committed.index {
+                    break;
+                }
+                let entry = record_to_entry(&record)?;
+                apply_entry(&mut state, &mut applying, &entry, &mut ignored);
+                ignored.clear();
+                replayed.records += 1;
+            }
+        }
+        replayed.last_applied = applying.last_applied.map_or(0, |l| l.index);
+        let (applied, _) = watch::channel(replayed.last_applied);
+        let sm = StateMachine {
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                meta: Mutex::new(applying),
+                applied,
+                hub,
+                snapshot_file,
+                current_snapshot: Mutex::new(stored),
+            }),
+        };
+        Ok((sm, replayed))
+    }
+
+    /// Read access to the chat state. Never hold it across an `.await`.
+    pub fn state(&self) -> RwLockReadGuard<'_, ChatState> {
+        self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+
+    /// A receiver of the applied index, for read-your-writes waits.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied.subscribe()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    fn snapshot_of_current(&self) -> Result<StoredSnapshot, StorageError> {
+        // Hold the state lock while reading the applied id, so the two match.
+        let state = self.state();
+        let applying = self.shared.meta.lock().expect("lock").clone();
+        let data =
+            postcard::to_stdvec(&*state).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        drop(state);
+        let id = applying
+            .last_applied
+            .map_or_else(|| "empty".to_string(), |l| l.to_string());
+        Ok(StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: applying.last_applied,
+                last_membership: applying.membership,
+                snapshot_id: id,
+            },
+            data,
+        })
+    }
+
+    fn keep_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
+        self.shared
+            .snapshot_file
+            .store(snap)
+            .map_err(|e| StorageIOError::write_snapshot(Some(snap.meta.signature()), &e))?;
+        *self.shared.current_snapshot.lock().expect("lock") = Some(snap.clone());
+        Ok(())
+    }
+}
+
+fn apply_entry(
+    state: &mut ChatState,
+    applying: &mut Applying,
+    entry: &RaftEntry,
+    notices: &mut Vec<Notice>,
+) -> Applied {
+    applying.last_applied = Some(entry.log_id);
+    match &entry.payload {
+        EntryPayload::Blank => Applied::Done,
+        EntryPayload::Normal(event) => state.apply(entry.log_id.index, event, notices),
+        EntryPayload::Membership(m) => {
+            applying.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+            Applied::Done
+        }
+    }
+}
+
+fn to_snapshot(s: StoredSnapshot) -> Snapshot<TypeConfig> {
+    Snapshot {
+        meta: s.meta,
+        snapshot: Box::new(Cursor::new(s.data)),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let snap = self.snapshot_of_current()?;
+        self.keep_snapshot(&snap)?;
+        Ok(to_snapshot(snap))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), StorageError> {
+        let a = self.shared.meta.lock().expect("lock");
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = RaftEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut notices = Vec::new();
+        let mut out = Vec::new();
+        let last = {
+            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut applying = self.shared.meta.lock().expect("lock");
+            for entry in entries {
+                out.push(apply_entry(&mut state, &mut applying, &entry, &mut notices));
+            }
+            applying.last_applied.map_or(0, |l| l.index)
+        };
+        self.shared.hub.publish(notices);
+        self.shared.applied.send_replace(last);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeAddr>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let new_state: ChatState = postcard::from_bytes(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.keep_snapshot(&stored)?;
+        {
+            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut applying = self.shared.meta.lock().expect("lock");
+            *state = new_state;
+            applying.last_applied = meta.last_log_id;
+            applying.membership = meta.last_membership.clone();
+        }
+        self.shared
+            .applied
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self
+            .shared
+            .current_snapshot
+            .lock()
+            .expect("lock")
+            .clone()
+            .map(to_snapshot))
+    }
+}

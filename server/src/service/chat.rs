@@ -1,0 +1,709 @@
+//! The `chat.v1.Chat` service: validates requests, authenticates sessions,
+//! turns actions into events for the log, and answers reads from the local
+//! state. Protobuf types are converted in [`super::convert`].
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chat_proto as pb;
+use log_format::events::{AccountId, CloseReason, Event, MessageId, SessionId};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::auth::{self, Guard};
+use crate::error::ChatError;
+use crate::hub::Push;
+use crate::node::Node;
+use crate::state::{Applied, Rejection};
+
+/// Longest username, in characters.
+pub const MAX_USERNAME: usize = 32;
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 1024;
+pub const MAX_BODY: usize = 16 * 1024;
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+pub const MAX_PATTERN: usize = 64;
+pub const MAX_PAGE: u32 = 1000;
+pub const DEFAULT_ACCOUNT_PAGE: u32 = 100;
+pub const DEFAULT_HISTORY_PAGE: u32 = 50;
+pub const MAX_DELETE: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ChatService {
+    node: Arc<Node>,
+    guard: Arc<Guard>,
+    shutdown: CancellationToken,
+}
+
+/// Milliseconds since the Unix epoch, decided before an event is proposed.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn validate_username(name: &str) -> Result<(), ChatError> {
+    let ok = (1..=MAX_USERNAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ChatError::invalid(format!(
+            "a username is 1 to {MAX_USERNAME} characters of letters, digits, '_', '.' and '-'"
+        )))
+    }
+}
+
+fn validate_password(password: &str) -> Result<(), ChatError> {
+    if (MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(ChatError::invalid(format!(
+            "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes long"
+        )))
+    }
+}
+
+fn validate_body(body: &str) -> Result<(), ChatError> {
+    if body.is_empty() {
+        return Err(ChatError::invalid("a message cannot be empty"));
+    }
+    if body.len() > MAX_BODY {
+        return Err(ChatError::invalid(format!(
+            "a message is at most {MAX_BODY} bytes; this one is {} bytes",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+fn page_limit(limit: u32, default: u32) -> Result<usize, ChatError> {
+    match limit {
+        0 => Ok(default as usize),
+        l if l <= MAX_PAGE => Ok(l as usize),
+        _ => Err(ChatError::invalid(format!("limit is at most {MAX_PAGE}"))),
+    }
+}
+
+impl ChatService {
+    pub fn new(node: Arc<Node>, guard: Arc<Guard>, shutdown: CancellationToken) -> Self {
+        ChatService {
+            node,
+            guard,
+            shutdown,
+        }
+    }
+
+    /// The session and account behind `token`, refreshing its idle clock.
+    fn authenticate(&self, token: &str) -> Result<(SessionId, AccountId), ChatError> {
+        if token.is_empty() {
+            return Err(ChatError::Unauthenticated(
+                "this call needs a session token; log in first".into(),
+            ));
+        }
+        let (session, account) = {
+            let state = self.node.sm.state();
+            let (id, s) = state
+                .session_by_token(&auth::token_hash(token))
+                .ok_or_else(|| {
+                    ChatError::Unauthenticated(
+                        "the session has ended or the token is unknown; log in again".into(),
+                    )
+                })?;
+            (id, s.account)
+        };
+        if self.guard.is_idle(session) {
+            self.close_idle(session, account);
+            return Err(ChatError::Unauthenticated(format!(
+                "the session ended after {} of inactivity; log in again",
+                humantime::format_duration(self.guard.idle_timeout())
+            )));
+        }
+        self.guard.touch(session);
+        Ok((session, account))
+    }
+
+    /// Records in the log that an idle session ended (in the background:
+    /// the caller is answered either way).
+    fn close_idle(&self, session: SessionId, account: AccountId) {
+        let node = Arc::clone(&self.node);
+        tokio::spawn(async move {
+            let event = Event::SessionClosed {
+                account,
+                session,
+                reason: CloseReason::Idle,
+                at_ms: now_ms(),
+            };
+            if let Err(e) = node.propose(event).await {
+                tracing::debug!("could not record the end of idle session {session}: {e}");
+            }
+        });
+    }
+
+    /// The account named `name`, or NOT_FOUND.
+    fn peer(&self, name: &str) -> Result<AccountId, ChatError> {
+        self.node
+            .sm
+            .state()
+            .account_by_name(name)
+            .map(|(id, _)| id)
+            .ok_or_else(|| ChatError::NotFound(format!("there is no account named '{name}'")))
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ChatError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ChatError::Internal(format!("worker failed: {e}")))
+    }
+
+    async fn create_account(
+        &self,
+        req: pb::CreateAccountRequest,
+    ) -> Result<pb::CreateAccountResponse, ChatError> {
+        validate_username(&req.username)?;
+        validate_password(&req.password)?;
+        if self
+            .node
+            .sm
+            .state()
+            .account_by_name(&req.username)
+            .is_some()
+        {
+            return Err(name_taken(&req.username));
+        }
+        let cost = self.node.config.password_hashing;
+        let password = req.password;
+        let password_hash =
+            Self::run_blocking(move || auth::hash_password(&password, cost)).await??;
+        let event = Event::AccountCreated {
+            username: req.username.clone(),
+            password_hash,
+            at_ms: now_ms(),
+        };
+        match self.node.propose(event).await? {
+            (index, Applied::AccountCreated(id)) => Ok(pb::CreateAccountResponse {
+                account_id: id.0,
+                username: req.username,
+                log_index: index,
+            }),
+            (_, Applied::Rejected(Rejection::NameTaken)) => Err(name_taken(&req.username)),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    async fn login(&self, req: pb::LoginRequest) -> Result<pb::LoginResponse, ChatError> {
+        let denied = || ChatError::Unauthenticated("unknown username or wrong password".into());
+        if req.username.is_empty()
+            || req.username.len() > MAX_USERNAME
+            || req.password.len() > MAX_PASSWORD
+        {
+            return Err(denied());
+        }
+        self.guard.check_login_allowed(&req.username)?;
+        let found = self
+            .node
+            .sm
+            .state()
+            .account_by_name(&req.username)
+            .map(|(id, a)| (id, a.password_hash.clone()));
+        let password = req.password;
+        let (account, matches) = match found {
+            Some((id, hash)) => {
+                let ok =
+                    Self::run_blocking(move || auth::verify_password(&hash, &password)).await?;
+                (Some(id), ok)
+            }
+            None => (None, false),
+        };
+        let Some(account) = account.filter(|_| matches) else {
+            self.guard.login_failed(&req.username);
+            return Err(denied());
+        };
+        self.guard.login_succeeded(&req.username);
+        let (token, token_hash) = auth::new_token()?;
+        let event = Event::SessionOpened {
+            account,
+            token_hash,
+            at_ms: now_ms(),
+        };
+        let (index, applied) = self.node.propose(event).await?;
+        let Applied::SessionOpened(session) = applied else {
+            return Err(match applied {
+                Applied::Rejected(Rejection::NoSuchAccount) => denied(),
+                other => unexpected(other),
+            });
+        };
+        self.guard.touch(session);
+        let state = self.node.sm.state();
+        let acc = state.account(account).ok_or_else(denied)?;
+        Ok(pb::LoginResponse {
+            token,
+            account_id: account.0,
+            username: acc.username.clone(),
+            delivered_cursor: acc.delivered_up_to.0,
+            unread_count: acc.unread,
+            session_idle_timeout_secs: self.guard.idle_timeout().as_secs().min(u32::MAX as u64)
+                as u32,
+            log_index: index,
+        })
+    }
+
+    async fn logout(&self, req: pb::LogoutRequest) -> Result<pb::LogoutResponse, ChatError> {
+        let (session, account) = self.authenticate(&req.token)?;
+        let event = Event::SessionClosed {
+            account,
+            session,
+            reason: CloseReason::Logout,
+            at_ms: now_ms(),
+        };
+        let (index, _) = self.node.propose(event).await?;
+        self.guard.forget(session);
+        Ok(pb::LogoutResponse { log_index: index })
+    }
+
+    async fn delete_account(
+        &self,
+        req: pb::DeleteAccountRequest,
+    ) -> Result<pb::DeleteAccountResponse, ChatError> {
+        let (_, account) = self.authenticate(&req.token)?;
+        let hash = self
+            .node
+            .sm
+            .state()
+            .account(account)
+            .map(|a| a.password_hash.clone())
+            .ok_or_else(|| ChatError::Unauthenticated("the account no longer exists".into()))?;
+        let password = req.password;
+        if !Self::run_blocking(move || auth::verify_password(&hash, &password)).await? {
+            return Err(ChatError::PermissionDenied(
+                "wrong password; the account was not deleted".into(),
+            ));
+        }
+        let (index, _) = self
+            .node
+            .propose(Event::AccountDeleted {
+                account,
+                at_ms: now_ms(),
+            })
+            .await?;
+        Ok(pb::DeleteAccountResponse { log_index: index })
+    }
+
+    async fn list_accounts(
+        &self,
+        req: pb::ListAccountsRequest,
+    ) -> Result<pb::ListAccountsResponse, ChatError> {
+        let pattern = if req.pattern.is_empty() {
+            "*".to_string()
+        } else {
+            req.pattern.to_lowercase()
+        };
+        if pattern.len() > MAX_PATTERN
+            || !pattern
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'))
+        {
+            return Err(ChatError::invalid(format!(
+                "a pattern is at most {MAX_PATTERN} characters of letters, digits, '_', '.', '-' and the wildcards '*' and '?'"
+            )));
+        }
+        let limit = page_limit(req.limit, DEFAULT_ACCOUNT_PAGE)?;
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            match req.page_token.rsplit_once('/') {
+                Some((p, name)) if p == pattern && !name.is_empty() => Some(name.to_string()),
+                _ => {
+                    return Err(ChatError::invalid(
+                        "the page token does not belong to this pattern; start again with an empty page token",
+                    ));
+                }
+            }
+        };
+        self.node.wait_applied(req.min_applied).await?;
+        let page = self
+            .node
+            .sm
+            .state()
+            .list_accounts(&pattern, after.as_deref(), limit);
+        Ok(pb::ListAccountsResponse {
+            accounts: page
+                .accounts
+                .into_iter()
+                .map(|(id, username, created_at_ms, online)| pb::Account {
+                    username,
+                    account_id: id.0,
+                    created_at_ms,
+                    online,
+                })
+                .collect(),
+            next_page_token: page
+                .next_after
+                .map(|n| format!("{pattern}/{n}"))
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn send(&self, req: pb::SendRequest) -> Result<pb::SendResponse, ChatError> {
+        let (_, from) = self.authenticate(&req.token)?;
+        validate_body(&req.body)?;
+        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID {
+            return Err(ChatError::invalid(format!(
+                "client_msg_id is required: 1 to {MAX_CLIENT_MSG_ID} bytes that identify this message among the sender's (a UUID works)"
+            )));
+        }
+        // A retry of a send that already happened returns the first result.
+        if let Some((id, at_ms)) = self
+            .node
+            .sm
+            .state()
+            .message_by_key(from, &req.client_msg_id)
+        {
+            return Ok(pb::SendResponse {
+                message_id: id.0,
+                sent_at_ms: at_ms,
+                log_index: id.0,
+            });
+        }
+        let to = self.peer(&req.to)?;
+        if to == from {
+            return Err(ChatError::invalid("you cannot send a message to yourself"));
+        }
+        let event = Event::MessageSent {
+            from,
+            to,
+            client_msg_id: req.client_msg_id,
+            body: req.body,
+            at_ms: now_ms(),
+        };
+        match self.node.propose(event).await? {
+            (index, Applied::Message { id, at_ms, .. }) => Ok(pb::SendResponse {
+                message_id: id.0,
+                sent_at_ms: at_ms,
+                log_index: index.max(id.0),
+            }),
+            (_, Applied::Rejected(Rejection::NoSuchAccount)) => Err(ChatError::NotFound(format!(
+                "there is no account named '{}'",
+                req.to
+            ))),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    async fn history(&self, req: pb::HistoryRequest) -> Result<pb::HistoryResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        let (_, account) = self.authenticate(&req.token)?;
+        let limit = page_limit(req.limit, DEFAULT_HISTORY_PAGE)?;
+        let peer = self.peer(&req.peer)?;
+        let before = (req.before != 0).then_some(MessageId(req.before));
+        let (messages, next) = self.node.sm.state().history(account, peer, before, limit);
+        Ok(pb::HistoryResponse {
+            messages: messages.into_iter().map(convert::message).collect(),
+            next_before: next.map_or(0, |m| m.0),
+        })
+    }
+
+    async fn conversations(
+        &self,
+        req: pb::ConversationsRequest,
+    ) -> Result<pb::ConversationsResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        let (_, account) = self.authenticate(&req.token)?;
+        let state = self.node.sm.state();
+        let total_unread = state.account(account).map_or(0, |a| a.unread);
+        Ok(pb::ConversationsResponse {
+            conversations: state
+                .conversations(account)
+                .into_iter()
+                .map(|c| pb::Conversation {
+                    peer: c.peer_name,
+                    peer_account_id: c.peer.0,
+                    last_message: c.last.map(convert::message),
+                    unread_count: c.unread,
+                })
+                .collect(),
+            total_unread,
+        })
+    }
+
+    /// Fails when `up_to` lies beyond the end of the log.
+    fn check_cursor(&self, up_to: u64) -> Result<(), ChatError> {
+        let last = self.node.sm.applied_index();
+        if up_to > last {
+            return Err(ChatError::invalid(format!(
+                "cursor {up_to} is beyond the end of the log ({last}); use a message id you received"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, ChatError> {
+        let (_, account) = self.authenticate(&req.token)?;
+        self.check_cursor(req.up_to)?;
+        let current = self
+            .node
+            .sm
+            .state()
+            .account(account)
+            .map_or(0, |a| a.delivered_up_to.0);
+        if req.up_to <= current {
+            return Ok(pb::AckResponse {
+                log_index: self.node.sm.applied_index(),
+            });
+        }
+        let event = Event::DeliveredUpTo {
+            account,
+            up_to: MessageId(req.up_to),
+            at_ms: now_ms(),
+        };
+        let (index, _) = self.node.propose(event).await?;
+        Ok(pb::AckResponse { log_index: index })
+    }
+
+    async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::MarkReadResponse, ChatError> {
+        let (_, account) = self.authenticate(&req.token)?;
+        let peer = self.peer(&req.peer)?;
+        self.check_cursor(req.up_to)?;
+        let event = Event::ReadUpTo {
+            account,
+            peer,
+            up_to: MessageId(req.up_to),
+            at_ms: now_ms(),
+        };
+        match self.node.propose(event).await? {
+            (index, Applied::Unread(n)) => Ok(pb::MarkReadResponse {
+                unread_count: n,
+                log_index: index,
+            }),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_messages(
+        &self,
+        req: pb::DeleteMessagesRequest,
+    ) -> Result<pb::DeleteMessagesResponse, ChatError> {
+        let (_, account) = self.authenticate(&req.token)?;
+        if req.ids.is_empty() || req.ids.len() > MAX_DELETE {
+            return Err(ChatError::invalid(format!(
+                "give 1 to {MAX_DELETE} message ids to delete"
+            )));
+        }
+        let event = Event::MessagesDeleted {
+            account,
+            ids: req.ids.iter().map(|id| MessageId(*id)).collect(),
+            at_ms: now_ms(),
+        };
+        match self.node.propose(event).await? {
+            (index, Applied::Deleted(n)) => Ok(pb::DeleteMessagesResponse {
+                deleted: n,
+                log_index: index,
+            }),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        req: pb::SubscribeRequest,
+    ) -> Result<ReceiverStream<Result<pb::Event, Status>>, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        let (session, account) = self.authenticate(&req.token)?;
+        // Register before reading the backlog, so nothing falls between the
+        // two; anything seen twice is dropped by its index below.
+        let mut sub =
+            self.node
+                .sm
+                .hub()
+                .subscribe(account, session, self.node.config.stream_buffer);
+        let backlog = self.node.sm.state().feed_after(account, req.after);
+        let (tx, rx) = mpsc::channel(64);
+        let shutdown = self.shutdown.clone();
+        let node = Arc::clone(&self.node);
+        tokio::spawn(async move {
+            let mut last = req.after;
+            for event in backlog {
+                if event.index <= last {
+                    continue;
+                }
+                last = event.index;
+                if tx.send(Ok(convert::event(event))).await.is_err() {
+                    return;
+                }
+            }
+            if tx.send(Ok(convert::caught_up(last))).await.is_err() {
+                return;
+            }
+            loop {
+                let push = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable(format!(
+                            "the server is shutting down; resubscribe elsewhere with after={last}"
+                        )))).await;
+                        return;
+                    }
+                    () = tx.closed() => return,
+                    push = sub.rx.recv() => push,
+                };
+                match push {
+                    Some(Push::Event(event)) => {
+                        if event.index <= last {
+                            continue;
+                        }
+                        last = event.index;
+                        if tx.send(Ok(convert::event(event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Push::Ended(_)) => {
+                        let _ = tx
+                            .send(Err(ChatError::Unauthenticated(
+                                "the session has ended; log in again".into(),
+                            )
+                            .into()))
+                            .await;
+                        return;
+                    }
+                    None => {
+                        let status = if sub.overflowed() {
+                            ChatError::Aborted(format!(
+                                "this subscriber fell behind and was dropped; resubscribe with after={last}"
+                            ))
+                        } else if node.sm.state().session(session).is_none() {
+                            ChatError::Unauthenticated("the session has ended; log in again".into())
+                        } else {
+                            ChatError::Aborted(format!(
+                                "the stream was interrupted; resubscribe with after={last}"
+                            ))
+                        };
+                        let _ = tx.send(Err(status.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+fn name_taken(name: &str) -> ChatError {
+    ChatError::AlreadyExists(format!("the username '{name}' is taken; choose another"))
+}
+
+fn unexpected(applied: Applied) -> ChatError {
+    ChatError::Internal(format!(
+        "unexpected result from the state machine: {applied:?}"
+    ))
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn answer<T>(r: Result<T, ChatError>) -> RpcResult<T> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl pb::chat_server::Chat for ChatService {
+    async fn create_account(
+        &self,
+        r: Request<pb::CreateAccountRequest>,
+    ) -> RpcResult<pb::CreateAccountResponse> {
+        answer(ChatService::create_account(self, r.into_inner()).await)
+    }
+
+    async fn login(&self, r: Request<pb::LoginRequest>) -> RpcResult<pb::LoginResponse> {
+        answer(ChatService::login(self, r.into_inner()).await)
+    }
+
+    async fn logout(&self, r: Request<pb::LogoutRequest>) -> RpcResult<pb::LogoutResponse> {
+        answer(ChatService::logout(self, r.into_inner()).await)
+    }
+
+    async fn delete_account(
+        &self,
+        r: Request<pb::DeleteAccountRequest>,
+    ) -> RpcResult<pb::DeleteAccountResponse> {
+        answer(ChatService::delete_account(self, r.into_inner()).await)
+    }
+
+    async fn list_accounts(
+        &self,
+        r: Request<pb::ListAccountsRequest>,
+    ) -> RpcResult<pb::ListAccountsResponse> {
+        answer(ChatService::list_accounts(self, r.into_inner()).await)
+    }
+
+    async fn send(&self, r: Request<pb::SendRequest>) -> RpcResult<pb::SendResponse> {
+        answer(ChatService::send(self, r.into_inner()).await)
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::Event, Status>>;
+
+    async fn subscribe(
+        &self,
+        r: Request<pb::SubscribeRequest>,
+    ) -> RpcResult<Self::SubscribeStream> {
+        answer(ChatService::subscribe(self, r.into_inner()).await)
+    }
+
+    async fn history(&self, r: Request<pb::HistoryRequest>) -> RpcResult<pb::HistoryResponse> {
+        answer(ChatService::history(self, r.into_inner()).await)
+    }
+
+    async fn conversations(
+        &self,
+        r: Request<pb::ConversationsRequest>,
+    ) -> RpcResult<pb::ConversationsResponse> {
+        answer(ChatService::conversations(self, r.into_inner()).await)
+    }
+
+    async fn ack(&self, r: Request<pb::AckRequest>) -> RpcResult<pb::AckResponse> {
+        answer(ChatService::ack(self, r.into_inner()).await)
+    }
+
+    async fn mark_read(&self, r: Request<pb::MarkReadRequest>) -> RpcResult<pb::MarkReadResponse> {
+        answer(ChatService::mark_read(self, r.into_inner()).await)
+    }
+
+    async fn delete_messages(
+        &self,
+        r: Request<pb::DeleteMessagesRequest>,
+    ) -> RpcResult<pb::DeleteMessagesResponse> {
+        answer(ChatService::delete_messages(self, r.into_inner()).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_rules() {
+        for ok in ["a", "Alice_1", "bob.smith-2", &"x".repeat(32)] {
+            validate_username(ok).unwrap();
+        }
+        for bad in ["", "al ice", "émile", "a/b", &"x".repeat(33)] {
+            assert!(
+                matches!(validate_username(bad), Err(ChatError::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+        validate_password("12345678").unwrap();
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password(&"x".repeat(1025)).is_err());
+        validate_body("x").unwrap();
+        validate_body(&"x".repeat(MAX_BODY)).unwrap();
+        assert!(validate_body("").is_err());
+        assert!(validate_body(&"x".repeat(MAX_BODY + 1)).is_err());
+        assert_eq!(page_limit(0, 50).unwrap(), 50);
+        assert_eq!(page_limit(1000, 50).unwrap(), 1000);
+        assert!(page_limit(1001, 50).is_err());
+    }
+}
