@@ -21,6 +21,17 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeAddr, Raft};
 use crate::state::Applied;
 
+/// Whether `me` is the only voter of the cluster.
+fn lone_voter(raft: &Raft, me: u64) -> bool {
+    let voters: Vec<u64> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .voter_ids()
+        .collect();
+    voters == [me]
+}
+
 /// How long a write may wait for a quorum before it fails with UNAVAILABLE.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -115,13 +126,7 @@ impl Node {
             .context("cannot read Raft state")?
         {
             // A lone voter need not wait out an election timeout.
-            let voters: Vec<u64> = raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .voter_ids()
-                .collect();
-            if voters == [config.node_id] {
+            if lone_voter(&raft, config.node_id) {
                 raft.trigger()
                     .elect()
                     .await
@@ -131,6 +136,27 @@ impl Node {
             raft.initialize(me)
                 .await
                 .context("cannot initialise the cluster")?;
+        }
+        raft.wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.membership_config.voter_ids().next().is_some(),
+                "the membership is loaded",
+            )
+            .await
+            .context("the cluster membership did not load")?;
+        if lone_voter(&raft, config.node_id) {
+            // Serve writes from the first request on.
+            raft.wait(Some(Duration::from_secs(10)))
+                .state(ServerState::Leader, "a single node elects itself")
+                .await
+                .context("this node did not become leader of its one-node cluster")?;
+            // Everything in the log (the new term's blank entry included)
+            // is applied before the first read is answered.
+            let last = raft.metrics().borrow().last_log_index;
+            raft.wait(Some(Duration::from_secs(30)))
+                .applied_index_at_least(last, "the log is applied")
+                .await
+                .context("the log was not applied")?;
         }
         Ok(Node {
             config,
