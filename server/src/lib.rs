@@ -34,60 +34,91 @@ use crate::service::cluster::ClusterService;
 /// Serves `config` on `listener` until `shutdown` resolves; then stops
 /// accepting, ends every stream, flushes the log and returns.
 pub async fn run(
-    mut config: Config,
+    config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let local = listener.local_addr().context("listener has no address")?;
-    if config.advertise_addr.is_empty() {
-        config.advertise_addr = local.to_string();
+    Server::start(config, listener).await?.serve(shutdown).await
+}
+
+/// A server whose state is restored and whose node leads or follows, ready
+/// to serve its listener.
+#[derive(Debug)]
+pub struct Server {
+    node: Arc<Node>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the data directory, replays the log and starts the node.
+    pub async fn start(mut config: Config, listener: TcpListener) -> anyhow::Result<Server> {
+        let local = listener.local_addr().context("listener has no address")?;
+        if config.advertise_addr.is_empty() {
+            config.advertise_addr = local.to_string();
+        }
+        let node = Arc::new(Node::start(config).await?);
+        Ok(Server { node, listener })
     }
-    let node = Arc::new(Node::start(config).await?);
-    let cfg = &node.config;
-    let guard = Arc::new(Guard::new(
-        cfg.login_attempts,
-        cfg.login_lockout,
-        cfg.session_idle,
-    ));
-    let stop = CancellationToken::new();
 
-    let mut tasks = JoinSet::new();
-    tasks.spawn(sweep_idle_sessions(
-        Arc::clone(&node),
-        Arc::clone(&guard),
-        stop.clone(),
-    ));
+    /// The address clients reach this server at.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<chat_proto::chat_server::ChatServer<ChatService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("cannot build the reflection service")?;
-    let chat = ChatService::new(Arc::clone(&node), Arc::clone(&guard), stop.clone());
-    let cluster = ClusterService::new(Arc::clone(&node));
+    /// Serves until `shutdown` resolves, then ends every stream, stops
+    /// Raft, flushes the log and returns once every task has finished.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server { node, listener } = self;
+        let local = listener.local_addr().context("listener has no address")?;
+        let cfg = &node.config;
+        let guard = Arc::new(Guard::new(
+            cfg.login_attempts,
+            cfg.login_lockout,
+            cfg.session_idle,
+        ));
+        let stop = CancellationToken::new();
 
-    tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
-    let stop_serving = stop.clone();
-    let served = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(chat_proto::chat_server::ChatServer::new(chat))
-        .add_service(chat_proto::cluster_server::ClusterServer::new(cluster))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            // Ends the streams, so the server can finish.
-            stop_serving.cancel();
-        })
-        .await;
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
-    let stopped = node.shutdown().await;
-    served.context("the gRPC server failed")?;
-    stopped
+        let mut tasks = JoinSet::new();
+        tasks.spawn(sweep_idle_sessions(
+            Arc::clone(&node),
+            Arc::clone(&guard),
+            stop.clone(),
+        ));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<chat_proto::chat_server::ChatServer<ChatService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the reflection service")?;
+        let chat = ChatService::new(Arc::clone(&node), Arc::clone(&guard), stop.clone());
+        let cluster = ClusterService::new(Arc::clone(&node));
+
+        tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
+        let stop_serving = stop.clone();
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(chat_proto::chat_server::ChatServer::new(chat))
+            .add_service(chat_proto::cluster_server::ClusterServer::new(cluster))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                // Ends the streams, so the server can finish.
+                stop_serving.cancel();
+            })
+            .await;
+        stop.cancel();
+        while tasks.join_next().await.is_some() {}
+        let stopped = node.shutdown().await;
+        served.context("the gRPC server failed")?;
+        stopped
+    }
 }
 
 /// On the leader, ends sessions that have been idle too long. A session with

@@ -50,9 +50,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let mut config = chat_server::Config::new(&cli.data);
     config.session_idle = cli.session_idle;
     config.node_id = cli.id;
-    // Tests and scripts read the bound address (also for --listen ...:0).
-    println!("listening on {}", listener.local_addr()?);
-    chat_server::run(config, listener, shutdown_signal()).await
+    let server = chat_server::Server::start(config, listener).await?;
+    // Scripts and tests wait for this line (and read the port of
+    // `--listen 127.0.0.1:0` from it): the server answers from here on.
+    println!("listening on {}", server.local_addr()?);
+    server.serve(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -60,14 +60,14 @@ impl TestServer {
             .await
             .map_err(|e| format!("{e:#}"))
         });
-        let s = TestServer {
+
+        TestServer {
             addr,
             dir,
             _tmp: None,
             stop: Some(tx),
             task: Some(task),
-        };
-        s
+        }
     }
 
     pub async fn client(&self) -> Client {

@@ -1,0 +1,170 @@
+//! How a [`Client`](crate::Client) finds the cluster and how patient it is:
+//! the server list, the timeouts, the failover budget, and the parsing of
+//! server addresses into the URIs the transport needs.
+
+use std::time::Duration;
+
+use tonic::codegen::http::Uri;
+
+use crate::retry::Backoff;
+
+/// The address a client uses when none is configured: a single local server
+/// on the conventional gRPC port.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:50051";
+
+/// Everything a [`Client`](crate::Client) needs to know before it connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The servers of the cluster, tried in this order at connect time and
+    /// round robin after a failure. Each is `host:port` (`127.0.0.1:50051`,
+    /// `[::1]:50051`) or `http://host:port`. Any server accepts any call, so
+    /// the order only says which one is preferred.
+    pub servers: Vec<String>,
+    /// How long to wait for one server to accept a connection before moving
+    /// on to the next.
+    pub connect_timeout: Duration,
+    /// How long one attempt of a call may take, including the time a replica
+    /// spends catching up with this client's writes (it waits "a few seconds"
+    /// before answering UNAVAILABLE, so keep this above that). For
+    /// [`Client::subscribe`](crate::Client::subscribe) it bounds opening the
+    /// stream only, never the stream itself.
+    pub request_timeout: Duration,
+    /// The wait before each reconnection attempt.
+    pub backoff: Backoff,
+    /// How many reconnection attempts (each to the next server of the list)
+    /// one call makes before it gives up with the last error it saw, or
+    /// [`ClientError::NoServerReachable`](crate::ClientError::NoServerReachable)
+    /// if no server answered at all.
+    pub failover_attempts: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec![DEFAULT_SERVER.to_owned()],
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            // With the default backoff: 0.1 + 0.2 + ... + 5 s, about 16 s of
+            // waiting before a call gives up.
+            failover_attempts: 8,
+        }
+    }
+}
+
+/// Turns a configured server address into the URI the transport connects to
+/// (`http://host:port`), or says in words what is wrong with it.
+///
+/// A bare `host:port` gets `http://`; a trailing `/` is dropped. The port is
+/// required (there is no conventional port to guess), and only plain-text
+/// `http` is supported.
+pub fn endpoint_uri(address: &str) -> Result<String, &'static str> {
+    let address = address.trim();
+    if address.is_empty() {
+        return Err("the address is empty");
+    }
+    let uri: Uri = if address.contains("://") {
+        address.parse()
+    } else {
+        format!("http://{address}").parse()
+    }
+    .map_err(|_| "expected host:port or http://host:port")?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("TLS is not supported: use http://host:port"),
+        _ => return Err("only http:// addresses are supported"),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("expected host:port or http://host:port");
+    };
+    if authority.as_str().contains('@') {
+        return Err("user information is not allowed in a server address");
+    }
+    if authority.host().is_empty() {
+        return Err("the host is missing");
+    }
+    if authority.port_u16().is_none() {
+        return Err("the port is missing or not a number: write host:port, e.g. 127.0.0.1:50051");
+    }
+    // gRPC owns the path; a prefix would silently route every call elsewhere.
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a server address has no path or query: write host:port");
+    }
+    Ok(format!("http://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(address: &str, expected: Result<&str, &str>) {
+        assert_eq!(
+            endpoint_uri(address),
+            expected.map(str::to_owned),
+            "{address:?}"
+        );
+    }
+
+    #[test]
+    fn bare_host_and_port_gets_the_http_scheme() {
+        check("127.0.0.1:50051", Ok("http://127.0.0.1:50051"));
+        check("localhost:7000", Ok("http://localhost:7000"));
+        check("[::1]:50051", Ok("http://[::1]:50051"));
+        check("  chat.example:1 \n", Ok("http://chat.example:1"));
+    }
+
+    #[test]
+    fn http_urls_are_kept_without_a_trailing_slash() {
+        check("http://127.0.0.1:50051", Ok("http://127.0.0.1:50051"));
+        check("http://127.0.0.1:50051/", Ok("http://127.0.0.1:50051"));
+        check("http://[::1]:9/", Ok("http://[::1]:9"));
+    }
+
+    #[test]
+    fn unusable_addresses_say_why() {
+        check("", Err("the address is empty"));
+        check("   ", Err("the address is empty"));
+        check(
+            "localhost",
+            Err("the port is missing or not a number: write host:port, e.g. 127.0.0.1:50051"),
+        );
+        check(
+            "http://localhost",
+            Err("the port is missing or not a number: write host:port, e.g. 127.0.0.1:50051"),
+        );
+        check(
+            "https://localhost:443",
+            Err("TLS is not supported: use http://host:port"),
+        );
+        check(
+            "ftp://localhost:21",
+            Err("only http:// addresses are supported"),
+        );
+        check(
+            "http://localhost:1/chat",
+            Err("a server address has no path or query: write host:port"),
+        );
+        check(
+            "http://localhost:1/?x=1",
+            Err("a server address has no path or query: write host:port"),
+        );
+        check(
+            "http://me@localhost:1",
+            Err("user information is not allowed in a server address"),
+        );
+        check(
+            "host:port",
+            Err("the port is missing or not a number: write host:port, e.g. 127.0.0.1:50051"),
+        );
+        check("a b:1", Err("expected host:port or http://host:port"));
+    }
+
+    #[test]
+    fn default_config_points_at_one_local_server() {
+        let config = ClientConfig::default();
+        assert_eq!(config.servers, [DEFAULT_SERVER]);
+        assert!(endpoint_uri(DEFAULT_SERVER).is_ok());
+        assert!(config.connect_timeout < config.request_timeout);
+        assert!(config.failover_attempts > 0);
+    }
+}

@@ -1,0 +1,500 @@
+//! The values the client hands to its callers: accounts, sessions, messages,
+//! conversations, subscription events and cluster status, as plain Rust
+//! types. This is the one place where protobuf messages become domain values.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_proto as proto;
+
+/// An account's identity: the log index of its creation. A username is only
+/// a label, so a name registered again is a different `AccountId`.
+pub type AccountId = u64;
+
+/// A message's id: the log index of its send. Unique, increasing, and the
+/// same on every replica.
+pub type MessageId = u64;
+
+/// A subscription event's id, and so the cursor to resume from: the log
+/// index of the entry that caused the event.
+pub type EventId = u64;
+
+/// A position in the replicated log.
+pub type LogIndex = u64;
+
+/// Converts the API's milliseconds since the Unix epoch.
+fn time_from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Turns the API's "0 means none" into an `Option`.
+fn nonzero(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}
+
+/// A freshly created account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedAccount {
+    /// The new account's id.
+    pub account_id: AccountId,
+    /// The username as registered.
+    pub username: String,
+}
+
+/// An open session, as returned by [`Client::login`](crate::Client::login).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The token every session call needs. Secret: it is left out of `Debug`.
+    pub token: String,
+    /// The account logged in to.
+    pub account_id: AccountId,
+    /// The account's username.
+    pub username: String,
+    /// The highest message id the account has acknowledged as delivered
+    /// (0 if none): a natural cursor for the first subscription.
+    pub delivered_cursor: MessageId,
+    /// Messages addressed to the account and not yet read, over all
+    /// conversations.
+    pub unread: u64,
+    /// Inactivity after which the server closes the session; every call that
+    /// presents the token resets the timer.
+    pub idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &"<redacted>")
+            .field("account_id", &self.account_id)
+            .field("username", &self.username)
+            .field("delivered_cursor", &self.delivered_cursor)
+            .field("unread", &self.unread)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+impl From<proto::LoginResponse> for Session {
+    fn from(response: proto::LoginResponse) -> Self {
+        Self {
+            token: response.token,
+            account_id: response.account_id,
+            username: response.username,
+            delivered_cursor: response.delivered_cursor,
+            unread: response.unread_count,
+            idle_timeout: Duration::from_secs(response.session_idle_timeout_secs.into()),
+        }
+    }
+}
+
+/// An account as other users see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account's username.
+    pub username: String,
+    /// The account's id.
+    pub account_id: AccountId,
+    /// When the account was created.
+    pub created_at: SystemTime,
+    /// True while the account has at least one open session.
+    pub online: bool,
+}
+
+impl From<proto::Account> for Account {
+    fn from(account: proto::Account) -> Self {
+        Self {
+            username: account.username,
+            account_id: account.account_id,
+            created_at: time_from_ms(account.created_at_ms),
+            online: account.online,
+        }
+    }
+}
+
+/// One page of [`Client::list_accounts`](crate::Client::list_accounts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPage {
+    /// The matching accounts of this page, ordered by username.
+    pub accounts: Vec<Account>,
+    /// Pass to the next call to get the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+impl From<proto::ListAccountsResponse> for AccountPage {
+    fn from(response: proto::ListAccountsResponse) -> Self {
+        Self {
+            accounts: response.accounts.into_iter().map(Account::from).collect(),
+            next_page_token: Some(response.next_page_token).filter(|token| !token.is_empty()),
+        }
+    }
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The message's id; orders the messages of a conversation.
+    pub id: MessageId,
+    /// The sender's username.
+    pub from: String,
+    /// The sender's account id.
+    pub from_account_id: AccountId,
+    /// The recipient's username.
+    pub to: String,
+    /// The recipient's account id.
+    pub to_account_id: AccountId,
+    /// The text.
+    pub body: String,
+    /// When the leader accepted the message.
+    pub sent_at: SystemTime,
+    /// For a message the caller sent: the recipient has acknowledged it.
+    /// Always false in subscription events (follow [`Event::Delivered`]).
+    pub delivered: bool,
+    /// For a message the caller sent: the recipient has read it. Always
+    /// false in subscription events (follow [`Event::Read`]).
+    pub read: bool,
+}
+
+impl From<proto::Message> for Message {
+    fn from(message: proto::Message) -> Self {
+        Self {
+            id: message.id,
+            from: message.from,
+            from_account_id: message.from_account_id,
+            to: message.to,
+            to_account_id: message.to_account_id,
+            body: message.body,
+            sent_at: time_from_ms(message.sent_at_ms),
+            delivered: message.delivered,
+            read: message.read,
+        }
+    }
+}
+
+/// The outcome of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// The message's id. A send repeated with the same key gets the first
+    /// send's id.
+    pub id: MessageId,
+    /// When the leader accepted the message.
+    pub sent_at: SystemTime,
+    /// The idempotency key the send went with.
+    pub client_msg_id: String,
+}
+
+/// One page of a conversation, from [`Client::history`](crate::Client::history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The messages, newest first, without those the caller deleted.
+    pub messages: Vec<Message>,
+    /// Pass as `before` to get the next, older page; `None` when there is none.
+    pub next_before: Option<MessageId>,
+}
+
+impl From<proto::HistoryResponse> for HistoryPage {
+    fn from(response: proto::HistoryResponse) -> Self {
+        Self {
+            messages: response.messages.into_iter().map(Message::from).collect(),
+            next_before: nonzero(response.next_before),
+        }
+    }
+}
+
+/// The caller's conversation with one other account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// The other party's username.
+    pub peer: String,
+    /// The other party's account id.
+    pub peer_account_id: AccountId,
+    /// The newest message the caller has not deleted, if any.
+    pub last_message: Option<Message>,
+    /// Messages from the peer that the caller has not marked read.
+    pub unread: u64,
+}
+
+impl From<proto::Conversation> for Conversation {
+    fn from(conversation: proto::Conversation) -> Self {
+        Self {
+            peer: conversation.peer,
+            peer_account_id: conversation.peer_account_id,
+            last_message: conversation.last_message.map(Message::from),
+            unread: conversation.unread_count,
+        }
+    }
+}
+
+/// The caller's conversations, from
+/// [`Client::conversations`](crate::Client::conversations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversations {
+    /// One per peer, the most recently active first.
+    pub conversations: Vec<Conversation>,
+    /// Messages addressed to the caller and not yet read, over all of them.
+    pub total_unread: u64,
+}
+
+impl From<proto::ConversationsResponse> for Conversations {
+    fn from(response: proto::ConversationsResponse) -> Self {
+        Self {
+            conversations: response
+                .conversations
+                .into_iter()
+                .map(Conversation::from)
+                .collect(),
+            total_unread: response.total_unread,
+        }
+    }
+}
+
+/// One event of a [`Subscription`](crate::Subscription), in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message to the caller, or one the caller sent from any session.
+    Message {
+        /// The event's id (the message's id).
+        id: EventId,
+        /// The message.
+        message: Message,
+    },
+    /// A peer acknowledged delivery of messages the caller sent it.
+    Delivered {
+        /// The event's id.
+        id: EventId,
+        /// The peer's username.
+        peer: String,
+        /// The peer's account id.
+        peer_account_id: AccountId,
+        /// Every message the caller sent the peer up to this id is delivered.
+        up_to: MessageId,
+    },
+    /// A peer read messages the caller sent it.
+    Read {
+        /// The event's id.
+        id: EventId,
+        /// The peer's username.
+        peer: String,
+        /// The peer's account id.
+        peer_account_id: AccountId,
+        /// Every message the caller sent the peer up to this id is read.
+        up_to: MessageId,
+    },
+    /// Another session of the caller deleted messages from its view.
+    Deleted {
+        /// The event's id.
+        id: EventId,
+        /// The deleted messages.
+        ids: Vec<MessageId>,
+    },
+    /// The backlog has been sent; what follows is live. Comes once per
+    /// stream, so again each time the subscription resumes after a failure.
+    CaughtUp {
+        /// The subscription's cursor after the backlog: never below the id
+        /// of an event handed out before.
+        id: EventId,
+    },
+}
+
+impl Event {
+    /// The event's id: the cursor to resume from after it.
+    pub fn id(&self) -> EventId {
+        match self {
+            Self::Message { id, .. }
+            | Self::Delivered { id, .. }
+            | Self::Read { id, .. }
+            | Self::Deleted { id, .. }
+            | Self::CaughtUp { id } => *id,
+        }
+    }
+
+    /// Converts a wire event. `None` for an event of a kind this client does
+    /// not know (a newer server's): the caller skips it but still moves its
+    /// cursor past it.
+    pub(crate) fn from_proto(event: proto::Event) -> Option<Self> {
+        use proto::event::Kind;
+        let id = event.id;
+        Some(match event.kind? {
+            Kind::Message(message) => Self::Message {
+                id,
+                message: message.into(),
+            },
+            Kind::Delivered(delivered) => Self::Delivered {
+                id,
+                peer: delivered.peer,
+                peer_account_id: delivered.peer_account_id,
+                up_to: delivered.up_to,
+            },
+            Kind::Read(read) => Self::Read {
+                id,
+                peer: read.peer,
+                peer_account_id: read.peer_account_id,
+                up_to: read.up_to,
+            },
+            Kind::Deleted(deleted) => Self::Deleted {
+                id,
+                ids: deleted.ids,
+            },
+            Kind::CaughtUp(_) => Self::CaughtUp { id },
+        })
+    }
+}
+
+/// The Raft role of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts writes and replicates them.
+    Leader,
+    /// A voter following a leader.
+    Follower,
+    /// A voter asking for votes.
+    Candidate,
+    /// Receives the log but does not vote.
+    Learner,
+    /// Stopping, or stopped because its log failed verification.
+    Shutdown,
+    /// Not reported, or a role this client does not know.
+    Unknown,
+}
+
+impl From<proto::Role> for Role {
+    fn from(role: proto::Role) -> Self {
+        match role {
+            proto::Role::Leader => Self::Leader,
+            proto::Role::Follower => Self::Follower,
+            proto::Role::Candidate => Self::Candidate,
+            proto::Role::Learner => Self::Learner,
+            proto::Role::Shutdown => Self::Shutdown,
+            proto::Role::Unspecified => Self::Unknown,
+        }
+    }
+}
+
+/// A server of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The server's node id.
+    pub node_id: u64,
+    /// Where its gRPC services listen, as `host:port`.
+    pub address: String,
+    /// True for a voter, false for a learner.
+    pub voter: bool,
+}
+
+/// The cluster as one server sees it, from
+/// [`Client::cluster_status`](crate::Client::cluster_status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The node id of the server that answered.
+    pub node_id: u64,
+    /// The current leader's node id, if known.
+    pub leader_id: Option<u64>,
+    /// The current leader's address, if known.
+    pub leader_address: Option<String>,
+    /// The membership, voters and learners.
+    pub members: Vec<Member>,
+    /// The last index in the answering server's log.
+    pub last_log_index: LogIndex,
+    /// The last index applied to its state.
+    pub applied_index: LogIndex,
+    /// The last index it knows to be committed.
+    pub committed_index: LogIndex,
+    /// Its current Raft term.
+    pub term: u64,
+    /// Its Raft role.
+    pub role: Role,
+}
+
+impl From<proto::StatusResponse> for ClusterStatus {
+    fn from(response: proto::StatusResponse) -> Self {
+        let role = response.role().into();
+        Self {
+            node_id: response.node_id,
+            leader_id: nonzero(response.leader_id),
+            leader_address: Some(response.leader_address).filter(|address| !address.is_empty()),
+            members: response
+                .members
+                .into_iter()
+                .map(|member| Member {
+                    node_id: member.node_id,
+                    address: member.address,
+                    voter: member.voter,
+                })
+                .collect(),
+            last_log_index: response.last_log_index,
+            applied_index: response.applied_index,
+            committed_index: response.committed_index,
+            term: response.term,
+            role,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kinds_convert_with_their_cursor() {
+        let wire = |id, kind| proto::Event {
+            id,
+            kind: Some(kind),
+        };
+        let delivered = Event::from_proto(wire(
+            7,
+            proto::event::Kind::Delivered(proto::Delivered {
+                peer: "bob".into(),
+                peer_account_id: 2,
+                up_to: 5,
+            }),
+        ));
+        assert_eq!(
+            delivered,
+            Some(Event::Delivered {
+                id: 7,
+                peer: "bob".into(),
+                peer_account_id: 2,
+                up_to: 5
+            })
+        );
+        let caught_up = Event::from_proto(wire(
+            9,
+            proto::event::Kind::CaughtUp(proto::CaughtUp { cursor: 9 }),
+        ))
+        .unwrap();
+        assert_eq!(caught_up.id(), 9);
+    }
+
+    #[test]
+    fn an_event_of_an_unknown_kind_is_skipped() {
+        let from_newer_server = proto::Event { id: 4, kind: None };
+        assert_eq!(Event::from_proto(from_newer_server), None);
+    }
+
+    #[test]
+    fn zero_means_none() {
+        let page = HistoryPage::from(proto::HistoryResponse {
+            messages: vec![],
+            next_before: 0,
+        });
+        assert_eq!(page.next_before, None);
+        let accounts = AccountPage::from(proto::ListAccountsResponse {
+            accounts: vec![],
+            next_page_token: String::new(),
+        });
+        assert_eq!(accounts.next_page_token, None);
+        let status = ClusterStatus::from(proto::StatusResponse::default());
+        assert_eq!(status.leader_id, None);
+        assert_eq!(status.leader_address, None);
+        assert_eq!(status.role, Role::Unknown);
+    }
+
+    #[test]
+    fn a_session_does_not_print_its_token() {
+        let session = Session::from(proto::LoginResponse {
+            token: "secret-token".into(),
+            session_idle_timeout_secs: 600,
+            ..Default::default()
+        });
+        assert_eq!(session.idle_timeout, Duration::from_secs(600));
+        assert!(!format!("{session:?}").contains("secret-token"));
+    }
+}

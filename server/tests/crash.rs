@@ -1,0 +1,261 @@
+//! The real `chat-server` binary as a process: killed with SIGKILL in the
+//! middle of a stream of sends, it restarts with every acknowledged send
+//! exactly once. Also its clear refusals of unusable data directories.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use chat_proto as pb;
+use chat_proto::chat_client::ChatClient;
+use tonic::transport::Channel;
+
+/// A `chat-server` child process, killed when dropped (also when a test fails).
+struct ServerProcess {
+    child: Child,
+    addr: String,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path) -> ServerProcess {
+        Self::try_start(dir).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts the server and waits for its "listening on" line; on failure
+    /// returns what it printed to stderr.
+    fn try_start(dir: &Path) -> Result<ServerProcess, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read stdout");
+        match line.trim().strip_prefix("listening on ") {
+            Some(addr) => Ok(ServerProcess {
+                addr: addr.to_string(),
+                child,
+            }),
+            None => {
+                let out = child.wait_with_output().expect("wait");
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        }
+    }
+
+    async fn client(&self) -> ChatClient<Channel> {
+        let ch = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        ChatClient::new(ch)
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn login(c: &mut ChatClient<Channel>, name: &str) -> String {
+    c.login(pb::LoginRequest {
+        username: name.into(),
+        password: "password-1".into(),
+    })
+    .await
+    .expect("login")
+    .into_inner()
+    .token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_sends_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut c = server.client().await;
+    for name in ["ann", "bob"] {
+        c.create_account(pb::CreateAccountRequest {
+            username: name.into(),
+            password: "password-1".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let ann = login(&mut c, "ann").await;
+
+    // Eight senders, each sending numbered messages until the server dies.
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let attempted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let mut senders = Vec::new();
+    for t in 0..8 {
+        let mut c = c.clone();
+        let (ann, acked, attempted, enough) = (
+            ann.clone(),
+            acked.clone(),
+            attempted.clone(),
+            enough.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            for i in 0.. {
+                let key = format!("t{t}-{i}");
+                attempted.lock().unwrap().push(key.clone());
+                let r = c
+                    .send(pb::SendRequest {
+                        token: ann.clone(),
+                        to: "bob".into(),
+                        body: key.clone(),
+                        client_msg_id: key.clone(),
+                    })
+                    .await;
+                match r {
+                    Ok(resp) => {
+                        let mut a = acked.lock().unwrap();
+                        a.push((key, resp.into_inner().message_id));
+                        if a.len() == 400 {
+                            enough.notify_one();
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    enough.notified().await;
+    server.kill();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 400);
+
+    // Restart on the same directory: every acknowledged send is there once.
+    let server = ServerProcess::start(dir.path());
+    let mut c = server.client().await;
+    let bob = login(&mut c, "bob").await;
+    let mut stored = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = c
+            .history(pb::HistoryRequest {
+                token: bob.clone(),
+                peer: "ann".into(),
+                before,
+                limit: 1000,
+                min_applied: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stored.extend(page.messages.into_iter().map(|m| (m.body, m.id)));
+        if page.next_before == 0 {
+            break;
+        }
+        before = page.next_before;
+    }
+    let mut bodies: Vec<&String> = stored.iter().map(|(b, _)| b).collect();
+    bodies.sort();
+    let n = bodies.len();
+    bodies.dedup();
+    assert_eq!(bodies.len(), n, "no message is stored twice");
+    for (key, id) in &acked {
+        assert!(
+            stored.contains(&(key.clone(), *id)),
+            "acknowledged {key} (id {id}) survived"
+        );
+    }
+
+    // Retrying every attempted send (as a client would after the crash)
+    // creates nothing new for those that made it, and nothing twice.
+    let ann = login(&mut c, "ann").await;
+    let attempted = attempted.lock().unwrap().clone();
+    for key in &attempted {
+        let resp = c
+            .send(pb::SendRequest {
+                token: ann.clone(),
+                to: "bob".into(),
+                body: key.clone(),
+                client_msg_id: key.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some((_, id)) = acked.iter().find(|(k, _)| k == key) {
+            assert_eq!(resp.message_id, *id, "{key} keeps its id");
+        }
+    }
+    let mut total = 0;
+    let mut before = 0;
+    loop {
+        let page = c
+            .history(pb::HistoryRequest {
+                token: bob.clone(),
+                peer: "ann".into(),
+                before,
+                limit: 1000,
+                min_applied: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        total += page.messages.len();
+        if page.next_before == 0 {
+            break;
+        }
+        before = page.next_before;
+    }
+    assert_eq!(
+        total,
+        attempted.len(),
+        "each attempted send exists exactly once"
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = ServerProcess::start(dir.path());
+    let err = ServerProcess::try_start(dir.path())
+        .err()
+        .expect("second server refused");
+    assert!(err.contains("in use by another process"), "{err}");
+}
+
+#[test]
+fn a_corrupted_log_is_refused_with_the_place_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(ServerProcess::start(dir.path()));
+    // Damage the first record's payload.
+    let seg = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[48 + 30] ^= 0xff;
+    std::fs::write(&seg, bytes).unwrap();
+    let err = ServerProcess::try_start(dir.path()).err().expect("refused");
+    assert!(err.contains("00000000000000000000.log at byte 48"), "{err}");
+    assert!(err.contains("log-inspect verify"), "{err}");
+}
+
+#[test]
+fn an_unwritable_data_directory_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let err = ServerProcess::try_start(&file.join("data"))
+        .err()
+        .expect("refused");
+    assert!(err.contains("cannot open the log in"), "{err}");
+    assert!(err.contains("not-a-directory"), "{err}");
+}
