@@ -523,6 +523,9 @@ impl ChatService {
                 .sm
                 .hub()
                 .subscribe(account, session, self.node.config.stream_buffer);
+        // Everything up to `applied` is in the backlog, so it is the cursor
+        // the caught-up marker reports (live events start after it).
+        let applied = self.node.sm.applied_index();
         let backlog = self.node.sm.state().feed_after(account, req.after);
         let (tx, rx) = mpsc::channel(64);
         let shutdown = self.shutdown.clone();
@@ -538,6 +541,7 @@ impl ChatService {
                     return;
                 }
             }
+            last = last.max(applied);
             if tx.send(Ok(convert::caught_up(last))).await.is_err() {
                 return;
             }
