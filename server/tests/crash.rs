@@ -259,3 +259,46 @@ fn an_unwritable_data_directory_is_refused_clearly() {
     assert!(err.contains("cannot open the log in"), "{err}");
     assert!(err.contains("not-a-directory"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path());
+    let mut c = server.client().await;
+    c.create_account(pb::CreateAccountRequest {
+        username: "ann".into(),
+        password: "password-1".into(),
+    })
+    .await
+    .unwrap();
+    let token = login(&mut c, "ann").await;
+    let mut stream = c
+        .subscribe(pb::SubscribeRequest {
+            token,
+            after: 0,
+            min_applied: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The backlog ends with the caught-up marker.
+    while !matches!(
+        stream.message().await.unwrap().and_then(|e| e.kind),
+        Some(pb::event::Kind::CaughtUp(_))
+    ) {}
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends promptly");
+    assert_eq!(end.unwrap_err().code(), tonic::Code::Unavailable);
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // The data is intact: the server starts again and knows the account.
+    let server = ServerProcess::start(dir.path());
+    let mut c = server.client().await;
+    login(&mut c, "ann").await;
+}

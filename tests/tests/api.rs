@@ -605,3 +605,42 @@ struct HealthCheckResponse {
 mod tonic_prost_codec {
     pub type Codec = tonic_prost::ProstCodec<super::HealthCheckRequest, super::HealthCheckResponse>;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_logged_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.session_idle = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with(cfg).await;
+    let mut c = server.client().await;
+    let token = account(&mut c, "sleepy").await;
+    // Listing needs no session, so polling it does not keep "sleepy" active.
+    let online = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.list_accounts(pb::ListAccountsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .accounts[0]
+                .online
+        }
+    };
+    assert!(online(&mut c).await);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while online(&mut c).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle session was never closed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let status = c
+        .conversations(pb::ConversationsRequest {
+            token,
+            min_applied: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
