@@ -290,6 +290,7 @@ impl Client {
     pub async fn logout(&self, token: &str) -> Result<()> {
         let request = proto::LogoutRequest {
             token: token.to_owned(),
+            min_applied: self.read_cursor(),
         };
         let log_index = self
             .call(Rpc::Logout, |channel, attempt| {
@@ -320,6 +321,7 @@ impl Client {
         let request = proto::DeleteAccountRequest {
             token: token.to_owned(),
             password: password.to_owned(),
+            min_applied: self.read_cursor(),
         };
         let response = self
             .call(Rpc::DeleteAccount, |channel, _| {
@@ -394,6 +396,7 @@ impl Client {
             to: to.to_owned(),
             body: body.to_owned(),
             client_msg_id: client_msg_id.to_owned(),
+            min_applied: self.read_cursor(),
         };
         let response = self
             .call(Rpc::Send, |channel, _| {
@@ -468,6 +471,7 @@ impl Client {
         let request = proto::AckRequest {
             token: token.to_owned(),
             up_to,
+            min_applied: self.read_cursor(),
         };
         let response = self
             .call(Rpc::Ack, |channel, _| {
@@ -486,6 +490,7 @@ impl Client {
             token: token.to_owned(),
             peer: peer.to_owned(),
             up_to,
+            min_applied: self.read_cursor(),
         };
         let response = self
             .call(Rpc::MarkRead, |channel, _| {
@@ -510,6 +515,7 @@ impl Client {
         let request = proto::DeleteMessagesRequest {
             token: token.to_owned(),
             ids: ids.to_vec(),
+            min_applied: self.read_cursor(),
         };
         let response = self
             .call(Rpc::DeleteMessages, |channel, _| {

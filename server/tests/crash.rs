@@ -119,6 +119,7 @@ async fn sigkill_during_sends_loses_and_duplicates_nothing() {
                         to: "bob".into(),
                         body: key.clone(),
                         client_msg_id: key.clone(),
+                        min_applied: 0,
                     })
                     .await;
                 match r {
@@ -189,6 +190,7 @@ async fn sigkill_during_sends_loses_and_duplicates_nothing() {
                 to: "bob".into(),
                 body: key.clone(),
                 client_msg_id: key.clone(),
+                min_applied: 0,
             })
             .await
             .unwrap()

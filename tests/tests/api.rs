@@ -91,6 +91,7 @@ async fn accounts_sessions_and_their_errors() {
     // Logout ends the session.
     c.logout(pb::LogoutRequest {
         token: login.token.clone(),
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -157,6 +158,7 @@ async fn messages_history_receipts_and_deletion() {
             to: "nobody".into(),
             body: "x".into(),
             client_msg_id: "k".into(),
+            min_applied: 0,
         })
         .await;
     assert_eq!(code(to_nobody), Code::NotFound);
@@ -171,6 +173,7 @@ async fn messages_history_receipts_and_deletion() {
                 to: "bob".into(),
                 body: body.into(),
                 client_msg_id: key.into(),
+                min_applied: 0,
             })
             .await;
         assert_eq!(code(r), Code::InvalidArgument);
@@ -181,6 +184,7 @@ async fn messages_history_receipts_and_deletion() {
             to: "ann".into(),
             body: "me".into(),
             client_msg_id: "self".into(),
+            min_applied: 0,
         })
         .await;
     assert_eq!(code(to_self), Code::InvalidArgument);
@@ -251,6 +255,7 @@ async fn messages_history_receipts_and_deletion() {
     c.ack(pb::AckRequest {
         token: bob.clone(),
         up_to: m1.message_id,
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -259,6 +264,7 @@ async fn messages_history_receipts_and_deletion() {
             token: bob.clone(),
             peer: "ann".into(),
             up_to: m2.message_id,
+            min_applied: 0,
         })
         .await
         .unwrap()
@@ -268,6 +274,7 @@ async fn messages_history_receipts_and_deletion() {
         .ack(pb::AckRequest {
             token: bob.clone(),
             up_to: 1_000_000,
+            min_applied: 0,
         })
         .await;
     assert_eq!(code(beyond), Code::InvalidArgument);
@@ -301,6 +308,7 @@ async fn messages_history_receipts_and_deletion() {
         .delete_messages(pb::DeleteMessagesRequest {
             token: bob.clone(),
             ids: vec![m1.message_id, 999_999],
+            min_applied: 0,
         })
         .await
         .unwrap()
@@ -330,6 +338,7 @@ async fn messages_history_receipts_and_deletion() {
         .delete_messages(pb::DeleteMessagesRequest {
             token: bob.clone(),
             ids: vec![],
+            min_applied: 0,
         })
         .await;
     assert_eq!(code(none), Code::InvalidArgument);
@@ -360,6 +369,7 @@ async fn a_token_reaches_only_its_own_data() {
         .delete_messages(pb::DeleteMessagesRequest {
             token: eve.clone(),
             ids: vec![m.message_id],
+            min_applied: 0,
         })
         .await
         .unwrap()
@@ -369,6 +379,7 @@ async fn a_token_reaches_only_its_own_data() {
         token: eve.clone(),
         peer: "ann".into(),
         up_to: m.message_id,
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -417,12 +428,14 @@ async fn deleting_an_account_erases_it_and_frees_the_name() {
         .delete_account(pb::DeleteAccountRequest {
             token: ann.clone(),
             password: "not-it-at-all".into(),
+            min_applied: 0,
         })
         .await;
     assert_eq!(code(wrong), Code::PermissionDenied);
     c.delete_account(pb::DeleteAccountRequest {
         token: ann.clone(),
         password: "ann-password".into(),
+        min_applied: 0,
     })
     .await
     .unwrap();

@@ -77,6 +77,7 @@ async fn restart_restores_exactly_the_same_state() {
     c.ack(pb::AckRequest {
         token: bob.clone(),
         up_to: ids[10],
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -84,12 +85,14 @@ async fn restart_restores_exactly_the_same_state() {
         token: bob.clone(),
         peer: "ann".into(),
         up_to: ids[5],
+        min_applied: 0,
     })
     .await
     .unwrap();
     c.delete_messages(pb::DeleteMessagesRequest {
         token: ann.clone(),
         ids: vec![ids[1], ids[3]],
+        min_applied: 0,
     })
     .await
     .unwrap();

@@ -87,6 +87,7 @@ async fn every_session_gets_every_message_and_the_sender_gets_receipts() {
     c.ack(pb::AckRequest {
         token: bob1.clone(),
         up_to: m.message_id,
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -94,6 +95,7 @@ async fn every_session_gets_every_message_and_the_sender_gets_receipts() {
         token: bob2.clone(),
         peer: "ann".into(),
         up_to: m.message_id,
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -117,6 +119,7 @@ async fn every_session_gets_every_message_and_the_sender_gets_receipts() {
     c.delete_messages(pb::DeleteMessagesRequest {
         token: bob1.clone(),
         ids: vec![m.message_id],
+        min_applied: 0,
     })
     .await
     .unwrap();
@@ -135,9 +138,12 @@ async fn a_stream_ends_with_its_session() {
     let bob = account(&mut c, "bob").await;
     let mut s = subscribe(&mut c, &bob, 0).await;
     backlog(&mut s).await;
-    c.logout(pb::LogoutRequest { token: bob.clone() })
-        .await
-        .unwrap();
+    c.logout(pb::LogoutRequest {
+        token: bob.clone(),
+        min_applied: 0,
+    })
+    .await
+    .unwrap();
     let end = next_event(&mut s).await.unwrap_err();
     assert_eq!(end.code(), Code::Unauthenticated);
 }

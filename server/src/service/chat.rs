@@ -256,6 +256,7 @@ impl ChatService {
     }
 
     async fn logout(&self, req: pb::LogoutRequest) -> Result<pb::LogoutResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
         let (session, account) = self.authenticate(&req.token)?;
         let event = Event::SessionClosed {
             account,
@@ -272,6 +273,7 @@ impl ChatService {
         &self,
         req: pb::DeleteAccountRequest,
     ) -> Result<pb::DeleteAccountResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
         let (_, account) = self.authenticate(&req.token)?;
         let hash = self
             .node
@@ -352,6 +354,7 @@ impl ChatService {
     }
 
     async fn send(&self, req: pb::SendRequest) -> Result<pb::SendResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
         let (_, from) = self.authenticate(&req.token)?;
         validate_body(&req.body)?;
         if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID {
@@ -445,6 +448,7 @@ impl ChatService {
     }
 
     async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
         let (_, account) = self.authenticate(&req.token)?;
         self.check_cursor(req.up_to)?;
         let current = self
@@ -468,6 +472,7 @@ impl ChatService {
     }
 
     async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::MarkReadResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
         let (_, account) = self.authenticate(&req.token)?;
         let peer = self.peer(&req.peer)?;
         self.check_cursor(req.up_to)?;
@@ -490,6 +495,7 @@ impl ChatService {
         &self,
         req: pb::DeleteMessagesRequest,
     ) -> Result<pb::DeleteMessagesResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
         let (_, account) = self.authenticate(&req.token)?;
         if req.ids.is_empty() || req.ids.len() > MAX_DELETE {
             return Err(ChatError::invalid(format!(

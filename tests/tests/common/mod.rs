@@ -140,6 +140,7 @@ pub async fn send_keyed(
         to: to.into(),
         body: body.into(),
         client_msg_id: key.into(),
+        min_applied: 0,
     })
     .await
     .expect("send")
