@@ -270,6 +270,7 @@ impl Client {
         let request = proto::LoginRequest {
             username: username.to_owned(),
             password: password.to_owned(),
+            min_applied: self.read_cursor(),
         };
         let response = self
             .call(Rpc::Login, |channel, _| {

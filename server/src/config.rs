@@ -1,6 +1,8 @@
 //! The server's configuration: what `chat-server`'s flags decide.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How one server runs.
@@ -27,6 +29,38 @@ pub struct Config {
     pub password_hashing: HashingCost,
     /// Segment size of the log.
     pub segment_size: u64,
+    /// The cluster's members by node id (static membership), this node
+    /// included. Empty for a single node or a node that joins.
+    pub peers: BTreeMap<u64, String>,
+    /// A member to ask to add this node to its cluster.
+    pub join: Option<String>,
+    /// Required on every Raft call and membership change between servers.
+    pub cluster_secret: Option<String>,
+    /// Traffic this node's Raft network drops or delays (fault tests).
+    pub faults: Arc<Faults>,
+}
+
+/// Faults injected into this node's outgoing Raft traffic, for partition
+/// tests. Empty in production.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Peers whose traffic is dropped (reported as unreachable).
+    blocked: Mutex<BTreeSet<u64>>,
+}
+
+impl Faults {
+    /// Drops all traffic to `peers` until `heal`.
+    pub fn block(&self, peers: impl IntoIterator<Item = u64>) {
+        self.blocked.lock().expect("faults lock").extend(peers);
+    }
+
+    pub fn heal(&self) {
+        self.blocked.lock().expect("faults lock").clear();
+    }
+
+    pub fn is_blocked(&self, peer: u64) -> bool {
+        self.blocked.lock().expect("faults lock").contains(&peer)
+    }
 }
 
 /// argon2id parameters.
@@ -62,6 +96,10 @@ impl Config {
             login_lockout: Duration::from_secs(60),
             password_hashing: HashingCost::DEFAULT,
             segment_size: log_format::format::DEFAULT_SEGMENT_SIZE,
+            peers: BTreeMap::new(),
+            join: None,
+            cluster_secret: None,
+            faults: Arc::default(),
         }
     }
 }

@@ -6,7 +6,9 @@ use tonic::{Code, Status};
 
 pub type Result<T, E = ChatError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serializable, so a leader's answer to a forwarded write reaches the
+/// client unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ChatError {
     /// The request breaks a rule; the message states the rule.
     #[error("{0}")]

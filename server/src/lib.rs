@@ -30,6 +30,7 @@ use crate::auth::Guard;
 use crate::node::Node;
 use crate::service::chat::ChatService;
 use crate::service::cluster::ClusterService;
+use crate::service::raft::RaftService;
 
 /// Serves `config` on `listener` until `shutdown` resolves; then stops
 /// accepting, ends every stream, flushes the log and returns.
@@ -98,6 +99,12 @@ impl Server {
             .context("cannot build the reflection service")?;
         let chat = ChatService::new(Arc::clone(&node), Arc::clone(&guard), stop.clone());
         let cluster = ClusterService::new(Arc::clone(&node));
+        let raft = RaftService::new(Arc::clone(&node));
+        if let Some(seed) = node.config.join.clone()
+            && !node.raft.is_initialized().await.unwrap_or(false)
+        {
+            tasks.spawn(join_cluster(Arc::clone(&node), seed, stop.clone()));
+        }
 
         tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
         let stop_serving = stop.clone();
@@ -106,6 +113,11 @@ impl Server {
             .add_service(reflection)
             .add_service(chat_proto::chat_server::ChatServer::new(chat))
             .add_service(chat_proto::cluster_server::ClusterServer::new(cluster))
+            .add_service(
+                chat_proto::raft_server::RaftServer::new(raft)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down");
@@ -162,5 +174,43 @@ async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: Cancellat
                 Err(e) => tracing::debug!(%session, "could not end an idle session: {e}"),
             }
         }
+    }
+}
+
+/// Asks the member at `seed` to add this node to its cluster, until it does.
+async fn join_cluster(node: Arc<Node>, seed: String, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let channel = tonic::transport::Endpoint::from_shared(raft::network::peer_uri(&seed))
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            chat_proto::cluster_client::ClusterClient::new(channel)
+                .add_member(chat_proto::AddMemberRequest {
+                    node_id: node.config.node_id,
+                    address: node.config.advertise_addr.clone(),
+                    cluster_secret: node.config.cluster_secret.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| s.message().to_string())
+        };
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            r = attempt => r,
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(via = %seed, "joined the cluster");
+                return;
+            }
+            Err(e) => tracing::warn!(via = %seed, "could not join the cluster yet: {e}"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

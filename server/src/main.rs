@@ -1,28 +1,129 @@
 //! `chat-server`: parses the command line, sets up logging and runs the
-//! server until SIGINT or SIGTERM.
+//! server until SIGINT or SIGTERM, or runs one `cluster` admin command.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::Parser;
+use anyhow::{Context, bail};
+use chat_proto as pb;
+use clap::{Args, Parser, Subcommand};
 
-/// The chat server: keeps all state in an append-only, CRC-checked event log.
+/// The chat server: keeps all state in an append-only, CRC-checked event log,
+/// replicated with Raft when it runs as a cluster.
 #[derive(Debug, Parser)]
-#[command(name = "chat-server", version)]
+#[command(name = "chat-server", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Directory of the event log and state files (created if missing)
     #[arg(long, value_name = "DIR", default_value = "./chat-data")]
     data: PathBuf,
-    /// Address to listen on for clients
+    /// Address to listen on for clients and other servers
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
     listen: String,
+    /// Address other servers and clients reach this one at (default: --listen)
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
     /// End a session after this long without a request or an open stream
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
     session_idle: Duration,
     /// This server's node id in the cluster
     #[arg(long, value_name = "N", default_value_t = 1)]
     id: u64,
+    /// All members of a static cluster, this one included: 1=ADDR,2=ADDR,3=ADDR
+    #[arg(long, value_name = "LIST", value_parser = parse_peers, conflicts_with = "join")]
+    peers: Option<BTreeMap<u64, String>>,
+    /// Join the live cluster that the server at ADDR belongs to
+    #[arg(long, value_name = "ADDR")]
+    join: Option<String>,
+    /// File holding the secret every server of the cluster shares
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show or change the members of a running cluster
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Print how the server sees the cluster
+    Status {
+        /// Any server of the cluster
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+        server: String,
+    },
+    /// Add a server: it catches up as a learner, then becomes a voter
+    Add {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+        server: String,
+        /// The new server's node id
+        #[arg(long, value_name = "N")]
+        id: u64,
+        /// The address the new server listens on
+        #[arg(long, value_name = "ADDR")]
+        addr: String,
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: PathBuf,
+    },
+    /// Remove a server from the cluster
+    Remove {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+        server: String,
+        /// The node id to remove
+        #[arg(long, value_name = "N")]
+        id: u64,
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: PathBuf,
+    },
+}
+
+fn parse_peers(list: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("'{item}' is not ID=ADDR (e.g. 1=10.0.0.1:50051)"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{id}' is not a node id (a number from 1)"))?;
+        if id == 0 || addr.trim().is_empty() {
+            return Err(format!("'{item}' needs a node id from 1 and an address"));
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("the list is empty".into());
+    }
+    Ok(peers)
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let secret = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the cluster secret from {}", path.display()))?;
+    let secret = secret.trim().to_string();
+    if secret.len() < 16 {
+        bail!(
+            "the cluster secret in {} is too short; use at least 16 characters (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(secret)
 }
 
 #[tokio::main]
@@ -34,7 +135,12 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match serve(Cli::parse()).await {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.run).await,
+        Some(Command::Cluster { action }) => cluster(action).await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-server: {e:#}");
@@ -43,18 +149,122 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&cli.listen)
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = chat_server::Config::new(&args.data);
+    config.session_idle = args.session_idle;
+    config.node_id = args.id;
+    if args.id == 0 {
+        bail!("--id must be 1 or more");
+    }
+    if let Some(file) = &args.cluster_secret_file {
+        config.cluster_secret = Some(read_secret(file)?);
+    }
+    if let Some(peers) = args.peers {
+        let Some(me) = peers.get(&args.id) else {
+            bail!("--peers does not list this server's --id {}", args.id);
+        };
+        if config.cluster_secret.is_none() && peers.len() > 1 {
+            bail!("a cluster needs --cluster-secret-file (the same file on every server)");
+        }
+        config.advertise_addr = args.advertise.clone().unwrap_or_else(|| me.clone());
+        config.peers = peers;
+    }
+    if let Some(join) = args.join {
+        if config.cluster_secret.is_none() {
+            bail!("--join needs --cluster-secret-file (the cluster's secret)");
+        }
+        config.join = Some(join);
+    }
+    if let Some(advertise) = args.advertise {
+        config.advertise_addr = advertise;
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    let mut config = chat_server::Config::new(&cli.data);
-    config.session_idle = cli.session_idle;
-    config.node_id = cli.id;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = chat_server::Server::start(config, listener).await?;
     // Scripts and tests wait for this line (and read the port of
     // `--listen 127.0.0.1:0` from it): the server answers from here on.
     println!("listening on {}", server.local_addr()?);
     server.serve(shutdown_signal()).await
+}
+
+async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
+    let server = match &action {
+        ClusterAction::Status { server }
+        | ClusterAction::Add { server, .. }
+        | ClusterAction::Remove { server, .. } => server.clone(),
+    };
+    let channel =
+        tonic::transport::Endpoint::from_shared(chat_server::raft::network::peer_uri(&server))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {server}"))?;
+    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    let members = match action {
+        ClusterAction::Status { .. } => {
+            let s = client.status(pb::StatusRequest {}).await?.into_inner();
+            let role = pb::Role::try_from(s.role).unwrap_or(pb::Role::Unspecified);
+            println!(
+                "node {} ({}), term {}",
+                s.node_id,
+                role.as_str_name(),
+                s.term
+            );
+            println!(
+                "leader {} {}",
+                if s.leader_id == 0 {
+                    "unknown".to_string()
+                } else {
+                    s.leader_id.to_string()
+                },
+                s.leader_address
+            );
+            println!(
+                "log: last index {}, committed {}, applied {}",
+                s.last_log_index, s.committed_index, s.applied_index
+            );
+            s.members
+        }
+        ClusterAction::Add {
+            id,
+            addr,
+            cluster_secret_file,
+            ..
+        } => {
+            client
+                .add_member(pb::AddMemberRequest {
+                    node_id: id,
+                    address: addr,
+                    cluster_secret: read_secret(&cluster_secret_file)?,
+                })
+                .await?
+                .into_inner()
+                .members
+        }
+        ClusterAction::Remove {
+            id,
+            cluster_secret_file,
+            ..
+        } => {
+            client
+                .remove_member(pb::RemoveMemberRequest {
+                    node_id: id,
+                    cluster_secret: read_secret(&cluster_secret_file)?,
+                })
+                .await?
+                .into_inner()
+                .members
+        }
+    };
+    for m in members {
+        println!(
+            "member {} {} {}",
+            m.node_id,
+            m.address,
+            if m.voter { "voter" } else { "learner" }
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -63,5 +273,22 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_lists() {
+        let p = parse_peers("1=a:1,2=b:2, 3 = c:3").unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&3], "c:3");
+        assert!(parse_peers("1=a,1=b").unwrap_err().contains("twice"));
+        assert!(parse_peers("x=a").unwrap_err().contains("not a node id"));
+        assert!(parse_peers("1").unwrap_err().contains("ID=ADDR"));
+        assert!(parse_peers("0=a").is_err());
+        assert!(parse_peers("").is_err());
     }
 }

@@ -2,8 +2,8 @@
 //! machine, started together. Services call [`Node::propose`] to write and
 //! [`Node::wait_applied`] before reading.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,10 +16,12 @@ use crate::config::Config;
 use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{Network, decode, encode, peer_uri, with_secret};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeAddr, Raft};
 use crate::state::Applied;
+use chat_proto::raft_client::RaftClient;
+use tonic::transport::Channel;
 
 /// Whether `me` is the only voter of the cluster.
 fn lone_voter(raft: &Raft, me: u64) -> bool {
@@ -32,6 +34,23 @@ fn lone_voter(raft: &Raft, me: u64) -> bool {
     voters == [me]
 }
 
+/// What a node that does not lead answers a forwarded write.
+const NOT_LEADER: &str = "this server is not the leader";
+
+/// Why forwarding a write did not produce an answer.
+enum Forwarded {
+    /// The leader answered; this is the answer for the client.
+    Answer(ChatError),
+    /// The leader could not be reached or no longer leads: find it again.
+    Retry(String),
+}
+
+fn no_quorum() -> ChatError {
+    ChatError::Unavailable(
+        "the cluster did not commit the write in time (no leader or no majority); try again".into(),
+    )
+}
+
 /// How long a write may wait for a quorum before it fails with UNAVAILABLE.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,6 +59,8 @@ pub struct Node {
     pub raft: Raft,
     pub sm: StateMachine,
     pub store: LogStore,
+    /// Connections to the leaders writes were forwarded to, by address.
+    leaders: Mutex<HashMap<String, RaftClient<Channel>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -107,44 +128,56 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network,
+            Network::new(config.cluster_secret.as_deref(), Arc::clone(&config.faults)),
             store.clone(),
             sm.clone(),
         )
         .await
         .context("cannot start Raft")?;
 
-        let me = BTreeMap::from([(
-            config.node_id,
-            NodeAddr {
-                addr: config.advertise_addr.clone(),
-            },
-        )]);
-        if raft
+        let initialized = raft
             .is_initialized()
             .await
-            .context("cannot read Raft state")?
-        {
-            // A lone voter need not wait out an election timeout.
-            if lone_voter(&raft, config.node_id) {
+            .context("cannot read Raft state")?;
+        if !initialized && config.join.is_none() {
+            // Every member of a new static cluster proposes the same initial
+            // membership; the entries are identical, so it happens once.
+            let members: BTreeMap<u64, NodeAddr> = if config.peers.is_empty() {
+                BTreeMap::from([(
+                    config.node_id,
+                    NodeAddr {
+                        addr: config.advertise_addr.clone(),
+                    },
+                )])
+            } else {
+                config
+                    .peers
+                    .iter()
+                    .map(|(id, addr)| (*id, NodeAddr { addr: addr.clone() }))
+                    .collect()
+            };
+            if let Err(e) = raft.initialize(members).await {
+                // Another member's initial entry got here first: fine.
+                tracing::debug!("cluster already initialised: {e}");
+            }
+        }
+        if config.join.is_none() {
+            raft.wait(Some(Duration::from_secs(10)))
+                .metrics(
+                    |m| m.membership_config.voter_ids().next().is_some(),
+                    "the membership is loaded",
+                )
+                .await
+                .context("the cluster membership did not load")?;
+        }
+        if lone_voter(&raft, config.node_id) {
+            if initialized {
+                // A lone voter need not wait out an election timeout.
                 raft.trigger()
                     .elect()
                     .await
                     .context("cannot start an election")?;
             }
-        } else {
-            raft.initialize(me)
-                .await
-                .context("cannot initialise the cluster")?;
-        }
-        raft.wait(Some(Duration::from_secs(10)))
-            .metrics(
-                |m| m.membership_config.voter_ids().next().is_some(),
-                "the membership is loaded",
-            )
-            .await
-            .context("the cluster membership did not load")?;
-        if lone_voter(&raft, config.node_id) {
             // Serve writes from the first request on.
             raft.wait(Some(Duration::from_secs(10)))
                 .state(ServerState::Leader, "a single node elects itself")
@@ -163,35 +196,122 @@ impl Node {
             raft,
             sm,
             store,
+            leaders: Mutex::default(),
         })
     }
 
     /// Proposes `event` and returns its log index and what applying it did,
-    /// once a majority has it on disk and it is applied here.
+    /// once a majority has it on disk and it is applied here. On a follower
+    /// the write is forwarded to the leader.
     pub async fn propose(&self, event: Event) -> Result<(u64, Applied), ChatError> {
-        let write = self.raft.client_write(event);
-        let result = tokio::time::timeout(WRITE_TIMEOUT, write)
-            .await
-            .map_err(|_| {
-                ChatError::Unavailable(
-                    "the cluster did not commit the write in time (no quorum?); try again".into(),
-                )
-            })?;
-        match result {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.raft.client_write(event.clone()));
+            let result = attempt.await.map_err(|_| no_quorum())?;
+            match result {
+                Ok(resp) => return Ok((resp.log_id.index, resp.data)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if let Some(leader) = f.leader_node {
+                        match self.forward(&leader.addr, &event, deadline).await {
+                            Ok((index, applied)) => {
+                                // Read-your-writes on this server too.
+                                self.wait_applied(index).await?;
+                                return Ok((index, applied));
+                            }
+                            Err(Forwarded::Answer(e)) => return Err(e),
+                            Err(Forwarded::Retry(why)) => {
+                                tracing::debug!("forwarding to {} failed: {why}", leader.addr);
+                            }
+                        }
+                    }
+                    // No leader, or it just went away: wait for a new one.
+                    self.leader_change(deadline).await?;
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(ChatError::FailedPrecondition(e.to_string()));
+                }
+                Err(RaftError::Fatal(e)) => {
+                    return Err(ChatError::Unavailable(format!(
+                        "this server is shutting down or stopped replicating ({e}); use another server"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Proposes `event` only if this node leads (a write another server
+    /// forwarded here); never forwards again.
+    pub async fn propose_here(&self, event: Event) -> Result<(u64, Applied), ChatError> {
+        let write = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(event));
+        match write.await.map_err(|_| no_quorum())? {
             Ok(resp) => Ok((resp.log_id.index, resp.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ChatError::Unavailable(match f.leader_node {
-                    Some(n) => format!("this server is not the leader; send writes to {}", n.addr),
-                    None => "no leader is elected right now; try again shortly".into(),
-                }))
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ChatError::Unavailable(NOT_LEADER.into()))
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(ChatError::FailedPrecondition(e.to_string()))
             }
             Err(RaftError::Fatal(e)) => Err(ChatError::Unavailable(format!(
-                "this server is shutting down or stopped replicating ({e}); use another server"
+                "the leader is shutting down ({e})"
             ))),
         }
+    }
+
+    /// Sends `event` to the leader at `addr`.
+    async fn forward(
+        &self,
+        addr: &str,
+        event: &Event,
+        deadline: tokio::time::Instant,
+    ) -> Result<(u64, Applied), Forwarded> {
+        let mut client = {
+            let mut leaders = self.leaders.lock().expect("lock");
+            match leaders.get(addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let endpoint = tonic::transport::Endpoint::from_shared(peer_uri(addr))
+                        .map_err(|e| Forwarded::Retry(e.to_string()))?
+                        .connect_timeout(Duration::from_millis(500))
+                        .tcp_nodelay(true);
+                    let c = RaftClient::new(endpoint.connect_lazy());
+                    leaders.insert(addr.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        let payload =
+            encode(event).map_err(|e| Forwarded::Answer(ChatError::Internal(e.to_string())))?;
+        let request = with_secret(
+            chat_proto::ForwardRequest { payload },
+            self.config.cluster_secret.as_deref().unwrap_or_default(),
+        );
+        let reply = tokio::time::timeout_at(deadline, client.forward(request))
+            .await
+            .map_err(|_| Forwarded::Answer(no_quorum()))?
+            .map_err(|status| Forwarded::Retry(status.to_string()))?;
+        let result: Result<(u64, Applied), ChatError> =
+            decode(&reply.into_inner().payload).map_err(|e| Forwarded::Retry(e.to_string()))?;
+        match result {
+            Err(ChatError::Unavailable(why)) if why == NOT_LEADER => Err(Forwarded::Retry(why)),
+            Err(e) => Err(Forwarded::Answer(e)),
+            Ok(ok) => Ok(ok),
+        }
+    }
+
+    /// Waits (until `deadline`) for the leader known to this node to change.
+    async fn leader_change(&self, deadline: tokio::time::Instant) -> Result<(), ChatError> {
+        let mut metrics = self.raft.metrics();
+        let before = metrics.borrow().current_leader;
+        let changed =
+            metrics.wait_for(|m| m.current_leader != before && m.current_leader.is_some());
+        // Even without a visible change, try again soon: the leader may have
+        // been elected between our call and this wait.
+        let soon = tokio::time::Instant::now() + Duration::from_millis(100);
+        let _ = tokio::time::timeout_at(soon.min(deadline), changed).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(no_quorum());
+        }
+        Ok(())
     }
 
     /// Waits until this replica has applied `index` (a cursor the client got

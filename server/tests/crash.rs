@@ -74,6 +74,7 @@ async fn login(c: &mut ChatClient<Channel>, name: &str) -> String {
     c.login(pb::LoginRequest {
         username: name.into(),
         password: "password-1".into(),
+        min_applied: 0,
     })
     .await
     .expect("login")

@@ -58,6 +58,7 @@ async fn accounts_sessions_and_their_errors() {
         .login(pb::LoginRequest {
             username: "nobody".into(),
             password: "alice-password".into(),
+            min_applied: 0,
         })
         .await
         .unwrap_err();
@@ -65,6 +66,7 @@ async fn accounts_sessions_and_their_errors() {
         .login(pb::LoginRequest {
             username: "alice".into(),
             password: "not-the-password".into(),
+            min_applied: 0,
         })
         .await
         .unwrap_err();
@@ -79,6 +81,7 @@ async fn accounts_sessions_and_their_errors() {
         .login(pb::LoginRequest {
             username: "alice".into(),
             password: "alice-password".into(),
+            min_applied: 0,
         })
         .await
         .unwrap()
@@ -114,6 +117,7 @@ async fn repeated_failed_logins_are_rate_limited() {
     let bad = pb::LoginRequest {
         username: "carol".into(),
         password: "wrong-password".into(),
+        min_applied: 0,
     };
     for _ in 0..5 {
         assert_eq!(code(c.login(bad.clone()).await), Code::Unauthenticated);
@@ -130,6 +134,7 @@ async fn repeated_failed_logins_are_rate_limited() {
         .login(pb::LoginRequest {
             username: "carol".into(),
             password: "carol-password".into(),
+            min_applied: 0,
         })
         .await;
     assert_eq!(code(good), Code::ResourceExhausted);

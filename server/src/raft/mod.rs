@@ -17,6 +17,7 @@ use crate::state::Applied;
 // would only add a conversion at every call.
 #[allow(clippy::result_large_err)]
 pub mod log_store;
+#[allow(clippy::result_large_err)]
 pub mod network;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;

@@ -200,6 +200,7 @@ impl ChatService {
 
     async fn login(&self, req: pb::LoginRequest) -> Result<pb::LoginResponse, ChatError> {
         let denied = || ChatError::Unauthenticated("unknown username or wrong password".into());
+        self.node.wait_applied(req.min_applied).await?;
         if req.username.is_empty()
             || req.username.len() > MAX_USERNAME
             || req.password.len() > MAX_PASSWORD

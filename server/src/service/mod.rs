@@ -4,3 +4,4 @@
 pub mod chat;
 pub mod cluster;
 pub mod convert;
+pub mod raft;

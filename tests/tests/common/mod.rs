@@ -50,6 +50,12 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        TestServer::start_on(config, listener).await
+    }
+
+    /// A server on a listener bound beforehand (so a cluster's addresses
+    /// are known before any of its servers starts).
+    pub async fn start_on(config: Config, listener: tokio::net::TcpListener) -> TestServer {
         let addr = listener.local_addr().unwrap().to_string();
         let dir = config.data_dir.clone();
         let (tx, rx) = oneshot::channel();
@@ -117,6 +123,7 @@ pub async fn login(c: &mut Client, name: &str) -> pb::LoginResponse {
     c.login(pb::LoginRequest {
         username: name.into(),
         password: format!("{name}-password"),
+        min_applied: 0,
     })
     .await
     .expect("login")

@@ -1,0 +1,453 @@
+//! Three servers in one Raft cluster, in this process, over real sockets:
+//! forwarding, failover, joining and leaving, partitions, and the secret.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proto as pb;
+use chat_server::config::Faults;
+use common::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const SECRET: &str = "test-cluster-secret-0123456789";
+
+struct Cluster {
+    nodes: BTreeMap<u64, Option<TestServer>>,
+    peers: BTreeMap<u64, String>,
+    faults: BTreeMap<u64, Arc<Faults>>,
+    dirs: BTreeMap<u64, tempfile::TempDir>,
+}
+
+fn node_config(
+    dir: &std::path::Path,
+    id: u64,
+    peers: &BTreeMap<u64, String>,
+    faults: &Arc<Faults>,
+) -> chat_server::Config {
+    let mut c = config(dir);
+    c.node_id = id;
+    c.peers = peers.clone();
+    c.cluster_secret = Some(SECRET.into());
+    c.faults = Arc::clone(faults);
+    c
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Cluster {
+        let mut listeners = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            peers.insert(id, l.local_addr().unwrap().to_string());
+            listeners.insert(id, l);
+        }
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            peers: peers.clone(),
+            faults: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+        };
+        let mut starting = Vec::new();
+        for (id, listener) in listeners {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = Arc::new(Faults::default());
+            let cfg = node_config(dir.path(), id, &peers, &faults);
+            cluster.dirs.insert(id, dir);
+            cluster.faults.insert(id, faults);
+            starting.push(tokio::spawn(async move {
+                (id, TestServer::start_on(cfg, listener).await)
+            }));
+        }
+        for s in starting {
+            let (id, server) = s.await.unwrap();
+            cluster.nodes.insert(id, Some(server));
+        }
+        cluster.leader().await;
+        cluster
+    }
+
+    async fn status(addr: &str) -> Option<pb::StatusResponse> {
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let mut c = pb::cluster_client::ClusterClient::new(ch);
+        Some(c.status(pb::StatusRequest {}).await.ok()?.into_inner())
+    }
+
+    /// The leader every running node agrees on (waits for one).
+    async fn leader(&self) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut seen = Vec::new();
+            for (id, node) in &self.nodes {
+                if node.is_some() {
+                    seen.push(Self::status(&self.peers[id]).await.map(|s| s.leader_id));
+                }
+            }
+            if let Some(Some(l)) = seen.first()
+                && *l != 0
+                && seen.iter().all(|s| *s == Some(*l))
+                && self.nodes.get(l).is_some_and(|n| n.is_some())
+            {
+                return *l;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn client(&self, id: u64) -> Client {
+        self.nodes[&id].as_ref().expect("running").client().await
+    }
+
+    fn followers(&self, leader: u64) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| **id != leader && n.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let server = self.nodes.get_mut(&id).unwrap().take().unwrap();
+        server.stop().await;
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let listener = tokio::net::TcpListener::bind(&self.peers[&id])
+            .await
+            .unwrap();
+        let cfg = node_config(self.dirs[&id].path(), id, &self.peers, &self.faults[&id]);
+        self.nodes
+            .insert(id, Some(TestServer::start_on(cfg, listener).await));
+    }
+}
+
+/// Every message body in bob's conversation with ann, as `node` answers.
+async fn bodies(c: &mut Client, token: &str, min_applied: u64) -> Vec<String> {
+    let h = c
+        .history(pb::HistoryRequest {
+            token: token.into(),
+            peer: "ann".into(),
+            before: 0,
+            limit: 1000,
+            min_applied,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut v: Vec<String> = h.messages.into_iter().map(|m| m.body).collect();
+    v.reverse();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_server_takes_writes_and_reads_see_them() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let followers = cluster.followers(leader);
+    let (f1, f2) = (followers[0], followers[1]);
+
+    // Everything through a follower: forwarded to the leader.
+    let mut c1 = cluster.client(f1).await;
+    let ann = account(&mut c1, "ann").await;
+    let created = c1
+        .create_account(pb::CreateAccountRequest {
+            username: "bob".into(),
+            password: "bob-password".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The other follower knows bob once it has applied the cursor.
+    let mut c2 = cluster.client(f2).await;
+    let bob = c2
+        .login(pb::LoginRequest {
+            username: "bob".into(),
+            password: "bob-password".into(),
+            min_applied: created.log_index,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bob.log_index > created.log_index);
+    let mut stream = c2
+        .subscribe(pb::SubscribeRequest {
+            token: bob.token.clone(),
+            after: 0,
+            min_applied: bob.log_index,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    backlog(&mut stream).await;
+
+    let mut last = 0;
+    for i in 0..10 {
+        let r = c1
+            .send(pb::SendRequest {
+                token: ann.clone(),
+                to: "bob".into(),
+                body: format!("m{i}"),
+                client_msg_id: format!("k{i}"),
+                min_applied: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        last = r.log_index;
+    }
+    // Live on the other follower, in order.
+    for i in 0..10 {
+        loop {
+            let e = next_event(&mut stream).await.unwrap();
+            if let Some(pb::event::Kind::Message(m)) = e.kind {
+                assert_eq!(m.body, format!("m{i}"));
+                break;
+            }
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for id in [leader, f1, f2] {
+        let mut c = cluster.client(id).await;
+        assert_eq!(
+            bodies(&mut c, &bob.token, last).await,
+            expected,
+            "node {id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_survives_its_leader_and_loses_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let first = cluster.leader().await;
+    let f = cluster.followers(first)[0];
+    let mut c = cluster.client(f).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        send(&mut c, &ann, "bob", &format!("before {i}")).await;
+        acked.push(format!("before {i}"));
+    }
+    cluster.stop(first).await;
+    let second = cluster.leader().await;
+    assert_ne!(first, second);
+    let mut c = cluster.client(second).await;
+    for i in 0..5 {
+        let r = c
+            .send(pb::SendRequest {
+                token: ann.clone(),
+                to: "bob".into(),
+                body: format!("after {i}"),
+                client_msg_id: format!("after {i}"),
+                min_applied: 0,
+            })
+            .await
+            .unwrap();
+        assert!(r.into_inner().message_id > 0);
+        acked.push(format!("after {i}"));
+    }
+    // The old leader comes back and catches up.
+    cluster.restart(first).await;
+    let last = c
+        .history(pb::HistoryRequest {
+            token: bob.clone(),
+            peer: "ann".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages[0]
+        .id;
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id).await;
+        assert_eq!(bodies(&mut c, &bob, last).await, acked, "node {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_never_commits_and_nothing_is_lost_after_healing() {
+    let cluster = Cluster::start(3).await;
+    let old = cluster.leader().await;
+    let mut c = cluster.client(old).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    send(&mut c, &ann, "bob", "before").await;
+
+    // Cut the leader off from both followers, both ways.
+    let others = cluster.followers(old);
+    cluster.faults[&old].block(others.clone());
+    for o in &others {
+        cluster.faults[o].block([old]);
+    }
+    // The isolated leader cannot commit: the write fails, it does not hang.
+    let started = tokio::time::Instant::now();
+    let r = c
+        .send(pb::SendRequest {
+            token: ann.clone(),
+            to: "bob".into(),
+            body: "lost in the minority".into(),
+            client_msg_id: "minority".into(),
+            min_applied: 0,
+        })
+        .await;
+    assert_eq!(code(r), Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // The majority elects a leader and commits.
+    let mut m = cluster.client(others[0]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let majority = loop {
+        let r = m
+            .send(pb::SendRequest {
+                token: ann.clone(),
+                to: "bob".into(),
+                body: "in the majority".into(),
+                client_msg_id: "majority".into(),
+                min_applied: 0,
+            })
+            .await;
+        match r {
+            Ok(r) => break r.into_inner(),
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the majority never committed"
+                );
+            }
+        }
+    };
+
+    // Heal: everyone agrees, the acknowledged writes are there, the
+    // minority's unacknowledged write never took effect.
+    cluster.faults[&old].heal();
+    for o in &others {
+        cluster.faults[o].heal();
+    }
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id).await;
+        let got = bodies(&mut c, &bob, majority.log_index).await;
+        assert_eq!(got, ["before", "in the majority"], "node {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_traffic_and_membership_changes_need_the_secret() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let ch = Channel::from_shared(format!("http://{}", cluster.peers[&leader]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raft = pb::raft_client::RaftClient::new(ch.clone());
+    let denied = raft
+        .vote(pb::VoteRequest {
+            payload: vec![1, 2, 3],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let mut wrong = tonic::Request::new(pb::AppendEntriesRequest { payload: vec![] });
+    wrong.metadata_mut().insert(
+        chat_proto::CLUSTER_SECRET_METADATA_KEY,
+        "guess".parse().unwrap(),
+    );
+    assert_eq!(
+        raft.append_entries(wrong).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let fwd = raft
+        .forward(pb::ForwardRequest { payload: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(fwd.code(), Code::PermissionDenied);
+    let mut admin = pb::cluster_client::ClusterClient::new(ch);
+    let add = admin
+        .add_member(pb::AddMemberRequest {
+            node_id: 9,
+            address: "127.0.0.1:1".into(),
+            cluster_secret: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(add.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_joins_a_live_cluster_and_one_leaves() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        send(&mut c, &ann, "bob", &format!("m{i}")).await;
+        expected.push(format!("m{i}"));
+    }
+
+    // Node 4 starts empty with --join pointing at a follower.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.node_id = 4;
+    cfg.cluster_secret = Some(SECRET.into());
+    cfg.join = Some(cluster.peers[&cluster.followers(leader)[0]].clone());
+    let joined = TestServer::start_on(cfg, listener).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = Cluster::status(&cluster.peers[&leader]).await.unwrap();
+        if s.members
+            .iter()
+            .any(|m| m.node_id == 4 && m.voter && m.address == addr)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 4 never became a voter: {:?}",
+            s.members
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = send(&mut c, &ann, "bob", "after join").await.log_index;
+    expected.push("after join".into());
+    let mut c4 = joined.client().await;
+    assert_eq!(bodies(&mut c4, &bob, last).await, expected);
+
+    // Remove a follower that is not the one node 4 used.
+    let gone = *cluster.followers(leader).last().unwrap();
+    let ch = Channel::from_shared(format!("http://{}", cluster.peers[&leader]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let members = pb::cluster_client::ClusterClient::new(ch)
+        .remove_member(pb::RemoveMemberRequest {
+            node_id: gone,
+            cluster_secret: SECRET.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert!(members.iter().all(|m| m.node_id != gone), "{members:?}");
+    cluster.stop(gone).await;
+    // Still a majority of the new membership: writes go on.
+    send(&mut c, &ann, "bob", "after removal").await;
+}
