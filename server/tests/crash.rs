@@ -2,73 +2,15 @@
 //! middle of a stream of sends, it restarts with every acknowledged send
 //! exactly once. Also its clear refusals of unusable data directories.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use chat_proto as pb;
 use chat_proto::chat_client::ChatClient;
+use common::ServerProcess;
 use tonic::transport::Channel;
-
-/// A `chat-server` child process, killed when dropped (also when a test fails).
-struct ServerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path) -> ServerProcess {
-        Self::try_start(dir).unwrap_or_else(|e| panic!("server did not start: {e}"))
-    }
-
-    /// Starts the server and waits for its "listening on" line; on failure
-    /// returns what it printed to stderr.
-    fn try_start(dir: &Path) -> Result<ServerProcess, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn chat-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read stdout");
-        match line.trim().strip_prefix("listening on ") {
-            Some(addr) => Ok(ServerProcess {
-                addr: addr.to_string(),
-                child,
-            }),
-            None => {
-                let out = child.wait_with_output().expect("wait");
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        }
-    }
-
-    async fn client(&self) -> ChatClient<Channel> {
-        let ch = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
-        ChatClient::new(ch)
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn login(c: &mut ChatClient<Channel>, name: &str) -> String {
     c.login(pb::LoginRequest {

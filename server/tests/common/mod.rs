@@ -1,0 +1,75 @@
+//! A real `chat-server` process for tests, killed when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use chat_proto::chat_client::ChatClient;
+use tonic::transport::Channel;
+
+/// A `chat-server` child process, killed when dropped (also when a test fails).
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &Path) -> ServerProcess {
+        Self::try_start(dir).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Starts the server and waits for its "listening on" line; on failure
+    /// returns what it printed to stderr.
+    pub fn try_start(dir: &Path) -> Result<ServerProcess, String> {
+        Self::try_start_with(dir, &["--listen", "127.0.0.1:0"])
+    }
+
+    /// Starts the server with extra arguments.
+    pub fn try_start_with(dir: &Path, args: &[&str]) -> Result<ServerProcess, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["--data", dir.to_str().unwrap()])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chat-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read stdout");
+        match line.trim().strip_prefix("listening on ") {
+            Some(addr) => Ok(ServerProcess {
+                addr: addr.to_string(),
+                child,
+            }),
+            None => {
+                let out = child.wait_with_output().expect("wait");
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        }
+    }
+
+    pub async fn client(&self) -> ChatClient<Channel> {
+        let ch = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        ChatClient::new(ch)
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
