@@ -29,6 +29,11 @@ pub struct Config {
     pub password_hashing: HashingCost,
     /// Segment size of the log.
     pub segment_size: u64,
+    /// A snapshot of the state is taken after this many new log entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind the latest snapshot (the rest is purged, so
+    /// disk use and restart time stay bounded).
+    pub snapshot_keep: u64,
     /// The cluster's members by node id (static membership), this node
     /// included. Empty for a single node or a node that joins.
     pub peers: BTreeMap<u64, String>,
@@ -96,6 +101,8 @@ impl Config {
             login_lockout: Duration::from_secs(60),
             password_hashing: HashingCost::DEFAULT,
             segment_size: log_format::format::DEFAULT_SEGMENT_SIZE,
+            snapshot_every: 500_000,
+            snapshot_keep: 10_000,
             peers: BTreeMap::new(),
             join: None,
             cluster_secret: None,

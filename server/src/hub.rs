@@ -20,6 +20,9 @@ use crate::state::{FeedEvent, Notice};
 pub enum Ended {
     /// The session ended (logout, idle timeout or account deletion).
     SessionClosed,
+    /// The state was replaced by a snapshot from the leader: the stream
+    /// must resume from its cursor against the new state.
+    Resync,
 }
 
 /// What a stream receives.
@@ -134,6 +137,14 @@ impl Hub {
             .flatten()
             .map(|s| s.session)
             .collect()
+    }
+
+    /// Ends every stream (after the state was replaced wholesale).
+    pub fn end_all(&self, why: Ended) {
+        let mut streams = self.streams.lock().expect("hub lock");
+        for s in streams.drain().flat_map(|(_, list)| list) {
+            let _ = s.tx.try_send(Push::Ended(why));
+        }
     }
 
     /// Delivers what applying a batch of events produced.

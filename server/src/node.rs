@@ -118,9 +118,10 @@ impl Node {
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
-            // The log is the history users read back: keep all of it.
-            snapshot_policy: SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: u64::MAX,
+            // The state holds the whole history, so the log behind a
+            // snapshot can go: disk use and restart time stay bounded.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.snapshot_keep,
             ..Default::default()
         }
         .validate()

@@ -38,6 +38,11 @@ fn node_config(
 
 impl Cluster {
     async fn start(n: u64) -> Cluster {
+        Cluster::start_tuned(n, |_| {}).await
+    }
+
+    /// A cluster whose node configs `tune` adjusts.
+    async fn start_tuned(n: u64, tune: impl Fn(&mut chat_server::Config)) -> Cluster {
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=n {
@@ -55,7 +60,8 @@ impl Cluster {
         for (id, listener) in listeners {
             let dir = tempfile::tempdir().unwrap();
             let faults = Arc::new(Faults::default());
-            let cfg = node_config(dir.path(), id, &peers, &faults);
+            let mut cfg = node_config(dir.path(), id, &peers, &faults);
+            tune(&mut cfg);
             cluster.dirs.insert(id, dir);
             cluster.faults.insert(id, faults);
             starting.push(tokio::spawn(async move {
@@ -450,4 +456,93 @@ async fn a_new_server_joins_a_live_cluster_and_one_leaves() {
     cluster.stop(gone).await;
     // Still a majority of the new membership: writes go on.
     send(&mut c, &ann, "bob", "after removal").await;
+}
+
+fn small_snapshots(c: &mut chat_server::Config) {
+    c.snapshot_every = 20;
+    c.snapshot_keep = 5;
+    c.segment_size = 2048;
+}
+
+/// The first index still in the log of the server whose data is in `dir`.
+fn first_index(dir: &std::path::Path) -> u64 {
+    log_format::scan_dir(dir, |_, _, _| {})
+        .unwrap()
+        .first_index()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_log_and_bring_new_servers_up_to_date() {
+    let mut cluster = Cluster::start_tuned(3, small_snapshots).await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    let mut expected = Vec::new();
+    for i in 0..120 {
+        send(&mut c, &ann, "bob", &format!("m{i}")).await;
+        expected.push(format!("m{i}"));
+    }
+    // Snapshots were taken and the log behind them purged, on every server.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for id in [1, 2, 3] {
+        let dir = cluster.dirs[&id].path().to_path_buf();
+        while first_index(&dir) == 0 || !dir.join("snapshot").exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} never purged its log"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // A new server can no longer get the history from the log: it gets a
+    // snapshot, then the rest of the log.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    small_snapshots(&mut cfg);
+    cfg.node_id = 4;
+    cfg.cluster_secret = Some(SECRET.into());
+    cfg.join = Some(cluster.peers[&leader].clone());
+    let joined = TestServer::start_on(cfg, listener).await;
+    let last = send(&mut c, &ann, "bob", "after join").await.log_index;
+    expected.push("after join".into());
+    let mut c4 = joined.client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = c4
+            .history(pb::HistoryRequest {
+                token: bob.clone(),
+                peer: "ann".into(),
+                before: 0,
+                limit: 1000,
+                min_applied: 0,
+            })
+            .await;
+        if let Ok(h) = h
+            && h.into_inner().messages.len() == expected.len()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 4 never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bodies(&mut c4, &bob, last).await, expected);
+    assert!(dir.path().join("snapshot").exists());
+    assert!(
+        first_index(dir.path()) > 0,
+        "node 4's log starts after the snapshot"
+    );
+
+    // A restarted server comes back from its snapshot plus its log.
+    let follower = cluster.followers(leader)[0];
+    cluster.stop(follower).await;
+    cluster.restart(follower).await;
+    let mut cf = cluster.client(follower).await;
+    assert_eq!(bodies(&mut cf, &bob, last).await, expected);
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{NodeAddr, NodeId, RaftEntry, StorageError, TypeConfig, record_to_entry};
-use crate::hub::Hub;
+use crate::hub::{Ended, Hub};
 use crate::state::{Applied, ChatState, Notice};
 
 /// The state file holding the latest snapshot.
@@ -256,6 +256,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared
             .applied
             .send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        // Streams were fed from the old state; they resume from their
+        // cursors against the new one.
+        self.shared.hub.end_all(Ended::Resync);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::auth::{self, Guard};
 use crate::error::ChatError;
-use crate::hub::Push;
+use crate::hub::{Ended, Push};
 use crate::node::Node;
 use crate::state::{Applied, Rejection};
 
@@ -573,11 +573,20 @@ impl ChatService {
                             return;
                         }
                     }
-                    Some(Push::Ended(_)) => {
+                    Some(Push::Ended(Ended::SessionClosed)) => {
                         let _ = tx
                             .send(Err(ChatError::Unauthenticated(
                                 "the session has ended; log in again".into(),
                             )
+                            .into()))
+                            .await;
+                        return;
+                    }
+                    Some(Push::Ended(Ended::Resync)) => {
+                        let _ = tx
+                            .send(Err(ChatError::Aborted(format!(
+                                "this server caught up from a snapshot; resubscribe with after={last}"
+                            ))
                             .into()))
                             .await;
                         return;
