@@ -1,0 +1,869 @@
+//! Unit tests of the app: every action and every server event, fed to an
+//! [`App`] and checked against its state and the effects it asks for.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use chat_client::{
+    Account, AccountPage, ConnectionState, Conversation as Listed, Conversations, Event,
+    HistoryPage, Message, SentMessage,
+};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+
+use super::*;
+use crate::components::sign_in::Focus;
+use crate::net::Field;
+use crate::state::Receipt;
+
+const ME: AccountId = 1;
+const BOB: AccountId = 2;
+const CAROL: AccountId = 3;
+
+fn name(id: AccountId) -> &'static str {
+    match id {
+        ME => "alice",
+        BOB => "bob",
+        CAROL => "carol",
+        _ => "someone",
+    }
+}
+
+fn message(id: MessageId, from: AccountId, to: AccountId, body: &str) -> Message {
+    Message {
+        id,
+        from: name(from).to_owned(),
+        from_account_id: from,
+        to: name(to).to_owned(),
+        to_account_id: to,
+        body: body.to_owned(),
+        sent_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + id * 60),
+        delivered: false,
+        read: false,
+    }
+}
+
+fn account(id: AccountId) -> Account {
+    Account {
+        username: name(id).to_owned(),
+        account_id: id,
+        created_at: UNIX_EPOCH,
+        online: id == BOB,
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn commands(effects: &[Effect]) -> Vec<Command> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An app signed in as alice, with bob and carol in the directory and an
+/// empty conversation list, its effects drained.
+fn signed_in() -> App {
+    let mut app = App::new(AppConfig::default());
+    app.on_server_event(ServerEvent::SignedIn {
+        username: "alice".to_owned(),
+        account_id: ME,
+        server: "a:1".to_owned(),
+    });
+    app.on_server_event(ServerEvent::Accounts {
+        pattern: "*".to_owned(),
+        appended: false,
+        page: AccountPage {
+            accounts: vec![account(ME), account(BOB), account(CAROL)],
+            next_page_token: None,
+        },
+    });
+    app.on_server_event(ServerEvent::Conversations(Conversations {
+        conversations: vec![],
+        total_unread: 0,
+    }));
+    app.take_effects();
+    app
+}
+
+/// Opens the conversation with `peer` and answers its history request.
+fn open_with_history(app: &mut App, peer: AccountId, messages: Vec<Message>) {
+    app.open(peer, name(peer));
+    app.on_server_event(ServerEvent::History {
+        peer_id: peer,
+        page: Ok(HistoryPage {
+            messages: messages.into_iter().rev().collect(),
+            next_before: None,
+        }),
+    });
+}
+
+fn live(app: &mut App, message: Message) {
+    app.on_server_event(ServerEvent::Live(Event::Message {
+        id: message.id,
+        message,
+    }));
+}
+
+fn caught_up(app: &mut App, id: MessageId) {
+    app.on_server_event(ServerEvent::Live(Event::CaughtUp { id }));
+}
+
+#[test]
+fn sign_in_sends_the_form_and_waits() {
+    let mut app = App::new(AppConfig {
+        username: Some("alice".to_owned()),
+        ..AppConfig::default()
+    });
+    assert_eq!(app.sign_in.focus, Focus::Password);
+    for c in "secret-pw".chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    assert!(app.sign_in.busy);
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::SignIn {
+            servers: vec![chat_client::DEFAULT_SERVER.to_owned()],
+            username: "alice".to_owned(),
+            password: "secret-pw".to_owned(),
+            create: false,
+        }]
+    );
+    // A second Enter while busy sends nothing.
+    app.handle_key(key(KeyCode::Enter));
+    assert!(app.take_effects().is_empty());
+}
+
+#[test]
+fn a_refused_sign_in_shows_next_to_its_field() {
+    let mut app = App::new(AppConfig::default());
+    app.sign_in.busy = true;
+    app.on_server_event(ServerEvent::SignInFailed {
+        field: Some(Field::Password),
+        message: "wrong username or password".to_owned(),
+    });
+    assert!(!app.sign_in.busy);
+    assert_eq!(
+        app.sign_in.password_error.as_deref(),
+        Some("wrong username or password")
+    );
+    assert_eq!(app.sign_in.focus, Focus::Password);
+    app.on_server_event(ServerEvent::SignInFailed {
+        field: None,
+        message: "internal".to_owned(),
+    });
+    assert_eq!(app.sign_in.form_error.as_deref(), Some("internal"));
+}
+
+#[test]
+fn signing_in_opens_the_main_screen_and_remembers_the_user() {
+    let mut app = App::new(AppConfig::default());
+    app.sign_in.password.set_text("pw");
+    app.on_server_event(ServerEvent::SignedIn {
+        username: "alice".to_owned(),
+        account_id: ME,
+        server: "a:1".to_owned(),
+    });
+    assert_eq!(app.state.screen, Screen::Main);
+    assert_eq!(app.state.focus, Pane::Users);
+    assert!(app.sign_in.password.is_empty(), "the password is not kept");
+    let effects = app.take_effects();
+    assert!(effects.contains(&Effect::Remember {
+        servers: vec![chat_client::DEFAULT_SERVER.to_owned()],
+        username: "alice".to_owned(),
+    }));
+    assert_eq!(
+        commands(&effects),
+        [Command::ListAccounts {
+            pattern: "*".to_owned(),
+            page_token: None
+        }]
+    );
+}
+
+#[test]
+fn users_are_sorted_unread_then_recent_then_the_directory() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Conversations(Conversations {
+        conversations: vec![Listed {
+            peer: "carol".to_owned(),
+            peer_account_id: CAROL,
+            last_message: Some(message(10, CAROL, ME, "hi")),
+            unread: 0,
+        }],
+        total_unread: 0,
+    }));
+    let order =
+        |app: &App| -> Vec<String> { app.state.user_rows().into_iter().map(|r| r.name).collect() };
+    // Alice herself is never listed.
+    assert_eq!(order(&app), ["carol", "bob"]);
+    caught_up(&mut app, 10);
+    live(&mut app, message(11, BOB, ME, "news"));
+    assert_eq!(order(&app), ["bob", "carol"]);
+    assert_eq!(app.state.user_rows()[0].unread, 1);
+    assert_eq!(app.state.total_unread(), 1);
+}
+
+#[test]
+fn moving_the_selection_opens_loads_and_marks_read() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Conversations(Conversations {
+        conversations: vec![Listed {
+            peer: "bob".to_owned(),
+            peer_account_id: BOB,
+            last_message: Some(message(12, BOB, ME, "two")),
+            unread: 2,
+        }],
+        total_unread: 2,
+    }));
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(app.state.selected, Some(BOB));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::LoadHistory {
+            peer_id: BOB,
+            peer: "bob".to_owned(),
+            before: None
+        }]
+    );
+    app.on_server_event(ServerEvent::History {
+        peer_id: BOB,
+        page: Ok(HistoryPage {
+            messages: vec![
+                message(12, BOB, ME, "two"),
+                message(11, BOB, ME, "one"),
+                message(10, ME, BOB, "mine"),
+                message(9, BOB, ME, "old"),
+            ],
+            next_before: Some(9),
+        }),
+    });
+    let conversation = &app.state.conversations[&BOB];
+    assert_eq!(conversation.new_marker, Some(11), "above the first unread");
+    assert_eq!(conversation.unread, 0);
+    assert_eq!(conversation.history, History::More(9));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::MarkRead {
+            peer: "bob".to_owned(),
+            up_to: 12
+        }]
+    );
+    // Moving away and back: no new request, the marker is gone.
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('k')));
+    assert_eq!(app.state.selected, Some(BOB));
+    assert_eq!(app.state.conversations[&BOB].new_marker, None);
+    assert!(
+        !commands(&app.take_effects())
+            .iter()
+            .any(|c| matches!(c, Command::LoadHistory { peer_id: BOB, .. }))
+    );
+}
+
+#[test]
+fn the_filter_asks_the_server_and_ignores_stale_pages() {
+    let mut app = signed_in();
+    app.handle_key(key(KeyCode::Char('/')));
+    assert!(app.is_typing());
+    app.handle_key(key(KeyCode::Char('c')));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::ListAccounts {
+            pattern: "*c*".to_owned(),
+            page_token: None
+        }]
+    );
+    // q is a letter while typing the filter.
+    app.handle_key(key(KeyCode::Char('q')));
+    assert!(!app.take_effects().contains(&Effect::Quit));
+    app.handle_key(key(KeyCode::Backspace));
+    app.take_effects();
+    // A page for an older pattern is dropped.
+    app.on_server_event(ServerEvent::Accounts {
+        pattern: "*cq*".to_owned(),
+        appended: false,
+        page: AccountPage {
+            accounts: vec![],
+            next_page_token: None,
+        },
+    });
+    assert_eq!(app.state.directory.accounts.len(), 3);
+    app.on_server_event(ServerEvent::Accounts {
+        pattern: "*c*".to_owned(),
+        appended: false,
+        page: AccountPage {
+            accounts: vec![account(CAROL)],
+            next_page_token: Some("next".to_owned()),
+        },
+    });
+    let names: Vec<String> = app.state.user_rows().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["carol"]);
+    app.handle_key(key(KeyCode::Enter));
+    assert!(!app.is_typing());
+    assert_eq!(app.state.directory.pattern, "c");
+    // Near the end of the list, the next page is fetched.
+    app.handle_key(key(KeyCode::Char('j')));
+    assert!(
+        commands(&app.take_effects()).contains(&Command::ListAccounts {
+            pattern: "*c*".to_owned(),
+            page_token: Some("next".to_owned())
+        })
+    );
+    app.on_server_event(ServerEvent::Accounts {
+        pattern: "*c*".to_owned(),
+        appended: true,
+        page: AccountPage {
+            accounts: vec![Account {
+                username: "cy".to_owned(),
+                ..account(4)
+            }],
+            next_page_token: None,
+        },
+    });
+    assert_eq!(app.state.directory.accounts.len(), 2);
+    // Esc drops the filter and reloads everyone.
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.state.directory.pattern, "");
+    assert!(
+        commands(&app.take_effects()).contains(&Command::ListAccounts {
+            pattern: "*".to_owned(),
+            page_token: None
+        })
+    );
+    app.handle_key(key(KeyCode::Char('r')));
+    assert!(
+        commands(&app.take_effects()).contains(&Command::ListAccounts {
+            pattern: "*".to_owned(),
+            page_token: None
+        })
+    );
+}
+
+#[test]
+fn tab_cycles_the_panes_and_q_quits_only_when_not_typing() {
+    let mut app = signed_in();
+    let tab = key(KeyCode::Tab);
+    app.handle_key(tab);
+    assert_eq!(app.state.focus, Pane::Inbox);
+    app.handle_key(tab);
+    assert_eq!(app.state.focus, Pane::Compose);
+    app.handle_key(key(KeyCode::Char('q')));
+    assert!(app.take_effects().is_empty());
+    assert_eq!(app.compose.editor.text(), "q");
+    app.handle_key(key(KeyCode::BackTab));
+    assert_eq!(app.state.focus, Pane::Inbox);
+    app.update(Action::Focus(Pane::Users));
+    assert_eq!(app.state.focus, Pane::Users);
+    app.handle_key(key(KeyCode::Char('q')));
+    assert_eq!(app.take_effects(), [Effect::Quit]);
+    app.update(Action::Focus(Pane::Compose));
+    app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(app.take_effects(), [Effect::Quit]);
+}
+
+#[test]
+fn help_opens_with_question_mark_and_closes() {
+    let mut app = signed_in();
+    app.handle_key(key(KeyCode::Char('?')));
+    assert!(matches!(app.dialog, Some(Dialog::Help { .. })));
+    // Keys go to the dialog: q does not quit here.
+    app.handle_key(key(KeyCode::Char('q')));
+    assert_eq!(app.dialog, None);
+    assert!(app.take_effects().is_empty());
+    app.update(Action::Focus(Pane::Compose));
+    app.handle_key(key(KeyCode::F(1)));
+    assert!(app.dialog.is_some());
+    app.update(Action::CloseDialog);
+    assert_eq!(app.dialog, None);
+}
+
+#[test]
+fn sending_queues_a_pending_message_until_the_server_confirms() {
+    let mut app = signed_in();
+    open_with_history(&mut app, BOB, vec![]);
+    app.take_effects();
+    app.update(Action::Focus(Pane::Compose));
+    for c in "hi bob".chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    assert!(app.compose.editor.is_empty());
+    let sent = commands(&app.take_effects());
+    let [
+        Command::Send {
+            to,
+            body,
+            client_msg_id,
+        },
+    ] = sent.as_slice()
+    else {
+        panic!("{sent:?}");
+    };
+    assert_eq!((to.as_str(), body.as_str()), ("bob", "hi bob"));
+    assert_eq!(app.state.outbox.len(), 1);
+    app.on_server_event(ServerEvent::SendRetrying {
+        client_msg_id: client_msg_id.clone(),
+        error: "no server reachable".to_owned(),
+        retry_in: Duration::from_secs(2),
+    });
+    assert!(
+        app.state.outbox[0]
+            .retrying
+            .as_deref()
+            .unwrap()
+            .contains("retrying in 2s")
+    );
+    app.on_server_event(ServerEvent::Sent(SentMessage {
+        id: 20,
+        sent_at: UNIX_EPOCH,
+        client_msg_id: client_msg_id.clone(),
+    }));
+    assert!(app.state.outbox.is_empty());
+    assert_eq!(app.state.conversations[&BOB].messages[&20].body, "hi bob");
+    // The stream's copy of the same message is not shown twice.
+    live(&mut app, message(20, ME, BOB, "hi bob"));
+    assert_eq!(app.state.conversations[&BOB].messages.len(), 1);
+    // Each send has its own key.
+    app.update(Action::Send("again".to_owned()));
+    let again = commands(&app.take_effects());
+    assert!(
+        matches!(&again[..], [Command::Send { client_msg_id: other, .. }] if other != client_msg_id)
+    );
+}
+
+#[test]
+fn sending_needs_an_open_conversation_and_keeps_the_draft() {
+    let mut app = signed_in();
+    app.update(Action::Focus(Pane::Compose));
+    app.handle_key(key(KeyCode::Char('x')));
+    app.handle_key(key(KeyCode::Enter));
+    assert!(commands(&app.take_effects()).is_empty());
+    assert_eq!(app.compose.editor.text(), "x");
+    assert!(app.state.last_error.is_some());
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.state.last_error, None);
+}
+
+#[test]
+fn a_refused_send_puts_the_text_back_in_the_draft() {
+    let mut app = signed_in();
+    open_with_history(&mut app, BOB, vec![]);
+    app.update(Action::Send("lost?".to_owned()));
+    let id = app.state.outbox[0].client_msg_id.clone();
+    app.compose.editor.set_text("newer draft");
+    app.on_server_event(ServerEvent::SendFailed {
+        client_msg_id: id,
+        error: "no account named bob".to_owned(),
+    });
+    assert!(app.state.outbox.is_empty());
+    assert_eq!(app.compose.editor.text(), "lost?\nnewer draft");
+    assert!(
+        app.state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no account named bob")
+    );
+}
+
+#[test]
+fn pasted_text_goes_into_the_draft_whole() {
+    let mut app = signed_in();
+    app.handle_event(TermEvent::Paste("line one\r\nline two".to_owned()));
+    assert_eq!(app.state.focus, Pane::Compose);
+    assert_eq!(app.compose.editor.text(), "line one\nline two");
+    assert!(app.take_effects().is_empty(), "a paste never sends");
+}
+
+#[test]
+fn the_draft_goes_to_the_editor_and_comes_back() {
+    let mut app = signed_in();
+    app.compose.editor.set_text("draft");
+    app.update(Action::Focus(Pane::Compose));
+    app.handle_key(KeyEvent::new(KeyCode::Char('e'), KeyModifiers::CONTROL));
+    assert_eq!(app.take_effects(), [Effect::EditDraft("draft".to_owned())]);
+    app.update(Action::DraftEdited("edited\ntext".to_owned()));
+    assert_eq!(app.compose.editor.text(), "edited\ntext");
+}
+
+#[test]
+fn a_message_on_screen_is_marked_read_and_one_elsewhere_rings() {
+    let mut app = signed_in();
+    open_with_history(&mut app, BOB, vec![message(5, BOB, ME, "old")]);
+    caught_up(&mut app, 5);
+    app.take_effects();
+    live(&mut app, message(6, BOB, ME, "on screen"));
+    assert_eq!(app.state.conversations[&BOB].unread, 0);
+    assert_eq!(
+        commands(&app.take_effects()),
+        [
+            Command::Ack { up_to: 6 },
+            Command::MarkRead {
+                peer: "bob".to_owned(),
+                up_to: 6
+            }
+        ]
+    );
+    live(&mut app, message(7, CAROL, ME, "elsewhere"));
+    assert_eq!(app.state.conversations[&CAROL].unread, 1);
+    let effects = app.take_effects();
+    assert!(effects.contains(&Effect::Bell));
+    assert!(commands(&effects).contains(&Command::Ack { up_to: 7 }));
+}
+
+#[test]
+fn no_bell_with_no_bell_and_none_for_the_backlog() {
+    let mut app = signed_in();
+    // The backlog before CaughtUp: counted, not rung, acknowledged once.
+    live(&mut app, message(3, CAROL, ME, "while away"));
+    live(&mut app, message(4, CAROL, ME, "while away too"));
+    let effects = app.take_effects();
+    assert!(!effects.contains(&Effect::Bell));
+    assert!(commands(&effects).is_empty());
+    caught_up(&mut app, 4);
+    assert_eq!(commands(&app.take_effects()), [Command::Ack { up_to: 4 }]);
+    assert_eq!(app.state.conversations[&CAROL].unread, 2);
+    app.state.bell = false;
+    live(&mut app, message(5, CAROL, ME, "live"));
+    assert!(!app.take_effects().contains(&Effect::Bell));
+}
+
+#[test]
+fn the_conversation_list_counts_what_the_stream_repeats() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Conversations(Conversations {
+        conversations: vec![Listed {
+            peer: "carol".to_owned(),
+            peer_account_id: CAROL,
+            last_message: Some(message(8, CAROL, ME, "counted")),
+            unread: 3,
+        }],
+        total_unread: 3,
+    }));
+    // The backlog replays a message the list already counted.
+    live(&mut app, message(8, CAROL, ME, "counted"));
+    assert_eq!(app.state.conversations[&CAROL].unread, 3);
+    live(&mut app, message(9, CAROL, ME, "new"));
+    assert_eq!(app.state.conversations[&CAROL].unread, 4);
+    // A message seen twice is kept once.
+    live(&mut app, message(9, CAROL, ME, "new"));
+    assert_eq!(app.state.conversations[&CAROL].unread, 4);
+    assert_eq!(app.state.conversations[&CAROL].messages.len(), 2);
+}
+
+#[test]
+fn own_messages_from_elsewhere_appear_without_unread() {
+    let mut app = signed_in();
+    caught_up(&mut app, 1);
+    live(&mut app, message(5, ME, CAROL, "from my phone"));
+    let conversation = &app.state.conversations[&CAROL];
+    assert_eq!(conversation.unread, 0);
+    assert_eq!(conversation.last_id, 5);
+    assert!(!app.take_effects().contains(&Effect::Bell));
+}
+
+#[test]
+fn receipts_move_the_marks_on_own_messages() {
+    let mut app = signed_in();
+    open_with_history(
+        &mut app,
+        BOB,
+        vec![message(5, ME, BOB, "a"), message(6, ME, BOB, "b")],
+    );
+    let receipt = |app: &App, id| app.state.conversations[&BOB].receipt(id);
+    assert_eq!(receipt(&app, 5), Receipt::Sent);
+    app.on_server_event(ServerEvent::Live(Event::Delivered {
+        id: 7,
+        peer: "bob".to_owned(),
+        peer_account_id: BOB,
+        up_to: 6,
+    }));
+    assert_eq!(receipt(&app, 6), Receipt::Delivered);
+    app.on_server_event(ServerEvent::Live(Event::Read {
+        id: 8,
+        peer: "bob".to_owned(),
+        peer_account_id: BOB,
+        up_to: 5,
+    }));
+    assert_eq!(receipt(&app, 5), Receipt::Read);
+    assert_eq!(receipt(&app, 6), Receipt::Delivered);
+    // History flags count too.
+    let mut read = message(9, ME, BOB, "c");
+    read.read = true;
+    app.on_server_event(ServerEvent::History {
+        peer_id: BOB,
+        page: Ok(HistoryPage {
+            messages: vec![read],
+            next_before: None,
+        }),
+    });
+    assert_eq!(receipt(&app, 9), Receipt::Read);
+}
+
+#[test]
+fn deleting_a_message_asks_first() {
+    let mut app = signed_in();
+    open_with_history(
+        &mut app,
+        BOB,
+        vec![message(5, BOB, ME, "keep"), message(6, BOB, ME, "drop")],
+    );
+    app.take_effects();
+    app.update(Action::Focus(Pane::Inbox));
+    assert_eq!(app.inbox.selected, Some(6), "the newest is selected");
+    app.handle_key(key(KeyCode::Char('d')));
+    assert!(
+        matches!(&app.dialog, Some(Dialog::ConfirmDelete { id: 6, preview, .. }) if preview == "drop")
+    );
+    app.handle_key(key(KeyCode::Char('n')));
+    assert_eq!(app.dialog, None);
+    assert!(app.take_effects().is_empty());
+    app.handle_key(key(KeyCode::Char('d')));
+    app.handle_key(key(KeyCode::Char('y')));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::DeleteMessages { ids: vec![6] }]
+    );
+    app.on_server_event(ServerEvent::Deleted { ids: vec![6] });
+    assert!(!app.state.conversations[&BOB].messages.contains_key(&6));
+    assert_eq!(app.inbox.selected, Some(5));
+    // Another session's deletion arrives through the stream.
+    app.on_server_event(ServerEvent::Live(Event::Deleted {
+        id: 9,
+        ids: vec![5],
+    }));
+    assert!(app.state.conversations[&BOB].messages.is_empty());
+    app.handle_key(key(KeyCode::Char('d')));
+    assert_eq!(app.dialog, None);
+    assert!(app.state.last_error.is_some());
+}
+
+#[test]
+fn message_selection_walks_and_loads_older_at_the_top() {
+    let mut app = signed_in();
+    app.open(BOB, "bob");
+    app.on_server_event(ServerEvent::History {
+        peer_id: BOB,
+        page: Ok(HistoryPage {
+            messages: vec![message(11, BOB, ME, "b"), message(10, BOB, ME, "a")],
+            next_before: Some(10),
+        }),
+    });
+    app.take_effects();
+    app.update(Action::Focus(Pane::Inbox));
+    app.handle_key(key(KeyCode::Char('k')));
+    assert_eq!(app.inbox.selected, Some(10));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::LoadHistory {
+            peer_id: BOB,
+            peer: "bob".to_owned(),
+            before: Some(10)
+        }]
+    );
+    assert_eq!(app.state.conversations[&BOB].history, History::Loading);
+    app.handle_key(key(KeyCode::Char('G')));
+    assert_eq!(app.inbox.selected, Some(11));
+    // A failed page puts the conversation back so it can be tried again.
+    app.on_server_event(ServerEvent::History {
+        peer_id: BOB,
+        page: Err("unavailable".to_owned()),
+    });
+    assert_eq!(app.state.conversations[&BOB].history, History::More(10));
+    assert!(app.state.last_error.is_some());
+}
+
+#[test]
+fn scrolling_keys_move_the_inbox_and_reaching_the_top_loads_more() {
+    let mut app = signed_in();
+    app.open(BOB, "bob");
+    app.on_server_event(ServerEvent::History {
+        peer_id: BOB,
+        page: Ok(HistoryPage {
+            messages: vec![message(11, BOB, ME, "b")],
+            next_before: Some(11),
+        }),
+    });
+    app.take_effects();
+    app.update(Action::Focus(Pane::Inbox));
+    app.handle_key(key(KeyCode::PageUp));
+    assert!(app.inbox.scroll.get() > 0);
+    app.handle_key(key(KeyCode::End));
+    assert_eq!(app.inbox.scroll.get(), 0);
+    app.handle_key(key(KeyCode::Home));
+    assert!(app.inbox.scroll.get() > 0);
+    app.handle_event(TermEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        column: 50,
+        row: 5,
+        modifiers: KeyModifiers::NONE,
+    }));
+    // A frame that shows the oldest loaded message asks for older ones.
+    let backend = ratatui::backend::TestBackend::new(80, 24);
+    let mut terminal = ratatui::Terminal::new(backend).unwrap();
+    terminal.draw(|frame| app.draw(frame)).unwrap();
+    app.after_draw();
+    assert!(
+        commands(&app.take_effects()).contains(&Command::LoadHistory {
+            peer_id: BOB,
+            peer: "bob".to_owned(),
+            before: Some(11)
+        })
+    );
+}
+
+#[test]
+fn a_lost_connection_and_a_switch_show_in_the_link() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Connection(ConnectionState::Reconnecting {
+        server: "b:2".to_owned(),
+        attempt: 1,
+        next_in: Duration::from_millis(1600),
+    }));
+    assert_eq!(
+        app.state.link,
+        Link::Reconnecting {
+            server: "b:2".to_owned(),
+            next_in: Duration::from_millis(1600)
+        }
+    );
+    app.on_server_event(ServerEvent::Connection(ConnectionState::Connected {
+        server: "b:2".to_owned(),
+    }));
+    assert_eq!(
+        app.state.link,
+        Link::Connected {
+            server: "b:2".to_owned(),
+            switched_from: Some("a:1".to_owned())
+        }
+    );
+    app.on_server_event(ServerEvent::Connection(ConnectionState::Failed));
+    assert_eq!(app.state.link, Link::Failed);
+    app.on_server_event(ServerEvent::StreamInterrupted {
+        error: "connection reset".to_owned(),
+    });
+    assert_eq!(app.state.stream_error.as_deref(), Some("connection reset"));
+    caught_up(&mut app, 3);
+    assert_eq!(app.state.stream_error, None);
+}
+
+#[test]
+fn an_expired_session_returns_to_sign_in_and_keeps_the_outbox() {
+    let mut app = signed_in();
+    open_with_history(&mut app, BOB, vec![]);
+    app.update(Action::Send("pending".to_owned()));
+    let key_before = app.state.outbox[0].client_msg_id.clone();
+    app.compose.editor.set_text("half written");
+    app.take_effects();
+    app.on_server_event(ServerEvent::SessionEnded {
+        reason: "the session ended after 30m of inactivity; log in again".to_owned(),
+    });
+    assert_eq!(app.state.screen, Screen::SignIn);
+    let notice = app.sign_in.notice.clone().unwrap();
+    assert!(notice.contains("inactivity"), "{notice}");
+    assert!(notice.contains("1 unsent"), "{notice}");
+    assert_eq!(app.sign_in.username.text(), "alice");
+    assert_eq!(app.sign_in.focus, Focus::Password);
+    // Back as the same user: the pending send goes again with its key, and
+    // the draft is still there.
+    app.on_server_event(ServerEvent::SignedIn {
+        username: "alice".to_owned(),
+        account_id: ME,
+        server: "a:1".to_owned(),
+    });
+    assert!(commands(&app.take_effects()).contains(&Command::Send {
+        to: "bob".to_owned(),
+        body: "pending".to_owned(),
+        client_msg_id: key_before,
+    }));
+    app.open(BOB, "bob");
+    assert_eq!(app.compose.editor.text(), "half written");
+}
+
+#[test]
+fn another_user_signing_in_gets_a_clean_slate() {
+    let mut app = signed_in();
+    open_with_history(&mut app, BOB, vec![]);
+    app.update(Action::Send("alice's".to_owned()));
+    app.update(Action::SignOut);
+    assert_eq!(
+        commands(&app.take_effects()).last(),
+        Some(&Command::SignOut)
+    );
+    app.on_server_event(ServerEvent::SignedOut);
+    assert_eq!(app.state.screen, Screen::SignIn);
+    assert_eq!(app.sign_in.notice.as_deref(), Some("You signed out."));
+    app.on_server_event(ServerEvent::SignedIn {
+        username: "carol".to_owned(),
+        account_id: CAROL,
+        server: "a:1".to_owned(),
+    });
+    assert!(app.state.outbox.is_empty());
+    assert!(
+        !commands(&app.take_effects())
+            .iter()
+            .any(|c| matches!(c, Command::Send { .. }))
+    );
+}
+
+#[test]
+fn deleting_the_account_asks_for_the_password() {
+    let mut app = signed_in();
+    app.handle_key(key(KeyCode::Char('D')));
+    assert!(matches!(app.dialog, Some(Dialog::DeleteAccount { .. })));
+    app.handle_event(TermEvent::Paste("pw\n".to_owned()));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::DeleteAccount {
+            password: "pw".to_owned()
+        }]
+    );
+    app.on_server_event(ServerEvent::DeleteAccountFailed {
+        error: "wrong password; the account was not deleted".to_owned(),
+    });
+    assert!(matches!(
+        &app.dialog,
+        Some(Dialog::DeleteAccount { error: Some(e), busy: false, .. }) if e.starts_with("wrong password")
+    ));
+    app.on_server_event(ServerEvent::AccountDeleted);
+    assert_eq!(app.state.screen, Screen::SignIn);
+    assert_eq!(app.dialog, None);
+    assert_eq!(app.state.me, None);
+    assert!(app.sign_in.username.is_empty());
+    assert_eq!(
+        app.sign_in.notice.as_deref(),
+        Some("The account was deleted.")
+    );
+}
+
+#[test]
+fn failures_of_calls_show_in_the_status_bar() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Error {
+        action: "mark read",
+        error: "no quorum".to_owned(),
+    });
+    assert_eq!(
+        app.state.last_error.as_deref(),
+        Some("mark read failed: no quorum")
+    );
+    app.update(Action::Error("local".to_owned()));
+    assert_eq!(app.state.last_error.as_deref(), Some("local"));
+    app.update(Action::DismissError);
+    assert_eq!(app.state.last_error, None);
+}
+
+#[test]
+fn key_releases_are_ignored() {
+    let mut app = signed_in();
+    let mut release = key(KeyCode::Char('q'));
+    release.kind = KeyEventKind::Release;
+    app.handle_key(release);
+    assert!(app.take_effects().is_empty());
+}

@@ -1,0 +1,371 @@
+//! The dialogs drawn over the main screen: help (every key), the
+//! confirmation before deleting a message, and account deletion (asks for
+//! the password again and says it cannot be undone). While one is open it
+//! gets every key.
+
+use chat_client::MessageId;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Frame;
+use ratatui::layout::{Position, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use super::{Component, centered};
+use crate::action::Action;
+use crate::editor::Editor;
+use crate::state::State;
+use crate::text;
+
+/// Every key of the program, by where it works: the help dialog's text.
+pub const KEYS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "Anywhere",
+        &[
+            ("Tab / Shift+Tab", "next / previous pane"),
+            ("? or F1", "this help (? only when not typing)"),
+            ("q / Ctrl+C", "quit (q only when not typing)"),
+            ("Esc", "close a dialog, clear the error or the filter"),
+            ("L / D", "log out / delete the account (not typing)"),
+        ],
+    ),
+    (
+        "Users",
+        &[
+            (
+                "↑↓ j k, g G",
+                "select (opens the conversation); first, last",
+            ),
+            ("PgUp PgDn", "a page up / down"),
+            ("/", "filter by name: * any run, ? one character"),
+            ("r", "reload the list of accounts"),
+            ("Enter", "write to the selected user"),
+        ],
+    ),
+    (
+        "Inbox",
+        &[
+            ("↑↓ j k, g G", "select a message; oldest, newest"),
+            (
+                "PgUp PgDn Home End",
+                "scroll (mouse wheel too); older messages load",
+            ),
+            ("d", "delete the selected message"),
+        ],
+    ),
+    (
+        "Compose",
+        &[
+            ("Enter", "send"),
+            ("Alt+Enter Shift+Enter", "new line (also Ctrl+J)"),
+            ("Ctrl+E", "edit the draft in $EDITOR"),
+            ("Ctrl+U / Ctrl+W", "delete to line start / the word before"),
+        ],
+    ),
+];
+
+/// An open dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dialog {
+    /// The list of keys.
+    Help {
+        /// Lines scrolled, for small terminals.
+        scroll: u16,
+    },
+    /// Delete one message?
+    ConfirmDelete {
+        /// The message.
+        id: MessageId,
+        /// Its first line, to show which.
+        preview: String,
+        /// The other party, who keeps their copy.
+        peer: String,
+    },
+    /// Delete the account?
+    DeleteAccount {
+        /// The password, typed again.
+        password: Editor,
+        /// What the server said to the last attempt.
+        error: Option<String>,
+        /// The request is on its way.
+        busy: bool,
+    },
+}
+
+impl Dialog {
+    /// True when keys type into the dialog.
+    pub fn is_typing(&self) -> bool {
+        matches!(self, Self::DeleteAccount { .. })
+    }
+}
+
+impl Component for Dialog {
+    fn handle_key_event(&mut self, key: KeyEvent, _state: &State) -> Option<Action> {
+        match self {
+            Self::Help { scroll } => match key.code {
+                KeyCode::Up | KeyCode::Char('k') => {
+                    *scroll = scroll.saturating_sub(1);
+                    None
+                }
+                KeyCode::Down | KeyCode::Char('j') => {
+                    *scroll = scroll.saturating_add(1);
+                    None
+                }
+                _ => Some(Action::CloseDialog),
+            },
+            Self::ConfirmDelete { id, .. } => match key.code {
+                KeyCode::Char('y' | 'Y') | KeyCode::Enter => Some(Action::DeleteMessage(*id)),
+                KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Some(Action::CloseDialog),
+                _ => None,
+            },
+            Self::DeleteAccount {
+                password,
+                error,
+                busy,
+            } => match key.code {
+                KeyCode::Esc => Some(Action::CloseDialog),
+                KeyCode::Enter if *busy => None,
+                KeyCode::Enter if password.is_empty() => {
+                    *error = Some("enter your password to confirm".to_owned());
+                    None
+                }
+                KeyCode::Enter => Some(Action::DeleteAccount(password.text().to_owned())),
+                _ if key.modifiers.contains(KeyModifiers::ALT) => None,
+                _ => {
+                    if password.handle_key(&key, false) {
+                        *error = None;
+                    }
+                    None
+                }
+            },
+        }
+    }
+
+    fn draw(&self, frame: &mut Frame, area: Rect, state: &State) {
+        let theme = &state.theme;
+        let key = |k: &'static str| Span::styled(k, theme.key());
+        let hint = |h: &'static str| Span::styled(h, theme.dim());
+        match self {
+            Self::Help { scroll } => {
+                let mut lines = Vec::new();
+                for (section, keys) in KEYS {
+                    lines.push(Line::styled(*section, theme.title()));
+                    for (keys, what) in *keys {
+                        lines.push(Line::from(vec![
+                            Span::styled(format!("  {keys:<22}"), theme.key()),
+                            Span::raw(*what),
+                        ]));
+                    }
+                }
+                let height = u16::try_from(lines.len()).unwrap_or(u16::MAX) + 2;
+                let rect = centered(area, 78, height);
+                let block = Block::bordered()
+                    .border_type(theme.border_type(true))
+                    .border_style(theme.border(true))
+                    .title(Span::styled(" Keys ", theme.title()))
+                    .title_bottom(Line::from(vec![key(" Esc"), hint(" close ")]).right_aligned());
+                let max_scroll = height.saturating_sub(rect.height);
+                frame.render_widget(Clear, rect);
+                frame.render_widget(
+                    Paragraph::new(lines)
+                        .block(block)
+                        .scroll(((*scroll).min(max_scroll), 0)),
+                    rect,
+                );
+            }
+            Self::ConfirmDelete { preview, peer, .. } => {
+                let rect = centered(area, 60, 8);
+                let block = Block::bordered()
+                    .border_type(theme.border_type(true))
+                    .border_style(theme.error())
+                    .title(Span::styled(" Delete message ", theme.title()));
+                let lines = vec![
+                    Line::raw(format!(
+                        "“{}”",
+                        text::truncate(
+                            &text::sanitize(preview),
+                            usize::from(rect.width.saturating_sub(6))
+                        )
+                    )),
+                    Line::default(),
+                    Line::raw(format!(
+                        "It goes from your view only; {} keeps their copy.",
+                        text::sanitize(peer)
+                    )),
+                    Line::default(),
+                    Line::from(vec![key("y"), hint(" delete   "), key("n"), hint(" keep")]),
+                ];
+                frame.render_widget(Clear, rect);
+                frame.render_widget(
+                    Paragraph::new(lines)
+                        .block(block)
+                        .wrap(Wrap { trim: false }),
+                    rect,
+                );
+            }
+            Self::DeleteAccount {
+                password,
+                error,
+                busy,
+            } => {
+                let rect = centered(area, 64, 12);
+                let block = Block::bordered()
+                    .border_type(theme.border_type(true))
+                    .border_style(theme.error())
+                    .title(Span::styled(" Delete account ", theme.title()));
+                let inner = block.inner(rect);
+                let name = state.me.as_ref().map_or("", |me| me.username.as_str());
+                let lines = vec![
+                    Line::styled(
+                        format!("Delete the account {name}? This cannot be undone."),
+                        theme.error(),
+                    ),
+                    Line::raw(
+                        "You are signed out everywhere and the name becomes free. Messages you sent stay with the people you sent them to.",
+                    ),
+                ];
+                frame.render_widget(Clear, rect);
+                frame.render_widget(block, rect);
+                let text_area = Rect {
+                    height: inner.height.saturating_sub(4),
+                    ..inner
+                };
+                frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text_area);
+                if inner.height < 4 {
+                    return;
+                }
+                let y = inner.bottom() - 4;
+                let label = "Password ";
+                let field_x = inner.x + u16::try_from(label.len()).unwrap_or(0);
+                let field_width = inner.right().saturating_sub(field_x);
+                let layout = password.layout(usize::from(field_width.saturating_sub(1)), Some('•'));
+                frame.render_widget(
+                    Line::from(vec![
+                        Span::styled(label, theme.title()),
+                        Span::styled(
+                            format!(
+                                "{:<w$}",
+                                layout
+                                    .rows
+                                    .get(layout.cursor.0)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                                w = usize::from(field_width)
+                            ),
+                            theme.input(),
+                        ),
+                    ]),
+                    Rect {
+                        y,
+                        height: 1,
+                        ..inner
+                    },
+                );
+                if !busy {
+                    let x = field_x + u16::try_from(layout.cursor.1).unwrap_or(0);
+                    frame.set_cursor_position(Position::new(x.min(inner.right() - 1), y));
+                }
+                let status = if *busy {
+                    Line::styled("Deleting…", theme.warning())
+                } else if let Some(error) = error {
+                    Line::styled(error.clone(), theme.error())
+                } else {
+                    Line::default()
+                };
+                frame.render_widget(
+                    status,
+                    Rect {
+                        y: y + 1,
+                        height: 1,
+                        ..inner
+                    },
+                );
+                frame.render_widget(
+                    Line::from(vec![
+                        key("Enter"),
+                        hint(" delete for ever   "),
+                        key("Esc"),
+                        hint(" cancel"),
+                    ]),
+                    Rect {
+                        y: y + 3,
+                        height: 1,
+                        ..inner
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn confirming_a_delete_names_the_message() {
+        let mut dialog = Dialog::ConfirmDelete {
+            id: 7,
+            preview: "hi".to_owned(),
+            peer: "bob".to_owned(),
+        };
+        let state = State::default();
+        assert_eq!(
+            dialog.handle_key_event(key(KeyCode::Char('x')), &state),
+            None
+        );
+        assert_eq!(
+            dialog.handle_key_event(key(KeyCode::Char('y')), &state),
+            Some(Action::DeleteMessage(7))
+        );
+        assert_eq!(
+            dialog.handle_key_event(key(KeyCode::Esc), &state),
+            Some(Action::CloseDialog)
+        );
+    }
+
+    #[test]
+    fn deleting_the_account_needs_the_password() {
+        let mut dialog = Dialog::DeleteAccount {
+            password: Editor::default(),
+            error: None,
+            busy: false,
+        };
+        let state = State::default();
+        assert_eq!(dialog.handle_key_event(key(KeyCode::Enter), &state), None);
+        assert!(matches!(
+            &dialog,
+            Dialog::DeleteAccount { error: Some(_), .. }
+        ));
+        for c in "secret".chars() {
+            dialog.handle_key_event(key(KeyCode::Char(c)), &state);
+        }
+        assert!(matches!(&dialog, Dialog::DeleteAccount { error: None, .. }));
+        assert_eq!(
+            dialog.handle_key_event(key(KeyCode::Enter), &state),
+            Some(Action::DeleteAccount("secret".to_owned()))
+        );
+    }
+
+    #[test]
+    fn help_lists_every_key_and_closes_on_any_other() {
+        let all: Vec<&str> = KEYS
+            .iter()
+            .flat_map(|(_, keys)| keys.iter().map(|(k, _)| *k))
+            .collect();
+        for needed in ["Tab / Shift+Tab", "/", "d", "Ctrl+E", "Enter", "q / Ctrl+C"] {
+            assert!(all.contains(&needed), "{needed}");
+        }
+        let mut dialog = Dialog::Help { scroll: 0 };
+        let state = State::default();
+        assert_eq!(dialog.handle_key_event(key(KeyCode::Down), &state), None);
+        assert_eq!(dialog, Dialog::Help { scroll: 1 });
+        assert_eq!(
+            dialog.handle_key_event(key(KeyCode::Esc), &state),
+            Some(Action::CloseDialog)
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! The panes and dialogs. Each turns keys into [`Action`]s
+//! (`handle_key_event`), keeps its own view state (a cursor, a scroll
+//! position, a draft), and draws itself from the shared [`State`] into the
+//! area it is given. None of them does I/O.
+
+use crossterm::event::KeyEvent;
+use ratatui::Frame;
+use ratatui::layout::Rect;
+
+use crate::action::Action;
+use crate::state::State;
+
+pub mod compose;
+pub mod dialog;
+pub mod inbox;
+pub mod sign_in;
+pub mod status_bar;
+pub mod users;
+
+/// A pane or dialog.
+pub trait Component {
+    /// What a key means here; `None` when it means nothing (or only changed
+    /// the component's own state, such as typing into a field).
+    fn handle_key_event(&mut self, key: KeyEvent, state: &State) -> Option<Action>;
+
+    /// Reacts to an action that concerns this component's own state.
+    fn update(&mut self, _action: &Action, _state: &State) {}
+
+    /// Draws the component into `area`.
+    fn draw(&self, frame: &mut Frame, area: Rect, state: &State);
+}
+
+/// A rectangle of at most `width` x `height` centred in `area`.
+pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}

@@ -1,0 +1,200 @@
+//! `chat-tui`, the full-screen terminal client of the chat system.
+//!
+//! Two loops run side by side. The **UI loop** ([`run`]) waits for a
+//! terminal event or an event from the client task, applies it to the
+//! [`App`](app::App), carries out the effects that asks for and draws a
+//! frame; it never awaits the network, and with nothing happening it sleeps
+//! (no timer, no polling). The **client task** ([`net`]) owns the
+//! connection and the session: it turns [`Command`](net::Command)s into
+//! calls and the subscription into [`ServerEvent`](net::ServerEvent)s.
+//!
+//! - [`app`]: the state machine tying state, panes and effects together.
+//! - [`state`]: what the client knows, as plain data.
+//! - [`components`]: the panes and dialogs, each drawing itself.
+//! - [`net`]: the client task.
+//! - [`terminal`]: entering and always restoring the terminal.
+//! - [`editor`], [`text`]: text editing, measuring and wrapping.
+//! - [`settings`]: the remembered server and username.
+
+pub mod action;
+pub mod app;
+pub mod cli;
+pub mod components;
+pub mod editor;
+pub mod net;
+pub mod settings;
+pub mod state;
+pub mod terminal;
+pub mod text;
+pub mod theme;
+
+use anyhow::Context;
+use crossterm::event::EventStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::StreamExt;
+
+use crate::action::{Action, Effect};
+use crate::app::{App, AppConfig};
+use crate::cli::Cli;
+use crate::net::ServerEvent;
+use crate::settings::Settings;
+use crate::terminal::Tui;
+use crate::theme::Theme;
+
+/// The app as the command line and the remembered settings start it.
+pub fn initial_app(cli: &Cli, remembered: &Settings) -> App {
+    let servers = if !cli.servers.is_empty() {
+        cli.servers.clone()
+    } else if !remembered.servers.is_empty() {
+        remembered.servers.clone()
+    } else {
+        vec![chat_client::DEFAULT_SERVER.to_owned()]
+    };
+    let time_zone = *chrono::Local::now().offset();
+    App::new(AppConfig {
+        servers,
+        username: cli.user.clone().or_else(|| remembered.username.clone()),
+        bell: !cli.no_bell,
+        theme: Theme::from_env(),
+        time_zone,
+        id_prefix: chat_client::Client::new_client_msg_id(),
+    })
+}
+
+/// Runs the program until the user quits. The terminal is restored on every
+/// way out.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings_path = settings::path();
+    let remembered = settings_path
+        .as_deref()
+        .map(Settings::load)
+        .unwrap_or_default();
+    let mut app = initial_app(&cli, &remembered);
+    let (commands, mut events) = net::spawn();
+    let mut tui = Tui::enter().context("cannot set up the terminal")?;
+    let mut input = Some(EventStream::new());
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    draw(&mut tui, &mut app)?;
+    loop {
+        let Some(stream) = input.as_mut() else {
+            input = Some(EventStream::new());
+            continue;
+        };
+        tokio::select! {
+            event = stream.next() => match event {
+                Some(Ok(event)) => app.handle_event(event),
+                Some(Err(error)) => return Err(error).context("cannot read the terminal"),
+                None => break,
+            },
+            event = events.recv() => match event {
+                Some(event) => {
+                    app.on_server_event(event);
+                    drain(&mut app, &mut events);
+                }
+                None => anyhow::bail!("the client task stopped"),
+            },
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => break,
+        }
+        let mut quit = false;
+        for effect in app.take_effects() {
+            match effect {
+                Effect::Command(command) => {
+                    commands
+                        .send(command)
+                        .map_err(|_| anyhow::anyhow!("the client task stopped"))?;
+                }
+                Effect::Bell => tui.bell()?,
+                Effect::EditDraft(draft) => {
+                    // The editor reads the terminal itself: the event stream
+                    // must stop reading it first.
+                    input = None;
+                    tui.suspend();
+                    let edited = edit_externally(&draft);
+                    tui.resume()?;
+                    match edited {
+                        Ok(text) => app.update(Action::DraftEdited(text)),
+                        Err(error) => app.update(Action::Error(format!("$EDITOR: {error:#}"))),
+                    }
+                }
+                Effect::Remember { servers, username } => {
+                    if let Some(path) = settings_path.clone() {
+                        let settings = Settings {
+                            servers,
+                            username: Some(username),
+                        };
+                        // Off the UI loop; failing to remember is not worth
+                        // interrupting anyone for.
+                        tokio::task::spawn_blocking(move || settings.save(&path));
+                    }
+                }
+                Effect::Quit => quit = true,
+            }
+        }
+        if quit {
+            break;
+        }
+        draw(&mut tui, &mut app)?;
+    }
+    Ok(())
+}
+
+/// Applies the events already waiting, so a burst (a backlog after
+/// reconnecting) costs one frame, not one per event.
+fn drain(app: &mut App, events: &mut UnboundedReceiver<ServerEvent>) {
+    for _ in 0..1024 {
+        match events.try_recv() {
+            Ok(event) => app.on_server_event(event),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Draws a frame, then lets the app react to what it showed.
+fn draw(tui: &mut Tui, app: &mut App) -> anyhow::Result<()> {
+    tui.terminal
+        .draw(|frame| app.draw(frame))
+        .context("cannot draw")?;
+    app.after_draw();
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("cannot listen for signals")
+}
+
+/// Opens `$VISUAL` or `$EDITOR` (else `vi`) on the draft and returns what
+/// was saved. One trailing newline, which editors add, is dropped.
+fn edit_externally(draft: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let editor = std::env::var("VISUAL")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .or_else(|| {
+            std::env::var("EDITOR")
+                .ok()
+                .filter(|e| !e.trim().is_empty())
+        })
+        .unwrap_or_else(|| "vi".to_owned());
+    let mut file = tempfile::Builder::new()
+        .prefix("chat-tui-draft-")
+        .suffix(".txt")
+        .tempfile()?;
+    file.write_all(draft.as_bytes())?;
+    file.flush()?;
+    // `$EDITOR` may carry arguments ("code --wait"): let the shell split it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status()
+        .with_context(|| format!("cannot start {editor}"))?;
+    if !status.success() {
+        anyhow::bail!("{editor} exited with {status}; the draft is unchanged");
+    }
+    let text = std::fs::read_to_string(file.path())?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}

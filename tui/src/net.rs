@@ -1,0 +1,778 @@
+//! The client task: the only place that talks to the network.
+//!
+//! The UI loop sends it [`Command`]s and never waits for an answer; it sends
+//! back [`ServerEvent`]s, which the UI applies to its state when they come.
+//! The task owns the [`Client`] (connection, failover) and, once signed in,
+//! a session: the subscription (first the conversation list, then the event
+//! stream, resumed across failures from its cursor), a watcher of the
+//! connection state, and the outbox sender, which sends in order and
+//! retries a failed send with the same idempotency key until the server
+//! answers. Every other call runs in its own task so a slow one never holds
+//! up the stream. Signing out, or a new sign-in, aborts the session's tasks.
+
+use std::time::Duration;
+
+use chat_client::{
+    AccountId, AccountPage, Backoff, Client, ClientConfig, ClientError, Code, ConnectionState,
+    Conversations, Event, HistoryPage, MessageId, SentMessage,
+};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinSet;
+
+/// How many messages one history page asks for.
+pub const HISTORY_PAGE: u32 = 100;
+
+/// How many accounts one page of the directory asks for.
+pub const ACCOUNTS_PAGE: u32 = 100;
+
+/// What the UI asks the client task to do.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Connect to `servers` (reusing the connection if the list is the
+    /// same), create the account first if `create`, then log in and start
+    /// the session.
+    SignIn {
+        /// The servers to try, in order.
+        servers: Vec<String>,
+        /// The account's username.
+        username: String,
+        /// The account's password.
+        password: String,
+        /// Create the account before logging in.
+        create: bool,
+    },
+    /// Fetch a page of the accounts matching `pattern`.
+    ListAccounts {
+        /// The wildcard pattern (`*`, `?`).
+        pattern: String,
+        /// The page to continue from; `None` for the first.
+        page_token: Option<String>,
+    },
+    /// Fetch a page of the conversation with `peer`, older than `before`.
+    LoadHistory {
+        /// The other party's account id, to file the answer under.
+        peer_id: AccountId,
+        /// The other party's username, which the API takes.
+        peer: String,
+        /// Only messages below this id; `None` for the newest.
+        before: Option<MessageId>,
+    },
+    /// Send a message (queued behind earlier sends, retried until answered).
+    Send {
+        /// The recipient's username.
+        to: String,
+        /// The text.
+        body: String,
+        /// The idempotency key: every retry reuses it.
+        client_msg_id: String,
+    },
+    /// Acknowledge delivery of every message up to this id.
+    Ack {
+        /// The highest message id received.
+        up_to: MessageId,
+    },
+    /// Mark the conversation with `peer` read up to this id.
+    MarkRead {
+        /// The other party's username.
+        peer: String,
+        /// The highest message id shown.
+        up_to: MessageId,
+    },
+    /// Delete messages from the user's own view.
+    DeleteMessages {
+        /// The messages.
+        ids: Vec<MessageId>,
+    },
+    /// Delete the signed-in account, checking its password again.
+    DeleteAccount {
+        /// The password.
+        password: String,
+    },
+    /// Close the session.
+    SignOut,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SignIn {
+                servers,
+                username,
+                create,
+                ..
+            } => f
+                .debug_struct("SignIn")
+                .field("servers", servers)
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .field("create", create)
+                .finish(),
+            Self::DeleteAccount { .. } => f
+                .debug_struct("DeleteAccount")
+                .field("password", &"<redacted>")
+                .finish(),
+            Self::ListAccounts {
+                pattern,
+                page_token,
+            } => f
+                .debug_struct("ListAccounts")
+                .field("pattern", pattern)
+                .field("page_token", page_token)
+                .finish(),
+            Self::LoadHistory {
+                peer_id,
+                peer,
+                before,
+            } => f
+                .debug_struct("LoadHistory")
+                .field("peer_id", peer_id)
+                .field("peer", peer)
+                .field("before", before)
+                .finish(),
+            Self::Send {
+                to, client_msg_id, ..
+            } => f
+                .debug_struct("Send")
+                .field("to", to)
+                .field("client_msg_id", client_msg_id)
+                .finish_non_exhaustive(),
+            Self::Ack { up_to } => f.debug_struct("Ack").field("up_to", up_to).finish(),
+            Self::MarkRead { peer, up_to } => f
+                .debug_struct("MarkRead")
+                .field("peer", peer)
+                .field("up_to", up_to)
+                .finish(),
+            Self::DeleteMessages { ids } => {
+                f.debug_struct("DeleteMessages").field("ids", ids).finish()
+            }
+            Self::SignOut => f.write_str("SignOut"),
+        }
+    }
+}
+
+/// Which sign-in field an error concerns, so the form can show it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The server list.
+    Servers,
+    /// The username.
+    Username,
+    /// The password.
+    Password,
+}
+
+/// What the client task tells the UI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// The session is open.
+    SignedIn {
+        /// The account's username as registered.
+        username: String,
+        /// The account's id.
+        account_id: AccountId,
+        /// The server that answered.
+        server: String,
+    },
+    /// Signing in failed; `field` says which input it concerns, if any.
+    SignInFailed {
+        /// The field to show the error next to; `None` for the form.
+        field: Option<Field>,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// The conversation list, sent before the first event of the stream.
+    Conversations(Conversations),
+    /// A page of the directory.
+    Accounts {
+        /// The pattern it answers.
+        pattern: String,
+        /// True when it continues earlier pages, false for a first page.
+        appended: bool,
+        /// The accounts.
+        page: AccountPage,
+    },
+    /// A page of a conversation.
+    History {
+        /// The other party.
+        peer_id: AccountId,
+        /// The page, or what went wrong loading it.
+        page: Result<HistoryPage, String>,
+    },
+    /// An event of the subscription, in log order.
+    Live(Event),
+    /// A send was stored by the server.
+    Sent(SentMessage),
+    /// A send failed for a reason that may pass; it is retried in `retry_in`
+    /// with the same key.
+    SendRetrying {
+        /// The send's idempotency key.
+        client_msg_id: String,
+        /// What went wrong.
+        error: String,
+        /// When it is tried again.
+        retry_in: Duration,
+    },
+    /// A send was refused (unknown recipient, bad body): it will not be
+    /// retried.
+    SendFailed {
+        /// The send's idempotency key.
+        client_msg_id: String,
+        /// The server's reason.
+        error: String,
+    },
+    /// Messages were deleted by this session's request.
+    Deleted {
+        /// The messages.
+        ids: Vec<MessageId>,
+    },
+    /// Where the client stands with the cluster.
+    Connection(ConnectionState),
+    /// The event stream broke and is being resumed.
+    StreamInterrupted {
+        /// What broke it.
+        error: String,
+    },
+    /// The account was deleted; the session is over.
+    AccountDeleted,
+    /// Deleting the account failed (e.g. a wrong password).
+    DeleteAccountFailed {
+        /// The server's reason.
+        error: String,
+    },
+    /// The session is over: it expired, was closed elsewhere, or the account
+    /// is gone. The user has to sign in again.
+    SessionEnded {
+        /// Why, for the sign-in screen.
+        reason: String,
+    },
+    /// The session was closed at the user's request.
+    SignedOut,
+    /// A call failed; shown in the status bar.
+    Error {
+        /// What was being done ("mark read", ...).
+        action: &'static str,
+        /// The error.
+        error: String,
+    },
+}
+
+/// Starts the client task. Returns where to send commands and where events
+/// come out. The task ends when the command sender is dropped.
+pub fn spawn() -> (UnboundedSender<Command>, UnboundedReceiver<ServerEvent>) {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (events, events_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(commands, events));
+    (commands_tx, events_rx)
+}
+
+/// The open connection and the list it was opened with.
+struct Connection {
+    servers: Vec<String>,
+    client: Client,
+    /// Publishes the connection state to the UI for as long as the client
+    /// lives.
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// A signed-in session and the tasks working for it.
+struct Session {
+    token: String,
+    /// Queue of the outbox sender.
+    outbox: UnboundedSender<(String, String, String)>,
+    /// The subscription, the sender, and every call in flight.
+    tasks: JoinSet<()>,
+    /// The highest id acknowledged, so an ack that moves nothing is not sent.
+    acked: MessageId,
+}
+
+/// The task's loop: one command at a time, each started and left to run.
+async fn run(mut commands: UnboundedReceiver<Command>, events: UnboundedSender<ServerEvent>) {
+    let mut connection: Option<Connection> = None;
+    let mut session: Option<Session> = None;
+    while let Some(command) = commands.recv().await {
+        // Finished tasks are reaped here so the set does not grow forever.
+        if let Some(session) = session.as_mut() {
+            while session.tasks.try_join_next().is_some() {}
+        }
+        match command {
+            Command::SignIn {
+                servers,
+                username,
+                password,
+                create,
+            } => {
+                session = None;
+                if connection.as_ref().is_none_or(|c| c.servers != servers) {
+                    connection = None;
+                    match connect(&servers, &events).await {
+                        Ok(opened) => connection = Some(opened),
+                        Err(error) => {
+                            let _ = events.send(ServerEvent::SignInFailed {
+                                field: Some(Field::Servers),
+                                message: error.to_string(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                let Some(open) = connection.as_ref() else {
+                    continue;
+                };
+                session = sign_in(&open.client, &username, &password, create, &events).await;
+            }
+            Command::SignOut => {
+                if let (Some(ended), Some(open)) = (session.take(), connection.as_ref()) {
+                    let client = open.client.clone();
+                    tokio::spawn(async move {
+                        // The session closes by itself when idle if this fails.
+                        let _ = client.logout(&ended.token).await;
+                    });
+                }
+                let _ = events.send(ServerEvent::SignedOut);
+            }
+            Command::DeleteAccount { password } => {
+                let (Some(open), Some(active)) = (connection.as_ref(), session.as_ref()) else {
+                    continue;
+                };
+                // Awaited here, not spawned: the answer decides whether the
+                // session goes on, and nothing else should start meanwhile.
+                match open.client.delete_account(&active.token, &password).await {
+                    Ok(()) => {
+                        session = None;
+                        let _ = events.send(ServerEvent::AccountDeleted);
+                    }
+                    Err(error) if error.is_unauthenticated() => {
+                        session = None;
+                        let _ = events.send(ended(&error));
+                    }
+                    Err(error) => {
+                        let _ = events.send(ServerEvent::DeleteAccountFailed {
+                            error: error.to_string(),
+                        });
+                    }
+                }
+            }
+            command => {
+                let (Some(open), Some(active)) = (connection.as_ref(), session.as_mut()) else {
+                    continue;
+                };
+                handle(command, &open.client, active, &events);
+            }
+        }
+    }
+}
+
+/// Connects to the cluster and starts publishing the connection state.
+async fn connect(
+    servers: &[String],
+    events: &UnboundedSender<ServerEvent>,
+) -> Result<Connection, ClientError> {
+    let client = Client::connect(ClientConfig {
+        servers: servers.to_vec(),
+        ..ClientConfig::default()
+    })
+    .await?;
+    let mut state = client.connection_state();
+    let events = events.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            let current = state.borrow_and_update().clone();
+            if events.send(ServerEvent::Connection(current)).is_err() {
+                return;
+            }
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Connection {
+        servers: servers.to_vec(),
+        client,
+        watcher,
+    })
+}
+
+/// Creates the account if asked, logs in, and starts the session's tasks.
+async fn sign_in(
+    client: &Client,
+    username: &str,
+    password: &str,
+    create: bool,
+    events: &UnboundedSender<ServerEvent>,
+) -> Option<Session> {
+    if create && let Err(error) = client.create_account(username, password).await {
+        let _ = events.send(sign_in_failed(&error, true));
+        return None;
+    }
+    let opened = match client.login(username, password).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = events.send(sign_in_failed(&error, false));
+            return None;
+        }
+    };
+    let _ = events.send(ServerEvent::SignedIn {
+        username: opened.username.clone(),
+        account_id: opened.account_id,
+        server: client.current_server(),
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(stream(
+        client.clone(),
+        opened.token.clone(),
+        opened.delivered_cursor,
+        events.clone(),
+    ));
+    let (outbox, queue) = mpsc::unbounded_channel();
+    tasks.spawn(send_in_order(
+        client.clone(),
+        opened.token.clone(),
+        queue,
+        events.clone(),
+    ));
+    Some(Session {
+        token: opened.token,
+        outbox,
+        tasks,
+        acked: opened.delivered_cursor,
+    })
+}
+
+/// Which field a sign-in error belongs to, and the words to show.
+fn sign_in_failed(error: &ClientError, creating: bool) -> ServerEvent {
+    let message = error.to_string();
+    let field = match error {
+        ClientError::InvalidAddress { .. }
+        | ClientError::NoServerReachable { .. }
+        | ClientError::Timeout { .. } => Some(Field::Servers),
+        ClientError::Status { code, .. } => match code {
+            Code::AlreadyExists => {
+                return ServerEvent::SignInFailed {
+                    field: Some(Field::Username),
+                    message: if creating {
+                        format!("{message}: choose another name, or switch to \"log in\"")
+                    } else {
+                        message
+                    },
+                };
+            }
+            Code::Unauthenticated => {
+                return ServerEvent::SignInFailed {
+                    field: Some(Field::Password),
+                    message: "wrong username or password".to_owned(),
+                };
+            }
+            Code::InvalidArgument if message.to_lowercase().contains("password") => {
+                Some(Field::Password)
+            }
+            Code::InvalidArgument | Code::NotFound => Some(Field::Username),
+            Code::ResourceExhausted => Some(Field::Password),
+            Code::Unavailable | Code::DeadlineExceeded => Some(Field::Servers),
+            _ => None,
+        },
+    };
+    ServerEvent::SignInFailed { field, message }
+}
+
+/// Starts the work of one command of a signed-in session, in a task of its
+/// own (sends go to the outbox sender, in order).
+fn handle(
+    command: Command,
+    client: &Client,
+    session: &mut Session,
+    events: &UnboundedSender<ServerEvent>,
+) {
+    let client = client.clone();
+    let token = session.token.clone();
+    let events = events.clone();
+    match command {
+        Command::Send {
+            to,
+            body,
+            client_msg_id,
+        } => {
+            let _ = session.outbox.send((to, body, client_msg_id));
+        }
+        Command::ListAccounts {
+            pattern,
+            page_token,
+        } => {
+            session.tasks.spawn(async move {
+                let result = client
+                    .list_accounts(&pattern, page_token.as_deref(), ACCOUNTS_PAGE)
+                    .await;
+                let event = match result {
+                    Ok(page) => ServerEvent::Accounts {
+                        pattern,
+                        appended: page_token.is_some(),
+                        page,
+                    },
+                    Err(error) => failure("list accounts", &error),
+                };
+                let _ = events.send(event);
+            });
+        }
+        Command::LoadHistory {
+            peer_id,
+            peer,
+            before,
+        } => {
+            session.tasks.spawn(async move {
+                let result = client.history(&token, &peer, before, HISTORY_PAGE).await;
+                let event = match result {
+                    Ok(page) => ServerEvent::History {
+                        peer_id,
+                        page: Ok(page),
+                    },
+                    Err(error) if error.is_unauthenticated() => ended(&error),
+                    Err(error) => ServerEvent::History {
+                        peer_id,
+                        page: Err(error.to_string()),
+                    },
+                };
+                let _ = events.send(event);
+            });
+        }
+        Command::Ack { up_to } => {
+            if up_to <= session.acked {
+                return;
+            }
+            session.acked = up_to;
+            session.tasks.spawn(async move {
+                if let Err(error) = client.ack(&token, up_to).await {
+                    let _ = events.send(failure("acknowledge", &error));
+                }
+            });
+        }
+        Command::MarkRead { peer, up_to } => {
+            session.tasks.spawn(async move {
+                if let Err(error) = client.mark_read(&token, &peer, up_to).await {
+                    let _ = events.send(failure("mark read", &error));
+                }
+            });
+        }
+        Command::DeleteMessages { ids } => {
+            session.tasks.spawn(async move {
+                let event = match client.delete_messages(&token, &ids).await {
+                    Ok(_) => ServerEvent::Deleted { ids },
+                    Err(error) => failure("delete", &error),
+                };
+                let _ = events.send(event);
+            });
+        }
+        // Handled by the loop itself.
+        Command::SignIn { .. } | Command::SignOut | Command::DeleteAccount { .. } => {}
+    }
+}
+
+/// The event for a call that failed: the end of the session if the server
+/// no longer knows it, otherwise an error for the status bar.
+fn failure(action: &'static str, error: &ClientError) -> ServerEvent {
+    if error.is_unauthenticated() {
+        ended(error)
+    } else {
+        ServerEvent::Error {
+            action,
+            error: error.to_string(),
+        }
+    }
+}
+
+/// The event for a session the server no longer knows.
+fn ended(error: &ClientError) -> ServerEvent {
+    ServerEvent::SessionEnded {
+        reason: error.to_string(),
+    }
+}
+
+/// The session's view of the world: the conversation list first (so every
+/// event after it can be told new or already counted), then the event
+/// stream, resumed by the subscription after every failure.
+async fn stream(
+    client: Client,
+    token: String,
+    after: MessageId,
+    events: UnboundedSender<ServerEvent>,
+) {
+    let backoff = Backoff::default();
+    let mut attempt = 0;
+    let conversations = loop {
+        match client.conversations(&token).await {
+            Ok(conversations) => break conversations,
+            Err(error) if error.is_transient() => {
+                attempt += 1;
+                let _ = events.send(ServerEvent::StreamInterrupted {
+                    error: error.to_string(),
+                });
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+            Err(error) => {
+                let _ = events.send(failure("load conversations", &error));
+                return;
+            }
+        }
+    };
+    if events
+        .send(ServerEvent::Conversations(conversations))
+        .is_err()
+    {
+        return;
+    }
+    let mut subscription = loop {
+        match client.subscribe(&token, after).await {
+            Ok(subscription) => break subscription,
+            Err(error) if error.is_transient() => {
+                attempt += 1;
+                let _ = events.send(ServerEvent::StreamInterrupted {
+                    error: error.to_string(),
+                });
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+            Err(error) => {
+                let _ = events.send(failure("subscribe", &error));
+                return;
+            }
+        }
+    };
+    while let Some(next) = subscription.next().await {
+        let event = match next {
+            Ok(event) => ServerEvent::Live(event),
+            // `next` waits its own backoff before the next attempt.
+            Err(error) if error.is_transient() => ServerEvent::StreamInterrupted {
+                error: error.to_string(),
+            },
+            Err(error) => {
+                let _ = events.send(failure("receive", &error));
+                return;
+            }
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// The outbox sender: sends one message at a time, in the order they were
+/// written, each retried with its own idempotency key until the server
+/// stores it or refuses it. A retried send never makes a duplicate.
+async fn send_in_order(
+    client: Client,
+    token: String,
+    mut queue: UnboundedReceiver<(String, String, String)>,
+    events: UnboundedSender<ServerEvent>,
+) {
+    let backoff = Backoff {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+    };
+    while let Some((to, body, client_msg_id)) = queue.recv().await {
+        let mut attempt = 0;
+        loop {
+            let event = match client
+                .send_with_id(&token, &to, &body, &client_msg_id)
+                .await
+            {
+                Ok(sent) => ServerEvent::Sent(sent),
+                Err(error) if error.is_unauthenticated() => {
+                    // The outbox keeps the message; it is sent again, with
+                    // the same key, after the user signs in again.
+                    let _ = events.send(ended(&error));
+                    return;
+                }
+                Err(error) if error.is_transient() => {
+                    attempt += 1;
+                    let retry_in = backoff.delay(attempt);
+                    let _ = events.send(ServerEvent::SendRetrying {
+                        client_msg_id: client_msg_id.clone(),
+                        error: error.to_string(),
+                        retry_in,
+                    });
+                    tokio::time::sleep(retry_in).await;
+                    continue;
+                }
+                Err(error) => ServerEvent::SendFailed {
+                    client_msg_id: client_msg_id.clone(),
+                    error: error.to_string(),
+                },
+            };
+            let _ = events.send(event);
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, message: &str) -> ClientError {
+        ClientError::Status {
+            code,
+            message: message.to_owned(),
+            server: "127.0.0.1:1".to_owned(),
+        }
+    }
+
+    fn field_of(error: ClientError, creating: bool) -> (Option<Field>, String) {
+        match sign_in_failed(&error, creating) {
+            ServerEvent::SignInFailed { field, message } => (field, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sign_in_errors_land_on_their_field() {
+        let unreachable = ClientError::NoServerReachable {
+            tried: vec!["127.0.0.1:1".to_owned()],
+        };
+        assert_eq!(field_of(unreachable, false).0, Some(Field::Servers));
+        let (field, message) = field_of(
+            status(Code::Unauthenticated, "unknown username or wrong password"),
+            false,
+        );
+        assert_eq!(field, Some(Field::Password));
+        assert_eq!(message, "wrong username or password");
+        let (field, message) =
+            field_of(status(Code::AlreadyExists, "the name alice is taken"), true);
+        assert_eq!(field, Some(Field::Username));
+        assert!(message.contains("choose another name"), "{message}");
+        let too_short = status(Code::InvalidArgument, "a password is 8 to 1024 bytes long");
+        assert_eq!(field_of(too_short, true).0, Some(Field::Password));
+        let bad_name = status(Code::InvalidArgument, "a username is 1 to 32 characters");
+        assert_eq!(field_of(bad_name, true).0, Some(Field::Username));
+        assert_eq!(field_of(status(Code::Internal, "bug"), false).0, None);
+    }
+
+    #[test]
+    fn an_unknown_session_ends_it_and_other_failures_are_reported() {
+        assert!(matches!(
+            failure("ack", &status(Code::Unauthenticated, "the session has ended; log in again")),
+            ServerEvent::SessionEnded { reason } if reason.contains("log in again")
+        ));
+        assert!(matches!(
+            failure("ack", &status(Code::InvalidArgument, "beyond the log")),
+            ServerEvent::Error { action: "ack", .. }
+        ));
+    }
+
+    #[test]
+    fn commands_never_show_passwords() {
+        let command = Command::SignIn {
+            servers: vec!["a:1".to_owned()],
+            username: "alice".to_owned(),
+            password: "hunter22".to_owned(),
+            create: false,
+        };
+        assert!(!format!("{command:?}").contains("hunter22"));
+        let delete = Command::DeleteAccount {
+            password: "hunter22".to_owned(),
+        };
+        assert!(!format!("{delete:?}").contains("hunter22"));
+    }
+}

@@ -1,0 +1,262 @@
+//! End to end: a real `chat-server` and two real `chat-tui` processes in
+//! pseudo-terminals, their screens read back through a terminal emulator.
+//! Two users create their accounts on the sign-in screen, one writes, the
+//! other sees the message arrive, answers, and both quit with the terminal
+//! restored.
+//!
+//! The server binary is not a dependency of this crate: it is found next to
+//! the test executable (`target/<profile>/chat-server`), which `cargo test
+//! --workspace` builds because the server has integration tests of its own.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+use tempfile::TempDir;
+
+/// How long any one thing may take before the test gives up.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+const ROWS: u16 = 30;
+const COLS: u16 = 100;
+
+/// A running `chat-server`, killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    _data: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/<profile>/chat-server`, beside the directory of this test's
+/// executable (`target/<profile>/deps/`).
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from target/<profile>/deps");
+    let binary = profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p chat-server` first \
+         (`cargo test --workspace` builds it too)",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts a server on a free port of 127.0.0.1 with a fresh data directory
+/// and waits for its `listening on ADDR` line.
+fn start_server() -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(server_binary())
+        .arg("--data")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chat-server starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // The guard exists before the wait, so a server that never gets ready
+    // is killed too.
+    let mut server = Server {
+        child,
+        address: String::new(),
+        _data: data,
+    };
+    let line = rx
+        .recv_timeout(DEADLINE)
+        .expect("chat-server prints `listening on ADDR` in time");
+    server.address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from chat-server: {line:?}"))
+        .to_owned();
+    server
+}
+
+/// A `chat-tui` in a pseudo-terminal; the process is killed when dropped.
+struct Tui {
+    name: &'static str,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    writer: Box<dyn Write + Send>,
+    screen: Arc<Mutex<vt100::Parser>>,
+    _master: Box<dyn MasterPty + Send>,
+    _config: TempDir,
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Tui {
+    /// Starts `chat-tui` for `user` against `server`, with its XDG config
+    /// in a temporary directory.
+    fn start(name: &'static str, server: &str) -> Self {
+        let pair = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("a pseudo-terminal");
+        let config = tempfile::tempdir().unwrap();
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
+        command.args(["--servers", server, "--user", name, "--no-bell"]);
+        command.env("XDG_CONFIG_HOME", config.path());
+        command.env("TERM", "xterm-256color");
+        let child = pair.slave.spawn_command(command).expect("chat-tui starts");
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(ROWS, COLS, 0)));
+        let feed = Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                feed.lock().unwrap().process(&buffer[..n]);
+            }
+        });
+        Self {
+            name,
+            child,
+            writer,
+            screen,
+            _master: pair.master,
+            _config: config,
+        }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Types `keys` (raw bytes, as a terminal sends them).
+    fn send(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Waits until the screen shows what `expected` looks for; fails with
+    /// the screen when the deadline passes. The only wait of these tests.
+    fn wait_until(&self, what: &str, expected: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            let contents = self.contents();
+            if expected(&contents) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{}: no {what} after {DEADLINE:?}; the screen shows:\n{contents}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, text: &str) {
+        self.wait_until(&format!("{text:?}"), |screen| screen.contains(text));
+    }
+
+    /// Creates the account on the sign-in screen and waits for the main
+    /// screen.
+    fn create_account(&mut self, password: &str) {
+        self.wait_for("Password");
+        // Ctrl+T switches to "create account"; the username is filled in
+        // from --user and the cursor waits in the password field.
+        self.send("\x14");
+        self.wait_for("(•) Create account");
+        self.send(password);
+        self.send("\r");
+        self.wait_for(&format!("{} @ ", self.name));
+        self.wait_for("● connected");
+    }
+
+    /// Quits with Ctrl+C and checks the process ends well and leaves the
+    /// alternate screen.
+    fn quit(mut self) {
+        self.send("\x03");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < DEADLINE, "{} did not quit", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{} exited with {status:?}", self.name);
+        // The reader may still be taking in the last bytes.
+        self.wait_until("the main screen back", |_| {
+            !self.screen.lock().unwrap().screen().alternate_screen()
+        });
+    }
+}
+
+#[test]
+fn two_users_chat_through_a_real_server() {
+    let server = start_server();
+    let mut alice = Tui::start("alice", &server.address);
+    alice.create_account("alice-password");
+    let mut bob = Tui::start("bob", &server.address);
+    bob.create_account("bob-password");
+
+    // Bob's directory has alice (she was created first): select her, go to
+    // the compose pane and write.
+    bob.wait_for("● alice");
+    bob.send("j");
+    bob.wait_for("Message to alice");
+    bob.send("\t\t");
+    bob.send("hello from bob 👋");
+    bob.send("\r");
+    bob.wait_for("✓ sent");
+
+    // Alice sees the conversation appear with its unread badge, opens it,
+    // and reads the message.
+    alice.wait_until("bob with 1 unread", |screen| {
+        screen
+            .lines()
+            .any(|line| line.contains("bob") && line.contains(" 1 "))
+    });
+    alice.wait_for("(1)");
+    alice.send("j");
+    alice.wait_for("hello from bob 👋");
+    alice.wait_for("no unread");
+    bob.wait_for("✓✓ read");
+
+    // Alice answers; bob has the conversation open and sees it live.
+    alice.send("\t\t");
+    alice.send("hi bob, got it");
+    alice.send("\r");
+    bob.wait_for("hi bob, got it");
+    alice.wait_for("✓✓ read");
+
+    alice.quit();
+    bob.quit();
+    drop(server);
+}
