@@ -546,3 +546,83 @@ async fn snapshots_bound_the_log_and_bring_new_servers_up_to_date() {
     let mut cf = cluster.client(follower).await;
     assert_eq!(bodies(&mut cf, &bob, last).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_replica_refuses_to_serve_and_is_rebuilt_from_the_cluster() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        send(&mut c, &ann, "bob", &format!("m{i}")).await;
+        expected.push(format!("m{i}"));
+    }
+    let bad = cluster.followers(leader)[0];
+    cluster.stop(bad).await;
+    // Flip a byte in the middle of its log.
+    let seg = cluster.dirs[&bad].path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&seg, bytes).unwrap();
+
+    // It refuses to start (so it never votes or serves) and says why.
+    let listener = tokio::net::TcpListener::bind(&cluster.peers[&bad])
+        .await
+        .unwrap();
+    let cfg = node_config(
+        cluster.dirs[&bad].path(),
+        bad,
+        &cluster.peers,
+        &cluster.faults[&bad],
+    );
+    let err = chat_server::Server::start(cfg, listener).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("00000000000000000000.log at byte"), "{msg}");
+    assert!(
+        msg.contains("rebuild this replica from its cluster"),
+        "{msg}"
+    );
+
+    // The documented rebuild: remove it from the membership, empty its data
+    // directory, start it again with --join.
+    let ch = Channel::from_shared(format!("http://{}", cluster.peers[&leader]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pb::cluster_client::ClusterClient::new(ch)
+        .remove_member(pb::RemoveMemberRequest {
+            node_id: bad,
+            cluster_secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let dir = cluster.dirs[&bad].path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let listener = tokio::net::TcpListener::bind(&cluster.peers[&bad])
+        .await
+        .unwrap();
+    let mut cfg = config(&dir);
+    cfg.node_id = bad;
+    cfg.cluster_secret = Some(SECRET.into());
+    cfg.join = Some(cluster.peers[&leader].clone());
+    let rebuilt = TestServer::start_on(cfg, listener).await;
+    let last = send(&mut c, &ann, "bob", "after rebuild").await.log_index;
+    expected.push("after rebuild".into());
+    let mut cr = rebuilt.client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = Cluster::status(&cluster.peers[&leader]).await.unwrap();
+        if s.members.iter().any(|m| m.node_id == bad && m.voter) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuilt replica never became a voter"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bodies(&mut cr, &bob, last).await, expected);
+}
