@@ -605,9 +605,12 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes whole segments whose records all lie before `index`. When
-    /// `index` is past the end of the log (Raft installed a snapshot that is
-    /// ahead of it), the log becomes empty and continues at `index`.
+    /// Removes every record before `index` from the disk: whole segments are
+    /// deleted, and the segment that holds both purged and kept records is
+    /// rewritten without the purged ones (atomically: a new base segment
+    /// replaces it). When `index` is past the end of the log (Raft installed
+    /// a snapshot that is ahead of it), the log becomes empty and continues
+    /// at `index`.
     pub fn purge_before(&self, index: u64) -> Result<()> {
         let mut st = self.exclusive()?;
         let result = self.purge_locked(&mut st, index);
@@ -642,6 +645,27 @@ impl Log {
             removed = true;
         }
         if removed {
+            sync_dir(&self.shared.dir)?;
+        }
+        if st.segments[0].first_index < index {
+            // Purged records share a segment with kept ones: rewrite that
+            // segment without them, so purged content leaves the disk.
+            let seg = &st.segments[0];
+            let (offset, prev_crc) = locate(seg, index)?;
+            let mut kept = vec![0u8; (seg.len - offset) as usize];
+            seg.file
+                .read_exact_at(&mut kept, offset)
+                .map_err(Error::io("read segment", &seg.path))?;
+            let header = SegmentHeader {
+                prev_last_crc: prev_crc,
+                ..SegmentHeader::base(self.shared.log_id, index)
+            };
+            let mut new = create_segment_with(&self.shared.dir, header, &kept)?;
+            new.next_index = seg.next_index;
+            new.last_crc = seg.last_crc;
+            new.sparse = sparse_of(&kept, index);
+            let old = std::mem::replace(&mut st.segments[0], new);
+            fs::remove_file(&old.path).map_err(Error::io("remove segment", &old.path))?;
             sync_dir(&self.shared.dir)?;
         }
         Ok(())
@@ -859,9 +883,28 @@ fn header_prev_crc(seg: &Segment) -> Result<u32> {
         })
 }
 
+/// The sparse index of `frames` (whole, checked frames) starting at record
+/// `first_index` right after a segment header.
+fn sparse_of(frames: &[u8], first_index: u64) -> Vec<(u64, u64)> {
+    let mut sparse = Vec::new();
+    let mut pos = 0;
+    while let FrameRead::Frame(f) = read_frame(&frames[pos..]) {
+        if (f.index - first_index).is_multiple_of(SPARSE_EVERY) {
+            sparse.push((f.index, (SEGMENT_HEADER_LEN + pos) as u64));
+        }
+        pos += f.len();
+    }
+    sparse
+}
+
 /// Creates a segment atomically: temp file, header, fsync, rename, fsync of
 /// the directory.
 fn create_segment(dir: &Path, header: SegmentHeader) -> Result<Segment> {
+    create_segment_with(dir, header, &[])
+}
+
+/// Creates a segment holding `frames` after its header, atomically.
+fn create_segment_with(dir: &Path, header: SegmentHeader, frames: &[u8]) -> Result<Segment> {
     let name = segment_file_name(header.first_index);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.{TEMP_EXTENSION}"));
@@ -873,7 +916,8 @@ fn create_segment(dir: &Path, header: SegmentHeader) -> Result<Segment> {
         .open(&tmp)
         .map_err(Error::io("create segment", &tmp))?;
     file.write_all(&header.encode())
-        .map_err(Error::io("write segment header", &tmp))?;
+        .and_then(|()| file.write_all(frames))
+        .map_err(Error::io("write segment", &tmp))?;
     file.sync_all().map_err(Error::io("sync segment", &tmp))?;
     fs::rename(&tmp, &path).map_err(Error::io("rename segment", &tmp))?;
     sync_dir(dir)?;
@@ -881,7 +925,7 @@ fn create_segment(dir: &Path, header: SegmentHeader) -> Result<Segment> {
         first_index: header.first_index,
         path,
         file: Arc::new(file),
-        len: SEGMENT_HEADER_LEN as u64,
+        len: (SEGMENT_HEADER_LEN + frames.len()) as u64,
         next_index: header.first_index,
         last_crc: header.prev_last_crc,
         sparse: Vec::new(),

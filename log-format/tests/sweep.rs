@@ -13,8 +13,11 @@ use log_format::{Error, Log, LogConfig, Record};
 
 /// The layout of the intact log: per segment, its path and the byte range
 /// and index of each record.
+/// A segment's file name and the index and byte range of each record.
+type SegmentLayout = (PathBuf, Vec<(u64, Range<u64>)>);
+
 struct Layout {
-    segments: Vec<(PathBuf, Vec<(u64, Range<u64>)>)>,
+    segments: Vec<SegmentLayout>,
     records: Vec<Record>,
 }
 
@@ -26,10 +29,10 @@ fn config() -> LogConfig {
 /// the log a few thousand times.
 fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::tempdir_in(shm) {
-            return d;
-        }
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
     }
     tempfile::tempdir().unwrap()
 }
@@ -48,7 +51,7 @@ fn build(dir: &Path) -> Layout {
     }
     drop(log);
     fs::remove_file(dir.join(log_format::LOCK_FILE_NAME)).unwrap();
-    let mut segments: Vec<(PathBuf, Vec<(u64, Range<u64>)>)> = Vec::new();
+    let mut segments: Vec<SegmentLayout> = Vec::new();
     log_format::scan_dir(dir, |path, offset, frame| {
         let name = PathBuf::from(path.file_name().unwrap());
         if segments.last().is_none_or(|(p, _)| *p != name) {

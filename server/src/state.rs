@@ -524,21 +524,23 @@ impl ChatState {
                 self.by_token.remove(&s.token_hash);
             }
         }
-        // Erase every message it sent or received, on both sides.
+        // Erase every message it sent or received, on both sides, and the
+        // keys that named them.
+        let mut erased = std::collections::HashSet::new();
         for (peer, conv) in &acc.conversations {
-            for id in &conv.ids {
-                self.messages.remove(id);
-            }
+            erased.extend(conv.ids.iter().copied());
             if let Some(p) = self.accounts.get_mut(peer)
                 && let Some(their) = p.conversations.remove(&account)
             {
-                for id in &their.ids {
-                    self.messages.remove(id);
-                }
+                erased.extend(their.ids.iter().copied());
                 p.unread -= their.unread;
             }
         }
-        self.idempotency.retain(|(from, _), _| *from != account);
+        for id in &erased {
+            self.messages.remove(id);
+        }
+        self.idempotency
+            .retain(|(from, _), id| *from != account && !erased.contains(id));
         Applied::Done
     }
 

@@ -626,3 +626,56 @@ async fn a_corrupted_replica_refuses_to_serve_and_is_rebuilt_from_the_cluster() 
     }
     assert_eq!(bodies(&mut cr, &bob, last).await, expected);
 }
+
+/// Whether any file under `dir` contains `needle`.
+fn disk_contains(dir: &std::path::Path, needle: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_content_leaves_every_disk_once_a_snapshot_covers_it() {
+    let cluster = Cluster::start_tuned(3, small_snapshots).await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    send(&mut c, &ann, "bob", "TOP-SECRET-1234").await;
+    let gone = send(&mut c, &bob, "ann", "ALSO-SECRET-5678").await;
+    assert!(disk_contains(
+        cluster.dirs[&leader].path(),
+        "TOP-SECRET-1234"
+    ));
+
+    // Ann deletes her account: both messages leave every answer...
+    c.delete_account(pb::DeleteAccountRequest {
+        token: ann.clone(),
+        password: "ann-password".into(),
+        min_applied: 0,
+    })
+    .await
+    .unwrap();
+    // ...and, once later snapshots cover the deletion and the log behind
+    // them is purged, every disk.
+    let carl = account(&mut c, "carl").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        let clean = [1, 2, 3].iter().all(|id| {
+            let dir = cluster.dirs[id].path();
+            !disk_contains(dir, "TOP-SECRET-1234") && !disk_contains(dir, "ALSO-SECRET-5678")
+        });
+        if clean {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deleted content is still on disk"
+        );
+        send(&mut c, &carl, "bob", &format!("filler {i}")).await;
+        i += 1;
+    }
+    assert!(gone.message_id > 0);
+}
