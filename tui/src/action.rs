@@ -76,6 +76,9 @@ pub enum Action {
     FocusPrev,
     /// Focus a given pane.
     Focus(Pane),
+    /// Write to the selected user (Enter in Users), opening the first
+    /// conversation when none is open yet.
+    WriteToSelected,
     /// Open the help dialog.
     ShowHelp,
     /// Close the open dialog.

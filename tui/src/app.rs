@@ -272,6 +272,13 @@ impl App {
             Action::FocusNext => self.focus(self.state.focus.next()),
             Action::FocusPrev => self.focus(self.state.focus.prev()),
             Action::Focus(pane) => self.focus(pane),
+            Action::WriteToSelected => {
+                // Writing needs a conversation: open the first one if none is.
+                if self.state.selected.is_none() {
+                    self.move_selection(Move::First);
+                }
+                self.focus(Pane::Compose);
+            }
             Action::ShowHelp => self.dialog = Some(Dialog::Help { scroll: 0 }),
             Action::CloseDialog => self.dialog = None,
             Action::DismissError => self.state.last_error = None,

@@ -437,6 +437,17 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
 }
 
 #[test]
+fn enter_in_users_opens_the_first_conversation_to_write_in() {
+    let mut app = signed_in();
+    app.update(Action::Focus(Pane::Users));
+    assert_eq!(app.state.selected, None);
+    app.handle_key(key(KeyCode::Enter));
+    let first = app.state.user_rows()[0].account_id;
+    assert_eq!(app.state.selected, Some(first));
+    assert_eq!(app.state.focus, Pane::Compose);
+}
+
+#[test]
 fn sending_needs_an_open_conversation_and_keeps_the_draft() {
     let mut app = signed_in();
     app.update(Action::Focus(Pane::Compose));

@@ -40,14 +40,28 @@ impl Compose {
             return;
         }
         let draft = std::mem::take(&mut self.editor);
-        if let Some(current) = self.current
-            && !draft.is_empty()
-        {
-            self.drafts.insert(current, draft);
+        // Text typed before any conversation was open goes with the first
+        // one opened, so it is never lost.
+        let mut carried = None;
+        if !draft.is_empty() {
+            match self.current {
+                Some(current) => {
+                    self.drafts.insert(current, draft);
+                }
+                None => carried = Some(draft),
+            }
         }
         self.editor = peer
             .and_then(|peer| self.drafts.remove(&peer))
             .unwrap_or_default();
+        if let Some(carried) = carried {
+            if self.editor.is_empty() {
+                self.editor = carried;
+            } else {
+                let joined = format!("{}\n{}", self.editor.text(), carried.text());
+                self.editor.set_text(&joined);
+            }
+        }
         self.current = peer;
     }
 
@@ -241,6 +255,14 @@ mod tests {
             compose.handle_key_event(key(KeyCode::Enter, KeyModifiers::NONE), &state),
             Some(Action::Send(_))
         ));
+    }
+
+    #[test]
+    fn text_typed_before_a_conversation_is_open_goes_with_the_first_one() {
+        let mut c = Compose::default();
+        c.editor.set_text("typed too early");
+        c.switch_to(Some(7));
+        assert_eq!(c.editor.text(), "typed too early");
     }
 
     #[test]

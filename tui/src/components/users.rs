@@ -70,7 +70,7 @@ impl Component for Users {
             KeyCode::Char('/') => return Some(Action::StartFilter),
             KeyCode::Char('r') => return Some(Action::RefreshDirectory),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => {
-                return Some(Action::Focus(Pane::Compose));
+                return Some(Action::WriteToSelected);
             }
             KeyCode::Esc => return Some(Action::ClearFilter),
             _ => return None,
@@ -276,11 +276,7 @@ mod tests {
             KeyCode::PageDown,
             Some(Action::MoveSelection(Move::PageDown)),
         );
-        check(
-            &mut users,
-            KeyCode::Enter,
-            Some(Action::Focus(Pane::Compose)),
-        );
+        check(&mut users, KeyCode::Enter, Some(Action::WriteToSelected));
         check(&mut users, KeyCode::Char('/'), Some(Action::StartFilter));
         check(&mut users, KeyCode::Char('x'), None);
     }
