@@ -18,7 +18,7 @@ use chat_proto::chat_client::ChatClient;
 use chat_proto::cluster_client::ClusterClient;
 use tokio::sync::watch;
 use tokio::time;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::config::{ClientConfig, endpoint_uri};
@@ -784,13 +784,19 @@ impl Server {
             address: address.to_owned(),
             reason,
         };
-        let uri = endpoint_uri(address).map_err(invalid)?;
-        let endpoint = Endpoint::from_shared(uri)
+        let uri = endpoint_uri(address, config.tls_ca.is_some()).map_err(invalid)?;
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|_| invalid("expected host:port or http://host:port"))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        if let Some(ca) = &config.tls_ca {
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|_| invalid("the TLS CA certificate is not usable PEM"))?;
+        }
         Ok(Self {
             address: address.trim().to_owned(),
             endpoint,

@@ -36,6 +36,10 @@ pub struct ClientConfig {
     /// [`ClientError::NoServerReachable`](crate::ClientError::NoServerReachable)
     /// if no server answered at all.
     pub failover_attempts: u32,
+    /// The PEM certificate of the authority that signed the servers'
+    /// certificates. When set, every connection uses TLS (`https`) and
+    /// checks the server against it; when unset, connections are plain.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +52,7 @@ impl Default for ClientConfig {
             // With the default backoff: 0.1 + 0.2 + ... + 5 s, about 16 s of
             // waiting before a call gives up.
             failover_attempts: 8,
+            tls_ca: None,
         }
     }
 }
@@ -55,24 +60,28 @@ impl Default for ClientConfig {
 /// Turns a configured server address into the URI the transport connects to
 /// (`http://host:port`), or says in words what is wrong with it.
 ///
-/// A bare `host:port` gets `http://`; a trailing `/` is dropped. The port is
-/// required (there is no conventional port to guess), and only plain-text
-/// `http` is supported.
-pub fn endpoint_uri(address: &str) -> Result<String, &'static str> {
+/// A bare `host:port` gets `http://`, or `https://` with `tls`; a trailing
+/// `/` is dropped. The port is required (there is no conventional port to
+/// guess), and the scheme must match `tls`.
+pub fn endpoint_uri(address: &str, tls: bool) -> Result<String, &'static str> {
     let address = address.trim();
     if address.is_empty() {
         return Err("the address is empty");
     }
+    let scheme = if tls { "https" } else { "http" };
     let uri: Uri = if address.contains("://") {
         address.parse()
     } else {
-        format!("http://{address}").parse()
+        format!("{scheme}://{address}").parse()
     }
     .map_err(|_| "expected host:port or http://host:port")?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("TLS is not supported: use http://host:port"),
-        _ => return Err("only http:// addresses are supported"),
+    match (uri.scheme_str(), tls) {
+        (Some("http"), false) | (Some("https"), true) => {}
+        (Some("https"), false) => {
+            return Err("https needs the servers' CA certificate (tls_ca, or --tls-ca)");
+        }
+        (Some("http"), true) => return Err("with a TLS CA configured, use https:// or host:port"),
+        _ => return Err("only http:// and https:// addresses are supported"),
     }
     let Some(authority) = uri.authority() else {
         return Err("expected host:port or http://host:port");
@@ -90,7 +99,7 @@ pub fn endpoint_uri(address: &str) -> Result<String, &'static str> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("a server address has no path or query: write host:port");
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
@@ -99,7 +108,7 @@ mod tests {
 
     fn check(address: &str, expected: Result<&str, &str>) {
         assert_eq!(
-            endpoint_uri(address),
+            endpoint_uri(address, false),
             expected.map(str::to_owned),
             "{address:?}"
         );
@@ -134,11 +143,11 @@ mod tests {
         );
         check(
             "https://localhost:443",
-            Err("TLS is not supported: use http://host:port"),
+            Err("https needs the servers' CA certificate (tls_ca, or --tls-ca)"),
         );
         check(
             "ftp://localhost:21",
-            Err("only http:// addresses are supported"),
+            Err("only http:// and https:// addresses are supported"),
         );
         check(
             "http://localhost:1/chat",
@@ -163,7 +172,12 @@ mod tests {
     fn default_config_points_at_one_local_server() {
         let config = ClientConfig::default();
         assert_eq!(config.servers, [DEFAULT_SERVER]);
-        assert!(endpoint_uri(DEFAULT_SERVER).is_ok());
+        assert!(endpoint_uri(DEFAULT_SERVER, false).is_ok());
+        assert_eq!(
+            endpoint_uri("127.0.0.1:1", true),
+            Ok("https://127.0.0.1:1".to_owned())
+        );
+        assert!(endpoint_uri("http://127.0.0.1:1", true).is_err());
         assert!(config.connect_timeout < config.request_timeout);
         assert!(config.failover_attempts > 0);
     }

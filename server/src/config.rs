@@ -43,6 +43,15 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Traffic this node's Raft network drops or delays (fault tests).
     pub faults: Arc<Faults>,
+    /// TLS for clients and other servers; plain TCP when unset.
+    pub tls: Option<crate::transport::Tls>,
+}
+
+impl Config {
+    /// The CA other servers are checked against, when TLS is on.
+    pub fn peer_ca(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_slice())
+    }
 }
 
 /// Faults injected into this node's outgoing Raft traffic, for partition
@@ -107,6 +116,7 @@ impl Config {
             join: None,
             cluster_secret: None,
             faults: Arc::default(),
+            tls: None,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod node;
 pub mod raft;
 pub mod service;
 pub mod state;
+pub mod transport;
 
 pub use config::{Config, HashingCost};
 
@@ -108,7 +109,13 @@ impl Server {
 
         tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
         let stop_serving = stop.clone();
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &node.config.tls {
+            builder = builder
+                .tls_config(tls.server_config())
+                .context("the TLS certificate or key is not usable")?;
+        }
+        let served = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(chat_proto::chat_server::ChatServer::new(chat))
@@ -182,7 +189,7 @@ async fn join_cluster(node: Arc<Node>, seed: String, stop: CancellationToken) {
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let channel = tonic::transport::Endpoint::from_shared(raft::network::peer_uri(&seed))
+            let channel = transport::endpoint(&seed, node.config.peer_ca())
                 .map_err(|e| e.to_string())?
                 .connect()
                 .await

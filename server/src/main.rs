@@ -46,6 +46,15 @@ struct RunArgs {
     /// File holding the secret every server of the cluster shares
     #[arg(long, value_name = "FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// Serve clients and other servers over TLS with this certificate (PEM)
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The authority that signed every server's certificate (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +73,9 @@ enum ClusterAction {
         /// Any server of the cluster
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
         server: String,
+        /// Connect over TLS, checking the server against this authority (PEM)
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
     },
     /// Add a server: it catches up as a learner, then becomes a voter
     Add {
@@ -77,6 +89,9 @@ enum ClusterAction {
         addr: String,
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: PathBuf,
+        /// Connect over TLS, checking the server against this authority (PEM)
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
     },
     /// Remove a server from the cluster
     Remove {
@@ -87,6 +102,9 @@ enum ClusterAction {
         id: u64,
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: PathBuf,
+        /// Connect over TLS, checking the server against this authority (PEM)
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
     },
 }
 
@@ -178,6 +196,17 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     if let Some(advertise) = args.advertise {
         config.advertise_addr = advertise;
     }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p)
+                .with_context(|| format!("cannot read the TLS {what} from {}", p.display()))
+        };
+        config.tls = Some(chat_server::transport::Tls {
+            cert_pem: read(cert, "certificate")?,
+            key_pem: read(key, "key")?,
+            ca_pem: read(ca, "CA certificate")?,
+        });
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -189,16 +218,19 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
-    let server = match &action {
-        ClusterAction::Status { server }
-        | ClusterAction::Add { server, .. }
-        | ClusterAction::Remove { server, .. } => server.clone(),
+    let (server, tls_ca) = match &action {
+        ClusterAction::Status { server, tls_ca }
+        | ClusterAction::Add { server, tls_ca, .. }
+        | ClusterAction::Remove { server, tls_ca, .. } => (server.clone(), tls_ca.clone()),
     };
-    let channel =
-        tonic::transport::Endpoint::from_shared(chat_server::raft::network::peer_uri(&server))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach {server}"))?;
+    let ca = match &tls_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let channel = chat_server::transport::endpoint(&server, ca.as_deref())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
     let mut client = pb::cluster_client::ClusterClient::new(channel);
     let members = match action {
         ClusterAction::Status { .. } => {

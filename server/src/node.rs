@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Network, decode, encode, peer_uri, with_secret};
+use crate::raft::network::{Network, decode, encode, with_secret};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeAddr, Raft};
 use crate::state::Applied;
@@ -129,7 +129,11 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(config.cluster_secret.as_deref(), Arc::clone(&config.faults)),
+            Network::new(
+                config.cluster_secret.as_deref(),
+                Arc::clone(&config.faults),
+                config.peer_ca(),
+            ),
             store.clone(),
             sm.clone(),
         )
@@ -270,10 +274,8 @@ impl Node {
             match leaders.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let endpoint = tonic::transport::Endpoint::from_shared(peer_uri(addr))
-                        .map_err(|e| Forwarded::Retry(e.to_string()))?
-                        .connect_timeout(Duration::from_millis(500))
-                        .tcp_nodelay(true);
+                    let endpoint = crate::transport::endpoint(addr, self.config.peer_ca())
+                        .map_err(|e| Forwarded::Retry(e.to_string()))?;
                     let c = RaftClient::new(endpoint.connect_lazy());
                     leaders.insert(addr.to_string(), c.clone());
                     c

@@ -21,4 +21,8 @@ pub struct Cli {
     /// Do not ring the terminal bell for new messages.
     #[arg(long)]
     pub no_bell: bool,
+    /// Connect over TLS, checking the servers against this authority's
+    /// certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }

@@ -70,7 +70,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(Settings::load)
         .unwrap_or_default();
     let mut app = initial_app(&cli, &remembered);
-    let (commands, mut events) = net::spawn();
+    let tls_ca =
+        match &cli.tls_ca {
+            Some(path) => Some(std::fs::read(path).with_context(|| {
+                format!("cannot read the TLS CA certificate {}", path.display())
+            })?),
+            None => None,
+        };
+    let (commands, mut events) = net::spawn(tls_ca);
     let mut tui = Tui::enter().context("cannot set up the terminal")?;
     let mut input = Some(EventStream::new());
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;

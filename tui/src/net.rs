@@ -258,10 +258,12 @@ pub enum ServerEvent {
 
 /// Starts the client task. Returns where to send commands and where events
 /// come out. The task ends when the command sender is dropped.
-pub fn spawn() -> (UnboundedSender<Command>, UnboundedReceiver<ServerEvent>) {
+pub fn spawn(
+    tls_ca: Option<Vec<u8>>,
+) -> (UnboundedSender<Command>, UnboundedReceiver<ServerEvent>) {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (events, events_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(commands, events));
+    tokio::spawn(run(commands, events, tls_ca));
     (commands_tx, events_rx)
 }
 
@@ -292,7 +294,11 @@ struct Session {
 }
 
 /// The task's loop: one command at a time, each started and left to run.
-async fn run(mut commands: UnboundedReceiver<Command>, events: UnboundedSender<ServerEvent>) {
+async fn run(
+    mut commands: UnboundedReceiver<Command>,
+    events: UnboundedSender<ServerEvent>,
+    tls_ca: Option<Vec<u8>>,
+) {
     let mut connection: Option<Connection> = None;
     let mut session: Option<Session> = None;
     while let Some(command) = commands.recv().await {
@@ -310,7 +316,7 @@ async fn run(mut commands: UnboundedReceiver<Command>, events: UnboundedSender<S
                 session = None;
                 if connection.as_ref().is_none_or(|c| c.servers != servers) {
                     connection = None;
-                    match connect(&servers, &events).await {
+                    match connect(&servers, &events, tls_ca.clone()).await {
                         Ok(opened) => connection = Some(opened),
                         Err(error) => {
                             let _ = events.send(ServerEvent::SignInFailed {
@@ -372,9 +378,11 @@ async fn run(mut commands: UnboundedReceiver<Command>, events: UnboundedSender<S
 async fn connect(
     servers: &[String],
     events: &UnboundedSender<ServerEvent>,
+    tls_ca: Option<Vec<u8>>,
 ) -> Result<Connection, ClientError> {
     let client = Client::connect(ClientConfig {
         servers: servers.to_vec(),
+        tls_ca,
         ..ClientConfig::default()
     })
     .await?;

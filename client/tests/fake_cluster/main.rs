@@ -34,6 +34,7 @@ fn config(servers: &[&str]) -> ClientConfig {
             max: Duration::from_millis(20),
         },
         failover_attempts: 6,
+        tls_ca: None,
     }
 }
 

@@ -18,7 +18,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{NodeAddr, NodeId, TypeConfig};
 use crate::config::Faults;
@@ -28,13 +28,16 @@ use crate::config::Faults;
 pub struct Network {
     secret: Arc<str>,
     faults: Arc<Faults>,
+    /// The CA peers are checked against, when TLS is on.
+    ca: Option<Arc<[u8]>>,
 }
 
 impl Network {
-    pub fn new(secret: Option<&str>, faults: Arc<Faults>) -> Self {
+    pub fn new(secret: Option<&str>, faults: Arc<Faults>, ca: Option<&[u8]>) -> Self {
         Network {
             secret: secret.unwrap_or_default().into(),
             faults,
+            ca: ca.map(Arc::from),
         }
     }
 }
@@ -47,20 +50,12 @@ pub struct Peer {
     client: Option<RaftClient<Channel>>,
     secret: Arc<str>,
     faults: Arc<Faults>,
+    ca: Option<Arc<[u8]>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Failure(String);
-
-/// The address of a peer as a URI tonic accepts.
-pub fn peer_uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
 
 /// Adds the cluster secret to a request's metadata.
 pub fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
@@ -91,6 +86,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: None,
             secret: Arc::clone(&self.secret),
             faults: Arc::clone(&self.faults),
+            ca: self.ca.clone(),
         }
     }
 }
@@ -108,10 +104,8 @@ impl Peer {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(peer_uri(&self.addr))
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-            .connect_timeout(std::time::Duration::from_millis(500))
-            .tcp_nodelay(true);
+        let endpoint = crate::transport::endpoint(&self.addr, self.ca.as_deref())
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let client = RaftClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);

@@ -11,7 +11,6 @@ use tonic::{Request, Response, Status};
 
 use crate::node::Node;
 use crate::raft::NodeAddr;
-use crate::raft::network::peer_uri;
 use crate::service::raft::check_secret;
 
 #[derive(Debug, Clone)]
@@ -133,7 +132,7 @@ impl ClusterService {
         leader: &str,
         change: Change,
     ) -> Result<(Vec<pb::Member>, u64), Status> {
-        let channel = tonic::transport::Endpoint::from_shared(peer_uri(leader))
+        let channel = crate::transport::endpoint(leader, self.node.config.peer_ca())
             .map_err(|e| Status::internal(e.to_string()))?
             .connect()
             .await

@@ -179,7 +179,7 @@ impl SignIn {
             self.servers_error = Some("enter at least one server, as host:port".to_owned());
         }
         for server in &servers {
-            if let Err(reason) = chat_client::endpoint_uri(server) {
+            if let Err(reason) = chat_client::endpoint_uri(server, server.starts_with("https:")) {
                 self.servers_error = Some(format!("{server}: {reason}"));
                 break;
             }
