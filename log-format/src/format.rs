@@ -176,9 +176,10 @@ pub fn frame_crc(index: u64, term: u64, payload: &[u8]) -> u32 {
 
 /// Appends the frame of one record to `out` and returns its CRC.
 ///
-/// The caller has checked that the payload is at most [`MAX_PAYLOAD_LEN`].
+/// The caller has checked the payload's length: at most [`MAX_PAYLOAD_LEN`]
+/// for a record, at most `u32::MAX` for a state file.
 pub fn encode_frame(out: &mut Vec<u8>, index: u64, term: u64, payload: &[u8]) -> u32 {
-    debug_assert!(payload.len() <= MAX_PAYLOAD_LEN as usize);
+    debug_assert!(u32::try_from(payload.len()).is_ok());
     let crc = frame_crc(index, term, payload);
     out.reserve(RECORD_HEADER_LEN + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -234,13 +235,19 @@ pub enum FrameRead<'a> {
 /// Reads the frame at the front of `buf`: length first, then checksum, and
 /// only then the fields.
 pub fn read_frame(buf: &[u8]) -> FrameRead<'_> {
+    read_frame_up_to(buf, MAX_PAYLOAD_LEN)
+}
+
+/// [`read_frame`] with another bound on the payload length (state files,
+/// which hold snapshots, may be far larger than any record).
+pub fn read_frame_up_to(buf: &[u8], max_len: u32) -> FrameRead<'_> {
     if buf.len() < RECORD_HEADER_LEN {
         return FrameRead::Incomplete {
             needed: RECORD_HEADER_LEN,
         };
     }
     let len = u32_at(buf, 0);
-    if len > MAX_PAYLOAD_LEN {
+    if len > max_len {
         return FrameRead::BadLength { len };
     }
     let total = RECORD_HEADER_LEN + len as usize;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
-    FORMAT_VERSION, FrameRead, STATE_MAGIC, TEMP_EXTENSION, encode_frame, read_frame,
+    FORMAT_VERSION, FrameRead, STATE_MAGIC, TEMP_EXTENSION, encode_frame, read_frame_up_to,
 };
 use crate::log::sync_dir;
 
@@ -48,8 +48,15 @@ impl StateFile {
         self.store_bytes(&payload)
     }
 
-    /// Writes raw bytes as the value.
+    /// Writes raw bytes as the value (at most 4 GiB).
     pub fn store_bytes(&self, payload: &[u8]) -> Result<()> {
+        if u32::try_from(payload.len()).is_err() {
+            return Err(Error::PayloadTooLarge {
+                index: 0,
+                len: payload.len(),
+                max: u32::MAX,
+            });
+        }
         let mut bytes = Vec::with_capacity(STATE_HEADER_LEN + 24 + payload.len());
         bytes.extend_from_slice(&STATE_MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -114,7 +121,7 @@ impl StateFile {
                 )),
             ));
         }
-        match read_frame(&bytes[STATE_HEADER_LEN..]) {
+        match read_frame_up_to(&bytes[STATE_HEADER_LEN..], u32::MAX) {
             FrameRead::Frame(f) => Ok(Some(f.payload.to_vec())),
             FrameRead::Incomplete { .. } => {
                 Err(corrupt(STATE_HEADER_LEN, CorruptionKind::Truncated))
@@ -133,6 +140,18 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot of a large state is far bigger than any log record.
+    #[test]
+    fn values_larger_than_a_record_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path(), "snapshot");
+        let big: Vec<u8> = (0..(crate::format::MAX_PAYLOAD_LEN as usize + 1000))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        f.store_bytes(&big).unwrap();
+        assert_eq!(f.load_bytes().unwrap().as_deref(), Some(&big[..]));
+    }
 
     #[test]
     fn stores_replaces_and_detects_damage() {
