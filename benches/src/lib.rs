@@ -3,10 +3,12 @@
 //! Each bench target in `benches/` is a thin `main` that reads its options,
 //! runs workloads from here and prints a [`Table`]. The workloads use real
 //! files and real `fdatasync`s, so [`disk`] picks a directory on a real disk
-//! and reads the device's flush counter.
+//! and reads the device's flush counter. [`log`] drives `log-format` in
+//! process; [`server`] drives the real `chat-server` binary over gRPC.
 
 pub mod disk;
 pub mod log;
+pub mod server;
 mod table;
 
 pub use crate::table::{Table, grouped};

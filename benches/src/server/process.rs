@@ -1,0 +1,361 @@
+//! The `chat-server` binary as a child process: found next to the bench,
+//! started on `127.0.0.1:0`, ready once it prints `listening on ADDR`, and
+//! killed when its guard drops, whatever happened in between.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The binary's file name, as cargo builds it into `target/<profile>/`.
+pub const SERVER_BINARY: &str = "chat-server";
+
+/// What the server prints on standard output once it answers requests.
+pub const LISTENING_PREFIX: &str = "listening on ";
+
+/// The log filter given to the server: its own default, made explicit so
+/// that a `RUST_LOG` in the bench's environment cannot hide the
+/// "replayed the log" line.
+pub const SERVER_LOG_FILTER: &str = "info,openraft=warn";
+
+/// Where `cargo build --release -p chat-server` puts the binary, seen from a
+/// bench executable in `target/release/deps/`.
+pub fn default_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the bench's own executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the bench executable is not in target/<profile>/deps")?;
+    Ok(profile_dir.join(SERVER_BINARY))
+}
+
+/// A running `chat-server`. Dropping it kills the process (SIGKILL) if
+/// [`stop`](Self::stop) did not end it first.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// The address from its `listening on` line.
+    pub addr: SocketAddr,
+    /// Just before the process was spawned.
+    pub spawned_at: Instant,
+    /// From spawning the process to reading its `listening on` line: the
+    /// start-up time a client sees, log replay included.
+    pub ready_after: Duration,
+    /// Every line it wrote to standard error so far (tracing output).
+    stderr: Arc<Mutex<Vec<String>>>,
+    exited: bool,
+}
+
+impl ServerProcess {
+    /// Starts `binary --data data_dir --listen 127.0.0.1:0` and waits up to
+    /// `timeout` for it to say where it listens.
+    pub fn start(binary: &Path, data_dir: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        if !binary.is_file() {
+            bail!(
+                "{} not found: build the server first with `cargo build --release -p chat-server` \
+                 (or pass --server-bin PATH)",
+                binary.display()
+            );
+        }
+        let spawned_at = Instant::now();
+        let mut child = Command::new(binary)
+            .arg("--data")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", SERVER_LOG_FILTER)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+
+        // Both pipes are drained for the whole life of the process: a full
+        // pipe would block the server's writes, and with them its threads.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || read_stdout(stdout, &ready_tx));
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&stderr_lines);
+        thread::spawn(move || read_stderr(stderr, &sink));
+
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            spawned_at,
+            ready_after: Duration::ZERO,
+            stderr: stderr_lines,
+            exited: false,
+        };
+        match ready_rx.recv_timeout(timeout) {
+            Ok((at, line)) => match parse_listening(&line) {
+                Some(addr) => {
+                    server.addr = addr;
+                    server.ready_after = at - spawned_at;
+                    Ok(server)
+                }
+                None => bail!(
+                    "chat-server printed {line:?} before `listening on ADDR`{}",
+                    server.stderr_tail()
+                ),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "chat-server did not print `listening on` within {timeout:?}{}",
+                server.stderr_tail()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Standard output closed: it exited. Give stderr a moment to
+                // be read to its end for the message.
+                let status = server.wait_for_exit(Duration::from_secs(5));
+                thread::sleep(Duration::from_millis(50));
+                bail!(
+                    "chat-server exited ({}) before it was ready{}",
+                    status.map_or("still running".to_owned(), |s| s.to_string()),
+                    server.stderr_tail()
+                )
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the server to stop (SIGTERM: stop accepting, end the streams,
+    /// flush) and waits up to `timeout` for it to exit. Returns how long
+    /// that took; fails if it did not exit cleanly.
+    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let pid = Pid::from_raw(i32::try_from(self.pid()).context("pid out of range")?);
+        kill(pid, Signal::SIGTERM).context("cannot send SIGTERM to chat-server")?;
+        let Some(status) = self.wait_for_exit(timeout) else {
+            bail!(
+                "chat-server did not exit within {timeout:?} of SIGTERM{}",
+                self.stderr_tail()
+            );
+        };
+        let took = started.elapsed();
+        if !status.success() {
+            bail!(
+                "chat-server exited with {status} after SIGTERM{}",
+                self.stderr_tail()
+            );
+        }
+        Ok(took)
+    }
+
+    /// Polls for the exit; `None` if it is still running after `timeout`.
+    fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exited = true;
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The lines written to standard error so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// The server's own report of its start-up replay, once it is logged.
+    pub fn replay_report(&self) -> Option<ReplayReport> {
+        self.stderr_lines()
+            .iter()
+            .find_map(|line| ReplayReport::parse(line))
+    }
+
+    /// User plus system CPU time the server has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time_of(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// The last lines of standard error, for an error message.
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr_lines();
+        if lines.is_empty() {
+            return String::new();
+        }
+        let tail = &lines[lines.len().saturating_sub(20)..];
+        format!("; its last standard error lines:\n{}", tail.join("\n"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if !self.exited {
+            // Already gone is fine; anything else cannot be helped here.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read_stdout(stdout: impl Read, ready: &mpsc::Sender<(Instant, String)>) {
+    let mut lines = BufReader::new(stdout).lines();
+    if let Some(Ok(first)) = lines.next() {
+        let _ = ready.send((Instant::now(), first));
+    }
+    for _ in lines {}
+}
+
+fn read_stderr(stderr: impl Read, sink: &Mutex<Vec<String>>) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { return };
+        sink.lock().expect("stderr lock").push(strip_ansi(&line));
+    }
+}
+
+/// The address of a `listening on ADDR` line.
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix(LISTENING_PREFIX)?.parse().ok()
+}
+
+/// Removes terminal colour codes (`ESC [ ... m`), should the server's
+/// tracing output carry them.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The "replayed the log" line the server logs at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// The whole line, colour codes removed.
+    pub line: String,
+    /// Records `Log::open` found.
+    pub records: Option<u64>,
+    /// Records applied to the state machine before Raft started.
+    pub replayed: Option<u64>,
+    /// From opening the log to the end of the replay, by the server's clock.
+    pub elapsed_ms: Option<u64>,
+}
+
+impl ReplayReport {
+    pub const MESSAGE: &str = "replayed the log";
+
+    pub fn parse(line: &str) -> Option<ReplayReport> {
+        if !line.contains(Self::MESSAGE) {
+            return None;
+        }
+        let field = |name: &str| {
+            line.split_whitespace().find_map(|word| {
+                word.strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .trim_end_matches(',')
+                    .parse()
+                    .ok()
+            })
+        };
+        Some(ReplayReport {
+            line: line.to_owned(),
+            records: field("records"),
+            replayed: field("replayed"),
+            elapsed_ms: field("elapsed_ms"),
+        })
+    }
+}
+
+/// Clock ticks per second in `/proc/<pid>/stat`: `USER_HZ`, which Linux
+/// fixes at 100 for user space whatever the kernel's own tick rate.
+const USER_HZ: u64 = 100;
+
+/// User plus system time from a `/proc/<pid>/stat` file.
+pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// Fields 14 and 15 (utime, stime) of a `stat` line, counted after the
+/// command name, which is in parentheses and may itself hold spaces.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name, field 3 (state) is at 0, so field 14 is at 11.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_gives_the_address() {
+        assert_eq!(
+            parse_listening("listening on 127.0.0.1:40123\n"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 40123)))
+        );
+        assert_eq!(parse_listening("starting"), None);
+        assert_eq!(parse_listening("listening on nowhere"), None);
+    }
+
+    #[test]
+    fn the_replay_line_gives_its_fields() {
+        let line = "\u{1b}[2m2025-01-01T00:00:00.000001Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \
+                    chat_server::node: replayed the log records=1000130 replayed=1000129 \
+                    last_applied=1000129 elapsed_ms=812";
+        let report = ReplayReport::parse(&strip_ansi(line)).unwrap();
+        assert_eq!(report.records, Some(1_000_130));
+        assert_eq!(report.replayed, Some(1_000_129));
+        assert_eq!(report.elapsed_ms, Some(812));
+        assert!(
+            report
+                .line
+                .starts_with("2025-01-01T00:00:00.000001Z  INFO chat_server")
+        );
+        assert_eq!(ReplayReport::parse("INFO serving addr=127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "4242 (chat server) S 1 4242 4242 0 -1 4194560 2718 0 0 0 150 25 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(175));
+        assert!(cpu_time_of("/proc/self/stat").is_some());
+    }
+
+    #[test]
+    fn a_missing_binary_names_the_build_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = ServerProcess::start(
+            &dir.path().join("chat-server"),
+            dir.path(),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cargo build --release -p chat-server"),
+            "{error}"
+        );
+    }
+}
