@@ -24,6 +24,30 @@ async fn login(c: &mut ChatClient<Channel>, name: &str) -> String {
     .token
 }
 
+/// Bob's whole conversation with ann as (body, id), all pages.
+async fn history(c: &mut ChatClient<Channel>, bob: &str) -> Vec<(String, u64)> {
+    let mut stored = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = c
+            .history(pb::HistoryRequest {
+                token: bob.to_string(),
+                peer: "ann".into(),
+                before,
+                limit: 1000,
+                min_applied: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stored.extend(page.messages.into_iter().map(|m| (m.body, m.id)));
+        if page.next_before == 0 {
+            return stored;
+        }
+        before = page.next_before;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_sends_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,26 +114,7 @@ async fn sigkill_during_sends_loses_and_duplicates_nothing() {
     let server = ServerProcess::start(dir.path());
     let mut c = server.client().await;
     let bob = login(&mut c, "bob").await;
-    let mut stored = Vec::new();
-    let mut before = 0;
-    loop {
-        let page = c
-            .history(pb::HistoryRequest {
-                token: bob.clone(),
-                peer: "ann".into(),
-                before,
-                limit: 1000,
-                min_applied: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        stored.extend(page.messages.into_iter().map(|m| (m.body, m.id)));
-        if page.next_before == 0 {
-            break;
-        }
-        before = page.next_before;
-    }
+    let stored = history(&mut c, &bob).await;
     let mut bodies: Vec<&String> = stored.iter().map(|(b, _)| b).collect();
     bodies.sort();
     let n = bodies.len();
@@ -142,26 +147,7 @@ async fn sigkill_during_sends_loses_and_duplicates_nothing() {
             assert_eq!(resp.message_id, *id, "{key} keeps its id");
         }
     }
-    let mut total = 0;
-    let mut before = 0;
-    loop {
-        let page = c
-            .history(pb::HistoryRequest {
-                token: bob.clone(),
-                peer: "ann".into(),
-                before,
-                limit: 1000,
-                min_applied: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        total += page.messages.len();
-        if page.next_before == 0 {
-            break;
-        }
-        before = page.next_before;
-    }
+    let total = history(&mut c, &bob).await.len();
     assert_eq!(
         total,
         attempted.len(),
