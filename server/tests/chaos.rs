@@ -153,12 +153,15 @@ async fn acknowledged_messages_survive_kills_freezes_and_membership_changes() {
     let r = sub_client.login("r", "password-1").await.unwrap();
     let mut subscription = sub_client.subscribe(&r.token, 0).await.unwrap();
     let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    // The id of the last message the subscriber saw, to wait on.
+    let (last_seen, mut last_seen_rx) = tokio::sync::watch::channel(0u64);
     let subscriber = {
         let seen = Arc::clone(&seen);
         tokio::spawn(async move {
             while let Some(event) = subscription.next().await {
                 if let Event::Message { id, message } = event.expect("subscription") {
                     seen.lock().unwrap().push((id, message.body));
+                    last_seen.send_replace(id);
                 }
             }
         })
@@ -168,11 +171,14 @@ async fn acknowledged_messages_survive_kills_freezes_and_membership_changes() {
     // acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    // How many sends were acknowledged so far, to wait on.
+    let (acked_count, _) = tokio::sync::watch::channel(0usize);
     let mut senders = Vec::new();
     for s in 0..4 {
         let client = Client::connect(config.clone()).await.unwrap();
         let session = client.login(&format!("s{s}"), "password-1").await.unwrap();
-        let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+        let (stop, acked, acked_count) =
+            (Arc::clone(&stop), Arc::clone(&acked), acked_count.clone());
         senders.push(tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -182,6 +188,7 @@ async fn acknowledged_messages_survive_kills_freezes_and_membership_changes() {
                     match client.send_with_id(&session.token, "r", &key, &key).await {
                         Ok(sent) => {
                             acked.lock().unwrap().insert(key.clone(), sent.id);
+                            acked_count.send_modify(|n| *n += 1);
                             break;
                         }
                         Err(e) => {
@@ -195,14 +202,14 @@ async fn acknowledged_messages_survive_kills_freezes_and_membership_changes() {
         }));
     }
     let progress = |n: usize| {
-        let acked = Arc::clone(&acked);
+        let mut count = acked_count.subscribe();
         async move {
-            let target = acked.lock().unwrap().len() + n;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while acked.lock().unwrap().len() < target {
-                assert!(Instant::now() < deadline, "no progress");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let target = *count.borrow() + n;
+            let reached = count.wait_for(|c| *c >= target);
+            tokio::time::timeout(Duration::from_secs(60), reached)
+                .await
+                .expect("no progress within 60 s")
+                .expect("senders alive");
         }
     };
 
@@ -344,11 +351,14 @@ async fn acknowledged_messages_survive_kills_freezes_and_membership_changes() {
     }
 
     // The subscriber saw every message once, in order, without gaps.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while seen.lock().unwrap().last().map_or(0, |(id, _)| *id) < orders[0].1.last().unwrap().0 {
-        assert!(Instant::now() < deadline, "the subscriber fell behind");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let newest = orders[0].1.last().unwrap().0;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        last_seen_rx.wait_for(|l| *l >= newest),
+    )
+    .await
+    .expect("the subscriber fell behind")
+    .expect("the subscriber is alive");
     subscriber.abort();
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
