@@ -11,12 +11,18 @@
 //! conversations, and the messages it sent or received, on both sides. The
 //! name becomes free for a new account, which starts empty.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use log_format::events::{
     AccountId, CloseReason, Event, MessageId, PasswordHash, SessionId, TokenHash,
 };
 use serde::{Deserialize, Serialize};
+
+/// The maps of the state: aHash is several times faster than SipHash on
+/// replay and, keyed per process, still resists flooding with crafted keys
+/// (idempotency keys are chosen by clients). Iteration order never reaches
+/// an answer unsorted, so the random keys do not break determinism.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// What applying one event did, returned to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,8 +179,8 @@ pub struct ChatState {
     /// order of `ListAccounts`.
     by_name: BTreeMap<String, AccountId>,
     messages: HashMap<MessageId, StoredMessage>,
-    /// (sender, client message id) -> the message it made.
-    idempotency: HashMap<(AccountId, String), MessageId>,
+    /// Sender -> client message id -> the message it made.
+    idempotency: HashMap<AccountId, HashMap<String, MessageId>>,
     sessions: HashMap<SessionId, Session>,
     by_token: HashMap<TokenHash, SessionId>,
     sessions_of: HashMap<AccountId, BTreeSet<SessionId>>,
@@ -212,7 +218,7 @@ impl ChatState {
                         created_at_ms: *at_ms,
                         delivered_up_to: MessageId(0),
                         unread: 0,
-                        conversations: HashMap::new(),
+                        conversations: HashMap::default(),
                         feed: Vec::new(),
                         received: Vec::new(),
                     },
@@ -294,7 +300,11 @@ impl ChatState {
         at_ms: u64,
         notify: &mut Vec<Notice>,
     ) -> Applied {
-        if let Some(&id) = self.idempotency.get(&(from, client_msg_id.to_string())) {
+        if let Some(&id) = self
+            .idempotency
+            .get(&from)
+            .and_then(|keys| keys.get(client_msg_id))
+        {
             let at_ms = self.messages.get(&id).map_or(0, |m| m.at_ms);
             return Applied::Message {
                 id,
@@ -318,7 +328,9 @@ impl ChatState {
             },
         );
         self.idempotency
-            .insert((from, client_msg_id.to_string()), id);
+            .entry(from)
+            .or_default()
+            .insert(client_msg_id.to_string(), id);
         let sender = self.accounts.get_mut(&from).expect("checked");
         sender.conversations.entry(to).or_default().ids.push(id);
         sender.feed.push((index, FeedItem::Message(id)));
@@ -539,8 +551,10 @@ impl ChatState {
         for id in &erased {
             self.messages.remove(id);
         }
-        self.idempotency
-            .retain(|(from, _), id| *from != account && !erased.contains(id));
+        self.idempotency.remove(&account);
+        for keys in self.idempotency.values_mut() {
+            keys.retain(|_, id| !erased.contains(id));
+        }
         Applied::Done
     }
 
@@ -587,7 +601,7 @@ impl ChatState {
     }
 
     pub fn message_by_key(&self, from: AccountId, client_msg_id: &str) -> Option<(MessageId, u64)> {
-        let id = *self.idempotency.get(&(from, client_msg_id.to_string()))?;
+        let id = *self.idempotency.get(&from)?.get(client_msg_id)?;
         Some((id, self.messages.get(&id).map_or(0, |m| m.at_ms)))
     }
 
@@ -840,7 +854,11 @@ impl ChatState {
         for (id, m) in messages {
             let _ = writeln!(out, "message {id} {m:?}");
         }
-        let mut keys: Vec<_> = self.idempotency.iter().collect();
+        let mut keys: Vec<_> = self
+            .idempotency
+            .iter()
+            .flat_map(|(from, keys)| keys.iter().map(move |(k, id)| (*from, k, *id)))
+            .collect();
         keys.sort();
         let _ = writeln!(out, "keys {keys:?}");
         let mut sessions: Vec<_> = self
