@@ -599,6 +599,37 @@ fn ended(error: &ClientError) -> ServerEvent {
     }
 }
 
+/// Runs `call` until it succeeds, retrying failures that may pass with
+/// backoff (and telling the UI); any other failure is reported as `what`
+/// and gives `None`. `attempt` carries the backoff across calls.
+async fn until_ok<T, Fut>(
+    what: &'static str,
+    attempt: &mut u32,
+    events: &UnboundedSender<ServerEvent>,
+    mut call: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let backoff = Backoff::default();
+    loop {
+        match call().await {
+            Ok(value) => return Some(value),
+            Err(error) if error.is_transient() => {
+                *attempt += 1;
+                let _ = events.send(ServerEvent::StreamInterrupted {
+                    error: error.to_string(),
+                });
+                tokio::time::sleep(backoff.delay(*attempt)).await;
+            }
+            Err(error) => {
+                let _ = events.send(failure(what, &error));
+                return None;
+            }
+        }
+    }
+}
+
 /// The session's view of the world: the conversation list first (so every
 /// event after it can be told new or already counted), then the event
 /// stream, resumed by the subscription after every failure.
@@ -608,23 +639,13 @@ async fn stream(
     after: MessageId,
     events: UnboundedSender<ServerEvent>,
 ) {
-    let backoff = Backoff::default();
     let mut attempt = 0;
-    let conversations = loop {
-        match client.conversations(&token).await {
-            Ok(conversations) => break conversations,
-            Err(error) if error.is_transient() => {
-                attempt += 1;
-                let _ = events.send(ServerEvent::StreamInterrupted {
-                    error: error.to_string(),
-                });
-                tokio::time::sleep(backoff.delay(attempt)).await;
-            }
-            Err(error) => {
-                let _ = events.send(failure("load conversations", &error));
-                return;
-            }
-        }
+    let Some(conversations) = until_ok("load conversations", &mut attempt, &events, || {
+        client.conversations(&token)
+    })
+    .await
+    else {
+        return;
     };
     if events
         .send(ServerEvent::Conversations(conversations))
@@ -632,21 +653,12 @@ async fn stream(
     {
         return;
     }
-    let mut subscription = loop {
-        match client.subscribe(&token, after).await {
-            Ok(subscription) => break subscription,
-            Err(error) if error.is_transient() => {
-                attempt += 1;
-                let _ = events.send(ServerEvent::StreamInterrupted {
-                    error: error.to_string(),
-                });
-                tokio::time::sleep(backoff.delay(attempt)).await;
-            }
-            Err(error) => {
-                let _ = events.send(failure("subscribe", &error));
-                return;
-            }
-        }
+    let Some(mut subscription) = until_ok("subscribe", &mut attempt, &events, || {
+        client.subscribe(&token, after)
+    })
+    .await
+    else {
+        return;
     };
     while let Some(next) = subscription.next().await {
         let event = match next {
