@@ -7,6 +7,17 @@
 //! unknown schema version is refused with an error that says so, never
 //! misread.
 //!
+//! # Ids
+//!
+//! A record can hold several events (the server writes concurrent requests
+//! as one record, so they share one fsync and one Raft round). Every id and
+//! cursor is a *log position*: `record index * EVENTS_PER_RECORD + slot`,
+//! where `slot` is the event's place in its record. Positions are unique,
+//! increasing in log order and the same on every replica; the record of a
+//! position is `position / EVENTS_PER_RECORD`, so `log-inspect` and people
+//! can find an event from its id (message 4217003 is the fourth event of
+//! record 4217).
+//!
 //! Secrets (password and token hashes) are stored but never shown: their
 //! `Debug` and every human-readable serialization (JSON) print `<redacted>`.
 
@@ -16,7 +27,31 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The schema version byte that starts every payload written by this build.
-pub const SCHEMA_VERSION: u8 = 1;
+pub const SCHEMA_VERSION: u8 = 2;
+
+/// Version 1 payloads (one event per record, ids were plain record indexes)
+/// are still read: their ids are turned into positions as they are decoded.
+pub const SCHEMA_VERSION_1: u8 = 1;
+
+/// How many events one record can hold; see "Ids" above.
+pub const EVENTS_PER_RECORD: u64 = 1000;
+
+/// The position of the event at `slot` in the record at `index`.
+pub const fn position(index: u64, slot: usize) -> u64 {
+    index
+        .saturating_mul(EVENTS_PER_RECORD)
+        .saturating_add(slot as u64)
+}
+
+/// The record index a position points into.
+pub const fn record_of(position: u64) -> u64 {
+    position / EVENTS_PER_RECORD
+}
+
+/// The cursor that covers every event of every record up to `index`.
+pub const fn cursor_through(index: u64) -> u64 {
+    position(index, EVENTS_PER_RECORD as usize - 1)
+}
 
 /// What human-readable output shows instead of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -37,17 +72,17 @@ macro_rules! id_type {
 }
 
 id_type!(
-    /// An account: the log index of its `AccountCreated` event. A name used
+    /// An account: the log position of its `AccountCreated` event. A name used
     /// again later gets a new id, so it never inherits old messages.
     AccountId
 );
 id_type!(
-    /// A message: the log index of its `MessageSent` event. Unique, increasing
+    /// A message: the log position of its `MessageSent` event. Unique, increasing
     /// and the same on every replica, so it doubles as a delivery cursor.
     MessageId
 );
 id_type!(
-    /// A session: the log index of its `SessionOpened` event.
+    /// A session: the log position of its `SessionOpened` event.
     SessionId
 );
 
@@ -68,6 +103,9 @@ pub enum EntryBody {
     Membership(Membership),
     /// A chat action.
     Event(Event),
+    /// Chat actions proposed together (at most [`EVENTS_PER_RECORD`]); the
+    /// event in slot `i` has the position `position(index, i)`.
+    Events(Vec<Event>),
 }
 
 /// The cluster members: the voter sets (two during a joint change) and the
@@ -137,7 +175,9 @@ pub enum Event {
     },
 }
 
-/// All kinds of entries, as named by [`LogEntry::kind`].
+/// The kinds of entries and events `log-inspect dump` shows, as named by
+/// [`LogEntry::kind`] and [`Event::kind`] (a batch record, kind `batch`, is
+/// shown event by event).
 pub const KINDS: &[&str] = &[
     "blank",
     "membership",
@@ -158,6 +198,16 @@ impl LogEntry {
             EntryBody::Blank => "blank",
             EntryBody::Membership(_) => "membership",
             EntryBody::Event(e) => e.kind(),
+            EntryBody::Events(_) => "batch",
+        }
+    }
+
+    /// The chat events of the entry, each with its slot in the record.
+    pub fn events(&self) -> &[Event] {
+        match &self.body {
+            EntryBody::Blank | EntryBody::Membership(_) => &[],
+            EntryBody::Event(e) => std::slice::from_ref(e),
+            EntryBody::Events(events) => events,
         }
     }
 }
@@ -189,6 +239,46 @@ impl Event {
             Event::ReadUpTo { account, peer, .. } => vec![*account, *peer],
         }
     }
+
+    /// Rewrites every id and cursor the event holds with `f`.
+    fn map_ids(&mut self, f: impl Fn(u64) -> u64) {
+        match self {
+            Event::AccountCreated { .. } => {}
+            Event::AccountDeleted { account, .. } | Event::SessionOpened { account, .. } => {
+                account.0 = f(account.0);
+            }
+            Event::SessionClosed {
+                account, session, ..
+            } => {
+                account.0 = f(account.0);
+                session.0 = f(session.0);
+            }
+            Event::MessageSent { from, to, .. } => {
+                from.0 = f(from.0);
+                to.0 = f(to.0);
+            }
+            Event::DeliveredUpTo { account, up_to, .. } => {
+                account.0 = f(account.0);
+                up_to.0 = f(up_to.0);
+            }
+            Event::ReadUpTo {
+                account,
+                peer,
+                up_to,
+                ..
+            } => {
+                account.0 = f(account.0);
+                peer.0 = f(peer.0);
+                up_to.0 = f(up_to.0);
+            }
+            Event::MessagesDeleted { account, ids, .. } => {
+                account.0 = f(account.0);
+                for id in ids {
+                    id.0 = f(id.0);
+                }
+            }
+        }
+    }
 }
 
 /// Why a payload could not be decoded.
@@ -197,9 +287,13 @@ pub enum DecodeError {
     #[error("empty payload")]
     Empty,
     #[error(
-        "payload schema version {0} is newer than this build understands (version {SCHEMA_VERSION}); use a newer build"
+        "payload schema version {0} is unknown to this build (it reads versions {SCHEMA_VERSION_1} to {SCHEMA_VERSION}); if a newer build wrote it, use that build"
     )]
     UnknownSchema(u8),
+    #[error("a version 1 payload holds a batch of events, which version 1 did not have")]
+    BatchInVersion1,
+    #[error("a record holds {0} events, more than the {EVENTS_PER_RECORD} a record can hold")]
+    TooManyEvents(usize),
     #[error("payload does not decode: {0}")]
     Postcard(#[from] postcard::Error),
 }
@@ -215,7 +309,26 @@ pub fn encode(entry: &LogEntry) -> Vec<u8> {
 pub fn decode(payload: &[u8]) -> Result<LogEntry, DecodeError> {
     match payload.split_first() {
         None => Err(DecodeError::Empty),
-        Some((&SCHEMA_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&SCHEMA_VERSION, rest)) => {
+            let entry: LogEntry = postcard::from_bytes(rest)?;
+            match &entry.body {
+                EntryBody::Events(events) if events.len() as u64 > EVENTS_PER_RECORD => {
+                    Err(DecodeError::TooManyEvents(events.len()))
+                }
+                _ => Ok(entry),
+            }
+        }
+        Some((&SCHEMA_VERSION_1, rest)) => {
+            let mut entry: LogEntry = postcard::from_bytes(rest)?;
+            match &mut entry.body {
+                // Version 1 had no batches; its ids were record indexes,
+                // which are the positions of slot 0.
+                EntryBody::Event(e) => e.map_ids(|index| position(index, 0)),
+                EntryBody::Blank | EntryBody::Membership(_) => {}
+                EntryBody::Events(_) => return Err(DecodeError::BatchInVersion1),
+            }
+            Ok(entry)
+        }
         Some((&v, _)) => Err(DecodeError::UnknownSchema(v)),
     }
 }
@@ -338,6 +451,94 @@ mod tests {
         let debug = format!("{all:?}");
         assert!(!debug.contains("secret"));
         assert!(!debug.contains("7, 7, 7"));
+    }
+
+    #[test]
+    fn positions_name_the_record_and_the_slot() {
+        assert_eq!(position(4217, 3), 4_217_003);
+        assert_eq!(record_of(4_217_003), 4217);
+        assert_eq!(cursor_through(4217), 4_217_999);
+        assert!(cursor_through(4217) < position(4218, 0));
+        assert_eq!(record_of(cursor_through(4217)), 4217);
+        // Never wraps, even at absurd indexes.
+        assert_eq!(position(u64::MAX, 5), u64::MAX);
+    }
+
+    #[test]
+    fn batches_round_trip_and_are_bounded() {
+        let events: Vec<Event> = sample().into_iter().flat_map(|e| e.events().to_vec()).collect();
+        assert_eq!(events.len(), 3);
+        let batch = LogEntry {
+            leader_node: 2,
+            body: EntryBody::Events(events.clone()),
+        };
+        let decoded = decode(&encode(&batch)).unwrap();
+        assert_eq!(decoded.events(), &events[..]);
+        assert_eq!(decoded.kind(), "batch");
+
+        let too_many = LogEntry {
+            leader_node: 2,
+            body: EntryBody::Events(vec![events[0].clone(); EVENTS_PER_RECORD as usize + 1]),
+        };
+        assert!(matches!(
+            decode(&encode(&too_many)),
+            Err(DecodeError::TooManyEvents(1001))
+        ));
+    }
+
+    #[test]
+    fn version_1_ids_become_positions() {
+        let v1 = |event: Event| {
+            let mut bytes = vec![SCHEMA_VERSION_1];
+            postcard::to_io(
+                &LogEntry {
+                    leader_node: 1,
+                    body: EntryBody::Event(event),
+                },
+                &mut bytes,
+            )
+            .unwrap();
+            decode(&bytes).unwrap().events()[0].clone()
+        };
+        assert_eq!(
+            v1(Event::ReadUpTo {
+                account: AccountId(3),
+                peer: AccountId(4),
+                up_to: MessageId(9),
+                at_ms: 1
+            }),
+            Event::ReadUpTo {
+                account: AccountId(3000),
+                peer: AccountId(4000),
+                up_to: MessageId(9000),
+                at_ms: 1
+            }
+        );
+        assert_eq!(
+            v1(Event::MessagesDeleted {
+                account: AccountId(3),
+                ids: vec![MessageId(7), MessageId(8)],
+                at_ms: 1
+            }),
+            Event::MessagesDeleted {
+                account: AccountId(3000),
+                ids: vec![MessageId(7000), MessageId(8000)],
+                at_ms: 1
+            }
+        );
+        let mut batch_in_v1 = vec![SCHEMA_VERSION_1];
+        postcard::to_io(
+            &LogEntry {
+                leader_node: 1,
+                body: EntryBody::Events(vec![]),
+            },
+            &mut batch_in_v1,
+        )
+        .unwrap();
+        assert!(matches!(
+            decode(&batch_in_v1),
+            Err(DecodeError::BatchInVersion1)
+        ));
     }
 
     #[test]

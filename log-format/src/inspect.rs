@@ -176,42 +176,43 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
         let decoded = events::decode(frame.payload);
         // Learn account ids before filtering, so --user sees every account
         // that ever had the name.
-        if let (Some(user), Ok(entry)) = (&wanted_user, &decoded)
-            && let EntryBody::Event(Event::AccountCreated { username, .. }) = &entry.body
-            && username.to_lowercase() == *user
-        {
-            user_ids.insert(frame.index);
+        if let (Some(user), Ok(entry)) = (&wanted_user, &decoded) {
+            for (slot, event) in entry.events().iter().enumerate() {
+                if let Event::AccountCreated { username, .. } = event
+                    && username.to_lowercase() == *user
+                {
+                    user_ids.insert(events::position(frame.index, slot));
+                }
+            }
         }
         if args.from.is_some_and(|f| frame.index < f) || args.to.is_some_and(|t| frame.index > t) {
             return;
         }
-        let kind = decoded.as_ref().map_or("undecodable", LogEntry::kind);
-        if !args.kind.is_empty() && !args.kind.iter().any(|k| k == kind) {
-            return;
-        }
-        if wanted_user.is_some() {
-            let concerns_user = match &decoded {
-                Ok(LogEntry {
-                    body: EntryBody::Event(e),
-                    ..
-                }) => {
-                    user_ids.contains(&frame.index)
-                        || e.accounts().iter().any(|a| user_ids.contains(&a.0))
+        let wanted_kind = |kind: &str| args.kind.is_empty() || args.kind.iter().any(|k| k == kind);
+        let entry = match &decoded {
+            Ok(entry) if !entry.events().is_empty() => entry,
+            // A blank, membership or undecodable record: one line, and
+            // never about a user.
+            _ => {
+                let kind = decoded.as_ref().map_or("undecodable", LogEntry::kind);
+                if wanted_kind(kind) && wanted_user.is_none() {
+                    out.line(format_args!(
+                        "{}",
+                        Line::record(frame.index, frame.term, &decoded).show(args.json)
+                    ));
                 }
-                _ => false,
-            };
-            if !concerns_user {
                 return;
             }
-        }
-        if args.json {
-            let obj = json_record(frame.index, frame.term, &decoded);
-            out.line(format_args!("{}", Value::Object(obj)));
-        } else {
-            out.line(format_args!(
-                "{}",
-                text_record(frame.index, frame.term, &decoded)
-            ));
+        };
+        for (slot, event) in entry.events().iter().enumerate() {
+            let id = events::position(frame.index, slot);
+            let concerns_user = || {
+                user_ids.contains(&id) || event.accounts().iter().any(|a| user_ids.contains(&a.0))
+            };
+            if wanted_kind(event.kind()) && (wanted_user.is_none() || concerns_user()) {
+                let line = Line::event(frame.index, frame.term, entry.leader_node, id, event);
+                out.line(format_args!("{}", line.show(args.json)));
+            }
         }
     });
     out.finish()?;
@@ -319,10 +320,11 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
     // kind -> (records, bytes on disk)
     let mut per_kind: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let mut terms = BTreeSet::new();
+    let mut chat_events = 0u64;
     let result = scan_dir(dir, |_, _, frame| {
-        let kind = events::decode(frame.payload)
-            .as_ref()
-            .map_or("undecodable", LogEntry::kind);
+        let decoded = events::decode(frame.payload);
+        chat_events += decoded.as_ref().map_or(0, |e| e.events().len() as u64);
+        let kind = decoded.as_ref().map_or("undecodable", LogEntry::kind);
         let e = per_kind.entry(kind).or_default();
         e.0 += 1;
         e.1 += (RECORD_HEADER_LEN + frame.payload.len()) as u64;
@@ -341,6 +343,7 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         out.line(format_args!("records   {}", scan.records()));
         out.line(format_args!("bytes     {bytes}"));
+        out.line(format_args!("events    {chat_events}"));
         if let (Some(lo), Some(hi)) = (terms.first(), terms.last()) {
             out.line(format_args!("terms     {lo}..={hi}"));
         }
@@ -356,77 +359,88 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
     report_outcome(result, true)
 }
 
-/// The decoded fields of an entry as a flat JSON object (secrets redacted by
-/// the types' human-readable serialization).
-fn entry_fields(entry: &LogEntry) -> Map<String, Value> {
-    let mut fields = Map::new();
-    let inner = match &entry.body {
-        EntryBody::Blank => Value::Null,
-        EntryBody::Membership(m) => serde_json::to_value(m).unwrap_or(Value::Null),
-        EntryBody::Event(e) => match serde_json::to_value(e).unwrap_or(Value::Null) {
-            // Externally tagged: {"Variant": {fields}}.
-            Value::Object(mut o) => o
-                .values_mut()
-                .next()
-                .map(Value::take)
-                .unwrap_or(Value::Null),
-            other => other,
-        },
-    };
-    if let Value::Object(o) = inner {
-        fields.extend(o);
-    }
-    fields
+/// One line of `dump`: a record, or one event of a record.
+struct Line {
+    fields: Map<String, Value>,
 }
 
-fn json_record(
-    index: u64,
-    term: u64,
-    decoded: &Result<LogEntry, events::DecodeError>,
-) -> Map<String, Value> {
-    let mut obj = Map::new();
-    obj.insert("index".into(), json!(index));
-    obj.insert("term".into(), json!(term));
-    match decoded {
-        Ok(entry) => {
-            obj.insert("kind".into(), json!(entry.kind()));
-            obj.insert("leader_node".into(), json!(entry.leader_node));
-            obj.extend(entry_fields(entry));
+impl Line {
+    /// A record that holds no chat event (blank, membership, undecodable).
+    fn record(index: u64, term: u64, decoded: &Result<LogEntry, events::DecodeError>) -> Line {
+        let mut fields = Map::new();
+        fields.insert("index".into(), json!(index));
+        fields.insert("term".into(), json!(term));
+        match decoded {
+            Ok(entry) => {
+                fields.insert("kind".into(), json!(entry.kind()));
+                fields.insert("leader_node".into(), json!(entry.leader_node));
+                if let EntryBody::Membership(m) = &entry.body {
+                    fields.extend(flatten(serde_json::to_value(m)));
+                }
+            }
+            Err(e) => {
+                fields.insert("kind".into(), json!("undecodable"));
+                fields.insert("error".into(), json!(e.to_string()));
+            }
         }
-        Err(e) => {
-            obj.insert("kind".into(), json!("undecodable"));
-            obj.insert("error".into(), json!(e.to_string()));
-        }
+        Line { fields }
     }
-    obj
+
+    /// The event at position `id` of the record at `index`.
+    fn event(index: u64, term: u64, leader_node: u64, id: u64, event: &Event) -> Line {
+        let mut fields = Map::new();
+        fields.insert("index".into(), json!(index));
+        fields.insert("term".into(), json!(term));
+        fields.insert("kind".into(), json!(event.kind()));
+        fields.insert("leader_node".into(), json!(leader_node));
+        fields.insert("id".into(), json!(id));
+        // Externally tagged: {"Variant": {fields}}; secrets are redacted by
+        // the types' human-readable serialization.
+        if let Ok(Value::Object(mut o)) = serde_json::to_value(event) {
+            fields.extend(flatten(Ok(o.values_mut().next().map_or(Value::Null, Value::take))));
+        }
+        Line { fields }
+    }
+
+    /// The line as JSON or as aligned text.
+    fn show(self, json: bool) -> String {
+        if json {
+            return Value::Object(self.fields).to_string();
+        }
+        let mut fields = self.fields;
+        let mut take = |key| fields.shift_remove(key).unwrap_or_default();
+        let (index, term, kind) = (take("index"), take("term"), take("kind"));
+        take("leader_node");
+        let mut line = format!(
+            "{:>10} {:>5} {:<17}",
+            index.as_u64().unwrap_or_default(),
+            term.as_u64().unwrap_or_default(),
+            kind.as_str().unwrap_or_default()
+        );
+        for (key, value) in fields {
+            line.push(' ');
+            if key == "at_ms"
+                && let Some(ms) = value.as_u64()
+            {
+                let at = UNIX_EPOCH + Duration::from_millis(ms);
+                line.push_str(&format!("at={}", humantime::format_rfc3339_millis(at)));
+                continue;
+            }
+            match value {
+                Value::String(s) if key == "error" => line.push_str(&format!("{key}={s:?}")),
+                value => line.push_str(&format!("{key}={value}")),
+            }
+        }
+        line
+    }
 }
 
-fn text_record(index: u64, term: u64, decoded: &Result<LogEntry, events::DecodeError>) -> String {
-    let entry = match decoded {
-        Ok(entry) => entry,
-        Err(e) => {
-            return format!(
-                "{index:>10} {term:>5} {:<17} error={:?}",
-                "undecodable",
-                e.to_string()
-            );
-        }
-    };
-    let mut line = format!("{index:>10} {term:>5} {:<17}", entry.kind());
-    for (key, value) in entry_fields(entry) {
-        line.push(' ');
-        if key == "at_ms"
-            && let Some(ms) = value.as_u64()
-        {
-            let at = UNIX_EPOCH + Duration::from_millis(ms);
-            line.push_str(&format!("at={}", humantime::format_rfc3339_millis(at)));
-            continue;
-        }
-        line.push_str(&key);
-        line.push('=');
-        line.push_str(&value.to_string());
+/// The fields of a serialized struct, or nothing.
+fn flatten(value: Result<Value, serde_json::Error>) -> Map<String, Value> {
+    match value {
+        Ok(Value::Object(o)) => o,
+        _ => Map::new(),
     }
-    line
 }
 
 #[cfg(test)]
@@ -436,32 +450,43 @@ mod tests {
 
     #[test]
     fn text_lines_are_flat_and_redacted() {
-        let entry = LogEntry {
-            leader_node: 1,
-            body: EntryBody::Event(Event::AccountCreated {
-                username: "alice".into(),
-                password_hash: PasswordHash("$argon2id$v=19$secret".into()),
-                at_ms: 0,
-            }),
+        let created = Event::AccountCreated {
+            username: "alice".into(),
+            password_hash: PasswordHash("$argon2id$v=19$secret".into()),
+            at_ms: 0,
         };
-        let line = text_record(7, 2, &Ok(entry.clone()));
+        let line = Line::event(7, 2, 1, 7003, &created).show(false);
         assert_eq!(
             line,
-            "         7     2 account_created   username=\"alice\" password_hash=\"<redacted>\" at=1970-01-01T00:00:00.000Z"
+            "         7     2 account_created   id=7003 username=\"alice\" password_hash=\"<redacted>\" at=1970-01-01T00:00:00.000Z"
         );
-        let obj = json_record(7, 2, &Ok(entry));
+        let obj: Value = serde_json::from_str(&Line::event(7, 2, 1, 7003, &created).show(true)).unwrap();
         assert_eq!(obj["kind"], "account_created");
+        assert_eq!(obj["id"], 7003);
+        assert_eq!(obj["index"], 7);
         assert_eq!(obj["password_hash"], "<redacted>");
         assert_eq!(obj["username"], "alice");
 
-        let sent = LogEntry {
-            leader_node: 1,
-            body: EntryBody::Event(Event::DeliveredUpTo {
-                account: AccountId(3),
-                up_to: events::MessageId(9),
-                at_ms: 1,
-            }),
+        let delivered = Event::DeliveredUpTo {
+            account: AccountId(3),
+            up_to: events::MessageId(9),
+            at_ms: 1,
         };
-        assert_eq!(json_record(10, 2, &Ok(sent))["up_to"], 9);
+        let obj: Value = serde_json::from_str(&Line::event(10, 2, 1, 10000, &delivered).show(true)).unwrap();
+        assert_eq!(obj["up_to"], 9);
+    }
+
+    #[test]
+    fn records_without_events_are_one_line() {
+        let blank = Ok(LogEntry {
+            leader_node: 1,
+            body: EntryBody::Blank,
+        });
+        assert_eq!(Line::record(3, 1, &blank).show(false), "         3     1 blank            ");
+        let bad = Err(events::DecodeError::Empty);
+        assert_eq!(
+            Line::record(4, 1, &bad).show(false),
+            "         4     1 undecodable       error=\"empty payload\""
+        );
     }
 }

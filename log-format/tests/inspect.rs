@@ -31,8 +31,8 @@ fn event(e: Event) -> LogEntry {
     }
 }
 
-/// alice (1) and bob (2) exchange messages; bob's name is later reused by a
-/// new account (7).
+/// alice (1000) and bob (2000) exchange messages; bob's name is later reused
+/// by a new account (7000), created in one batch record with a message to it.
 fn chat_log(dir: &Path) {
     let entries = vec![
         LogEntry {
@@ -52,38 +52,43 @@ fn chat_log(dir: &Path) {
             at_ms: 1_700_000_000_001,
         }),
         event(Event::SessionOpened {
-            account: AccountId(1),
+            account: AccountId(1000),
             token_hash: TokenHash([0xab; 32]),
             at_ms: 1_700_000_000_002,
         }),
         event(Event::MessageSent {
-            from: AccountId(1),
-            to: AccountId(2),
+            from: AccountId(1000),
+            to: AccountId(2000),
             client_msg_id: "c1".into(),
             body: "hello bob".into(),
             at_ms: 1_700_000_000_003,
         }),
         event(Event::DeliveredUpTo {
-            account: AccountId(2),
-            up_to: MessageId(4),
+            account: AccountId(2000),
+            up_to: MessageId(4000),
             at_ms: 1_700_000_000_004,
         }),
         event(Event::AccountDeleted {
-            account: AccountId(2),
+            account: AccountId(2000),
             at_ms: 1_700_000_000_005,
         }),
-        event(Event::AccountCreated {
-            username: "bob".into(),
-            password_hash: PasswordHash("$argon2id$SECRET3".into()),
-            at_ms: 1_700_000_000_006,
-        }),
-        event(Event::MessageSent {
-            from: AccountId(1),
-            to: AccountId(7),
-            client_msg_id: "c2".into(),
-            body: "hi again".into(),
-            at_ms: 1_700_000_000_007,
-        }),
+        LogEntry {
+            leader_node: 1,
+            body: EntryBody::Events(vec![
+                Event::AccountCreated {
+                    username: "bob".into(),
+                    password_hash: PasswordHash("$argon2id$SECRET3".into()),
+                    at_ms: 1_700_000_000_006,
+                },
+                Event::MessageSent {
+                    from: AccountId(1000),
+                    to: AccountId(7000),
+                    client_msg_id: "c2".into(),
+                    body: "hi again".into(),
+                    at_ms: 1_700_000_000_007,
+                },
+            ]),
+        },
     ];
     let (log, _) = Log::open(dir, LogConfig { segment_size: 300 }).unwrap();
     let records: Vec<Record> = entries
@@ -137,8 +142,11 @@ fn dump_json_lines_parse_and_filter() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["index"], 4);
     assert_eq!(lines[0]["kind"], "message_sent");
-    assert_eq!(lines[0]["from"], 1);
+    assert_eq!(lines[0]["from"], 1000);
+    assert_eq!(lines[0]["id"], 4000);
     assert_eq!(lines[1]["body"], "hi again");
+    assert_eq!(lines[1]["index"], 7);
+    assert_eq!(lines[1]["id"], 7001);
 
     let out = inspect(&["dump", d, "--json", "--from", "2", "--to", "3"]);
     let idx: Vec<u64> = stdout(&out)
@@ -173,8 +181,9 @@ fn dump_user_follows_every_account_that_had_the_name() {
                 .unwrap()
         })
         .collect();
-    // Both bobs: created at 2 and 7, the messages to them, the receipt and the deletion.
-    assert_eq!(idx, vec![2, 4, 5, 6, 7, 8]);
+    // Both bobs: created at 2 and 7, the messages to them, the receipt and
+    // the deletion; record 7 holds two events, each on its own line.
+    assert_eq!(idx, vec![2, 4, 5, 6, 7, 7]);
 }
 
 #[test]
@@ -193,7 +202,7 @@ fn verify_reports_clean_torn_and_corrupt_with_distinct_codes() {
     let d = dir.path().to_str().unwrap();
     let out = inspect(&["verify", d]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("clean: 9 records"));
+    assert!(stderr(&out).contains("clean: 8 records"));
     assert!(stdout(&out).contains("ok"));
 
     // A torn tail: cut the last segment mid-record.
@@ -209,13 +218,13 @@ fn verify_reports_clean_torn_and_corrupt_with_distinct_codes() {
     let out = inspect(&["verify", d]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("torn tail"));
-    assert!(stderr(&out).contains("record 8"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("record 7"), "{}", stderr(&out));
     // verify changed nothing.
     assert_eq!(fs::metadata(last).unwrap().len(), len - 3);
     // dump still prints the valid prefix and succeeds.
     let out = inspect(&["dump", d]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out).lines().count(), 8);
+    assert_eq!(stdout(&out).lines().count(), 7);
 
     // Corruption: flip a byte in the first segment's first record.
     let mut bytes = fs::read(&segs[0]).unwrap();
@@ -240,13 +249,15 @@ fn stats_counts_kinds() {
     let out = inspect(&["stats", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("indexes   0..=8"), "{text}");
-    assert!(text.contains("records   9"), "{text}");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("account_created"))
-        .unwrap();
-    assert_eq!(line.split_whitespace().nth(1), Some("3"), "{line}");
+    assert!(text.contains("indexes   0..=7"), "{text}");
+    assert!(text.contains("records   8"), "{text}");
+    assert!(text.contains("events    8"), "{text}");
+    let records_of = |kind: &str| {
+        let line = text.lines().find(|l| l.starts_with(kind)).unwrap();
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(records_of("account_created"), "2");
+    assert_eq!(records_of("batch"), "1");
 }
 
 #[test]

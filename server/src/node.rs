@@ -1,16 +1,25 @@
 //! One server's replica: the log, the Raft instance over it, and the state
 //! machine, started together. Services call [`Node::propose`] to write and
 //! [`Node::wait_applied`] before reading.
+//!
+//! Writes are batched: openraft 0.9 appends and flushes one client write at
+//! a time, so one event per Raft entry would cost one fsync per message.
+//! Proposals wait in a queue; a writer task takes everything queued (up to
+//! [`MAX_BATCH_EVENTS`] events or [`MAX_BATCH_BYTES`]) as one entry, with up
+//! to [`MAX_IN_FLIGHT`] entries in Raft at once. Under load, each fsync and
+//! each replication round carries many messages; alone, a message waits for
+//! nothing. Each event's id is its log position (`events::position`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use log_format::events::Event;
+use log_format::events::{self, EVENTS_PER_RECORD, Event};
 use log_format::{Log, LogConfig};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::Config;
 use crate::error::ChatError;
@@ -54,6 +63,106 @@ fn no_quorum() -> ChatError {
 /// How long a write may wait for a quorum before it fails with UNAVAILABLE.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most events in one Raft entry: every slot of a log record.
+pub const MAX_BATCH_EVENTS: usize = EVENTS_PER_RECORD as usize;
+/// A batch stops growing once its events weigh this much, which bounds
+/// records and AppendEntries messages (openraft sends up to
+/// `max_payload_entries` entries per message).
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
+/// Entries handed to Raft and not yet answered. More than one lets a batch
+/// form and be appended while the previous one is replicated and applied.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Proposals waiting for the writer task; senders wait when it is full.
+const QUEUE: usize = 8192;
+
+/// Why a batch was not written; every proposal in it gets a copy.
+#[derive(Debug, Clone)]
+enum WriteError {
+    /// This node does not lead; the leader, if it is known.
+    NotLeader(Option<NodeAddr>),
+    Membership(String),
+    Fatal(String),
+}
+
+type WriteResult = Result<(u64, Applied), WriteError>;
+
+/// An event waiting to be written, and where its outcome goes.
+struct Proposal {
+    event: Event,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// Roughly how many bytes `event` adds to an entry.
+fn weight(event: &Event) -> usize {
+    const FIXED: usize = 64;
+    match event {
+        Event::MessageSent {
+            body,
+            client_msg_id,
+            ..
+        } => FIXED + body.len() + client_msg_id.len(),
+        Event::AccountCreated {
+            username,
+            password_hash,
+            ..
+        } => FIXED + username.len() + password_hash.0.len(),
+        Event::MessagesDeleted { ids, .. } => FIXED + 10 * ids.len(),
+        _ => FIXED,
+    }
+}
+
+/// The writer task: turns queued proposals into Raft entries.
+async fn write_batches(raft: Raft, mut queue: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        // While every slot is busy, more proposals queue up and join this
+        // batch: the busier the server, the bigger its entries.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let mut bytes = weight(&first.event);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(p) => {
+                    bytes += weight(&p.event);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (events, replies): (Vec<Event>, Vec<_>) =
+                batch.into_iter().map(|p| (p.event, p.reply)).unzip();
+            let result = raft.client_write(events).await;
+            drop(permit);
+            match result {
+                Ok(resp) => {
+                    let index = resp.log_id.index;
+                    for (slot, (reply, applied)) in replies.into_iter().zip(resp.data).enumerate() {
+                        let _ = reply.send(Ok((events::position(index, slot), applied)));
+                    }
+                }
+                Err(e) => {
+                    let e = match e {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                            WriteError::NotLeader(f.leader_node)
+                        }
+                        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                            WriteError::Membership(e.to_string())
+                        }
+                        RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
 pub struct Node {
     pub config: Config,
     pub raft: Raft,
@@ -61,6 +170,8 @@ pub struct Node {
     pub store: LogStore,
     /// Connections to the leaders writes were forwarded to, by address.
     leaders: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// The writer task's queue.
+    proposals: mpsc::Sender<Proposal>,
 }
 
 impl std::fmt::Debug for Node {
@@ -196,27 +307,41 @@ impl Node {
                 .await
                 .context("the log was not applied")?;
         }
+        let (proposals, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(raft.clone(), queue));
         Ok(Node {
             config,
             raft,
             sm,
             store,
             leaders: Mutex::default(),
+            proposals,
         })
     }
 
-    /// Proposes `event` and returns its log index and what applying it did,
-    /// once a majority has it on disk and it is applied here. On a follower
-    /// the write is forwarded to the leader.
+    /// Hands `event` to the writer task and waits for its outcome.
+    async fn write(&self, event: Event) -> WriteResult {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || WriteError::Fatal("the writer task has stopped".into());
+        self.proposals
+            .send(Proposal { event, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Proposes `event` and returns its log position and what applying it
+    /// did, once a majority has it on disk and it is applied here. On a
+    /// follower the write is forwarded to the leader.
     pub async fn propose(&self, event: Event) -> Result<(u64, Applied), ChatError> {
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.raft.client_write(event.clone()));
+            let attempt = tokio::time::timeout_at(deadline, self.write(event.clone()));
             let result = attempt.await.map_err(|_| no_quorum())?;
             match result {
-                Ok(resp) => return Ok((resp.log_id.index, resp.data)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    if let Some(leader) = f.leader_node {
+                Ok(done) => return Ok(done),
+                Err(WriteError::NotLeader(leader)) => {
+                    if let Some(leader) = leader {
                         match self.forward(&leader.addr, &event, deadline).await {
                             Ok((index, applied)) => {
                                 // Read-your-writes on this server too.
@@ -232,10 +357,8 @@ impl Node {
                     // No leader, or it just went away: wait for a new one.
                     self.leader_change(deadline).await?;
                 }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(ChatError::FailedPrecondition(e.to_string()));
-                }
-                Err(RaftError::Fatal(e)) => {
+                Err(WriteError::Membership(e)) => return Err(ChatError::FailedPrecondition(e)),
+                Err(WriteError::Fatal(e)) => {
                     return Err(ChatError::Unavailable(format!(
                         "this server is shutting down or stopped replicating ({e}); use another server"
                     )));
@@ -247,16 +370,12 @@ impl Node {
     /// Proposes `event` only if this node leads (a write another server
     /// forwarded here); never forwards again.
     pub async fn propose_here(&self, event: Event) -> Result<(u64, Applied), ChatError> {
-        let write = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(event));
+        let write = tokio::time::timeout(WRITE_TIMEOUT, self.write(event));
         match write.await.map_err(|_| no_quorum())? {
-            Ok(resp) => Ok((resp.log_id.index, resp.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(ChatError::Unavailable(NOT_LEADER.into()))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ChatError::FailedPrecondition(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(ChatError::Unavailable(format!(
+            Ok(done) => Ok(done),
+            Err(WriteError::NotLeader(_)) => Err(ChatError::Unavailable(NOT_LEADER.into())),
+            Err(WriteError::Membership(e)) => Err(ChatError::FailedPrecondition(e)),
+            Err(WriteError::Fatal(e)) => Err(ChatError::Unavailable(format!(
                 "the leader is shutting down ({e})"
             ))),
         }
@@ -317,9 +436,11 @@ impl Node {
         Ok(())
     }
 
-    /// Waits until this replica has applied `index` (a cursor the client got
-    /// from a write), so reads see the client's own writes.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), ChatError> {
+    /// Waits until this replica has applied the log position `cursor` (an
+    /// id or cursor the client got from a write), so reads see the client's
+    /// own writes.
+    pub async fn wait_applied(&self, cursor: u64) -> Result<(), ChatError> {
+        let index = events::record_of(cursor);
         if index == 0 || self.sm.applied_index() >= index {
             return Ok(());
         }
@@ -329,7 +450,7 @@ impl Node {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(ChatError::Unavailable("the server is shutting down".into())),
             Err(_) => Err(ChatError::Unavailable(format!(
-                "this replica has not caught up with log index {index} yet; try again or use another server"
+                "this replica has not caught up with log position {cursor} yet; try again or use another server"
             ))),
         }
     }

@@ -115,7 +115,7 @@ pub enum Notice {
 /// An event of a user's subscription, with everything needed to show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEvent {
-    /// The log index it came from: the subscription cursor.
+    /// The log position of the event it came from: the subscription cursor.
     pub index: u64,
     pub kind: FeedKind,
 }
@@ -195,7 +195,8 @@ pub struct AccountPage {
 }
 
 impl ChatState {
-    /// Applies the event at log index `index`; feed events for live
+    /// Applies the event at log position `index` (see `events::position`:
+    /// the ids it creates are that position); feed events for live
     /// subscribers are pushed to `notify`.
     pub fn apply(&mut self, index: u64, event: &Event, notify: &mut Vec<Notice>) -> Applied {
         match event {
@@ -713,7 +714,7 @@ impl ChatState {
             .map_or(0, |c| c.unread)
     }
 
-    /// The feed of `account` after log index `after`, materialised.
+    /// The feed of `account` after log position `after`, materialised.
     pub fn feed_after(&self, account: AccountId, after: u64) -> Vec<FeedEvent> {
         let Some(acc) = self.accounts.get(&account) else {
             return Vec::new();
@@ -978,13 +979,13 @@ mod tests {
             },
             Action::Ack { who, back } => Event::DeliveredUpTo {
                 account: pick(*who),
-                up_to: MessageId(index.saturating_sub(*back as u64 * 3)),
+                up_to: MessageId(index.saturating_sub(*back as u64 * 1500)),
                 at_ms,
             },
             Action::Read { who, peer, back } => Event::ReadUpTo {
                 account: pick(*who),
                 peer: pick(*peer),
-                up_to: MessageId(index.saturating_sub(*back as u64 * 3)),
+                up_to: MessageId(index.saturating_sub(*back as u64 * 1500)),
                 at_ms,
             },
             Action::DeleteMsgs { who, pick: p } => Event::MessagesDeleted {
@@ -1034,22 +1035,39 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Random actions applied live, then replayed from the log they were
-        /// written to, and restored from a snapshot, give identical state.
+        /// written to (grouped into records of 1 to 4 events, as the server
+        /// batches them), and restored from a snapshot, give identical state.
         #[test]
-        fn replay_gives_the_same_state(actions in proptest::collection::vec(action(), 1..60)) {
+        fn replay_gives_the_same_state(
+            actions in proptest::collection::vec(action(), 1..60),
+            sizes in proptest::collection::vec(1usize..5, 60),
+        ) {
             let dir = tempfile::tempdir().unwrap();
             let log = Log::open(dir.path(), LogConfig::default()).unwrap().0;
+            let blank = events::encode(&LogEntry { leader_node: 1, body: EntryBody::Blank });
+            log.append(&[Record { index: 0, term: 1, payload: blank }]).unwrap();
             let mut live = ChatState::default();
             let mut notices = Vec::new();
-            for (i, a) in actions.iter().enumerate() {
-                let index = i as u64 + 1;
-                let event = event_for(&live, index, a);
-                live.apply(index, &event, &mut notices);
-                check_invariants(&live);
-                let payload = events::encode(&LogEntry { leader_node: 1, body: EntryBody::Event(event) });
-                if index == 1 {
-                    log.append(&[Record { index: 0, term: 1, payload: events::encode(&LogEntry { leader_node: 1, body: EntryBody::Blank }) }]).unwrap();
+            let mut rest = &actions[..];
+            for (index, size) in (1..).zip(&sizes) {
+                if rest.is_empty() {
+                    break;
                 }
+                let (now, later) = rest.split_at((*size).min(rest.len()));
+                rest = later;
+                let mut batch = Vec::new();
+                for (slot, a) in now.iter().enumerate() {
+                    let id = events::position(index, slot);
+                    let event = event_for(&live, id, a);
+                    live.apply(id, &event, &mut notices);
+                    check_invariants(&live);
+                    batch.push(event);
+                }
+                let body = match batch.len() {
+                    1 => EntryBody::Event(batch.remove(0)),
+                    _ => EntryBody::Events(batch),
+                };
+                let payload = events::encode(&LogEntry { leader_node: 1, body });
                 log.append(&[Record { index, term: 1, payload }]).unwrap();
             }
             drop(log);
@@ -1058,8 +1076,9 @@ mod tests {
             let mut replayed = ChatState::default();
             for record in log.iter_from(0) {
                 let record = record.unwrap();
-                if let EntryBody::Event(e) = events::decode(&record.payload).unwrap().body {
-                    replayed.apply(record.index, &e, &mut notices);
+                let entry = events::decode(&record.payload).unwrap();
+                for (slot, e) in entry.events().iter().enumerate() {
+                    replayed.apply(events::position(record.index, slot), e, &mut notices);
                 }
             }
             prop_assert_eq!(live.fingerprint(), replayed.fingerprint());

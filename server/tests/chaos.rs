@@ -17,7 +17,7 @@ use std::time::Duration;
 use chat_client::{Client, ClientConfig, Event};
 use chat_proto as pb;
 use common::ServerProcess;
-use log_format::events::{self, EntryBody, Event as LogEvent};
+use log_format::events::{self, Event as LogEvent};
 use tokio::time::Instant;
 
 const SECRET: &str = "chaos-test-cluster-secret-0123456789";
@@ -93,10 +93,13 @@ async fn leader(nodes: &[Node]) -> u64 {
 fn logged_sends(dir: &Path) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     log_format::scan_dir(dir, |_, _, frame| {
-        if let Ok(entry) = events::decode(frame.payload)
-            && let EntryBody::Event(LogEvent::MessageSent { client_msg_id, .. }) = entry.body
-        {
-            out.push((frame.index, client_msg_id));
+        let Ok(entry) = events::decode(frame.payload) else {
+            return;
+        };
+        for (slot, event) in entry.events().iter().enumerate() {
+            if let LogEvent::MessageSent { client_msg_id, .. } = event {
+                out.push((events::position(frame.index, slot), client_msg_id.clone()));
+            }
         }
     })
     .expect("the log verifies");

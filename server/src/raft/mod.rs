@@ -31,11 +31,12 @@ pub struct NodeAddr {
 }
 
 openraft::declare_raft_types!(
-    /// The Raft types of the chat server: proposals are chat events, and
-    /// applying one answers with what it did.
+    /// The Raft types of the chat server: a proposal is a batch of chat
+    /// events (concurrent requests share one entry, so one fsync and one
+    /// round trip), and applying it answers with what each event did.
     pub TypeConfig:
-        D = Event,
-        R = Applied,
+        D = Vec<Event>,
+        R = Vec<Applied>,
         NodeId = NodeId,
         Node = NodeAddr,
         Entry = Entry<TypeConfig>,
@@ -52,7 +53,10 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub fn entry_to_record(entry: &RaftEntry) -> Record {
     let body = match &entry.payload {
         EntryPayload::Blank => EntryBody::Blank,
-        EntryPayload::Normal(event) => EntryBody::Event(event.clone()),
+        EntryPayload::Normal(events) => match &events[..] {
+            [event] => EntryBody::Event(event.clone()),
+            _ => EntryBody::Events(events.clone()),
+        },
         EntryPayload::Membership(m) => EntryBody::Membership(events::Membership {
             configs: m.get_joint_config().clone(),
             nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
@@ -77,7 +81,8 @@ pub fn record_to_entry(record: &Record) -> Result<RaftEntry, events::DecodeError
     );
     let payload = match entry.body {
         EntryBody::Blank => EntryPayload::Blank,
-        EntryBody::Event(e) => EntryPayload::Normal(e),
+        EntryBody::Event(e) => EntryPayload::Normal(vec![e]),
+        EntryBody::Events(events) => EntryPayload::Normal(events),
         EntryBody::Membership(m) => EntryPayload::Membership(membership_from_log(m)),
     };
     Ok(Entry { log_id, payload })
@@ -117,18 +122,32 @@ mod tests {
             },
             Entry {
                 log_id: id,
-                payload: EntryPayload::Normal(Event::AccountCreated {
+                payload: EntryPayload::Normal(vec![Event::AccountCreated {
                     username: "a".into(),
                     password_hash: PasswordHash("h".into()),
                     at_ms: 1,
-                }),
+                }]),
             },
             Entry {
                 log_id: id,
-                payload: EntryPayload::Normal(Event::AccountDeleted {
+                payload: EntryPayload::Normal(vec![Event::AccountDeleted {
                     account: AccountId(4),
                     at_ms: 2,
-                }),
+                }]),
+            },
+            // A batch: one record holds every event.
+            Entry {
+                log_id: id,
+                payload: EntryPayload::Normal(vec![
+                    Event::AccountDeleted {
+                        account: AccountId(4),
+                        at_ms: 2,
+                    },
+                    Event::AccountDeleted {
+                        account: AccountId(5),
+                        at_ms: 3,
+                    },
+                ]),
             },
             Entry {
                 log_id: id,

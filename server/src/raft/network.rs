@@ -212,11 +212,11 @@ mod tests {
     fn raft_messages_round_trip_in_postcard() {
         let entry = Entry::<TypeConfig> {
             log_id: log_id(2, 1, 7),
-            payload: EntryPayload::Normal(Event::AccountCreated {
+            payload: EntryPayload::Normal(vec![Event::AccountCreated {
                 username: "ann".into(),
                 password_hash: PasswordHash("$argon2id$secret".into()),
                 at_ms: 1,
-            }),
+            }]),
         };
         let req = AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new_committed(2, 1),
@@ -227,7 +227,10 @@ mod tests {
         let back: AppendEntriesRequest<TypeConfig> = decode(&encode(&req).unwrap()).unwrap();
         assert_eq!(format!("{back:?}"), format!("{req:?}"));
         match &back.entries[0].payload {
-            EntryPayload::Normal(Event::AccountCreated { password_hash, .. }) => {
+            EntryPayload::Normal(events) => {
+                let [Event::AccountCreated { password_hash, .. }] = &events[..] else {
+                    panic!("{events:?}");
+                };
                 assert_eq!(password_hash.0, "$argon2id$secret");
             }
             other => panic!("{other:?}"),

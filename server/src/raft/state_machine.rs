@@ -7,6 +7,7 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
+use log_format::events::{cursor_through, position};
 use log_format::{Log, StateFile};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -133,6 +134,12 @@ impl StateMachine {
         *self.shared.applied.borrow()
     }
 
+    /// The cursor that covers everything applied: every event id up to it
+    /// is in the state.
+    pub fn applied_cursor(&self) -> u64 {
+        cursor_through(self.applied_index())
+    }
+
     fn snapshot_of_current(&self) -> Result<StoredSnapshot, StorageError> {
         // Hold the state lock while reading the applied id, so the two match.
         let state = self.state();
@@ -163,19 +170,24 @@ impl StateMachine {
     }
 }
 
+/// Applies one entry; each event gets the log position of its slot.
 fn apply_entry(
     state: &mut ChatState,
     applying: &mut Applying,
     entry: &RaftEntry,
     notices: &mut Vec<Notice>,
-) -> Applied {
+) -> Vec<Applied> {
     applying.last_applied = Some(entry.log_id);
     match &entry.payload {
-        EntryPayload::Blank => Applied::Done,
-        EntryPayload::Normal(event) => state.apply(entry.log_id.index, event, notices),
+        EntryPayload::Blank => Vec::new(),
+        EntryPayload::Normal(events) => events
+            .iter()
+            .enumerate()
+            .map(|(slot, event)| state.apply(position(entry.log_id.index, slot), event, notices))
+            .collect(),
         EntryPayload::Membership(m) => {
             applying.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-            Applied::Done
+            Vec::new()
         }
     }
 }
@@ -205,7 +217,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Applied>>, StorageError>
     where
         I: IntoIterator<Item = RaftEntry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -439,7 +439,7 @@ impl ChatService {
 
     /// Fails when `up_to` lies beyond the end of the log.
     fn check_cursor(&self, up_to: u64) -> Result<(), ChatError> {
-        let last = self.node.sm.applied_index();
+        let last = self.node.sm.applied_cursor();
         if up_to > last {
             return Err(ChatError::invalid(format!(
                 "cursor {up_to} is beyond the end of the log ({last}); use a message id you received"
@@ -460,7 +460,7 @@ impl ChatService {
             .map_or(0, |a| a.delivered_up_to.0);
         if req.up_to <= current {
             return Ok(pb::AckResponse {
-                log_index: self.node.sm.applied_index(),
+                log_index: self.node.sm.applied_cursor(),
             });
         }
         let event = Event::DeliveredUpTo {
@@ -532,7 +532,7 @@ impl ChatService {
                 .subscribe(account, session, self.node.config.stream_buffer);
         // Everything up to `applied` is in the backlog, so it is the cursor
         // the caught-up marker reports (live events start after it).
-        let applied = self.node.sm.applied_index();
+        let applied = self.node.sm.applied_cursor();
         let backlog = self.node.sm.state().feed_after(account, req.after);
         let (tx, rx) = mpsc::channel(64);
         let shutdown = self.shutdown.clone();

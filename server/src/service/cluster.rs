@@ -105,7 +105,7 @@ impl ClusterService {
         match result {
             Ok(resp) => {
                 self.node
-                    .wait_applied(resp.log_id.index)
+                    .wait_applied(log_format::events::position(resp.log_id.index, 0))
                     .await
                     .map_err(Status::from)?;
                 Ok((self.members(), resp.log_id.index))
