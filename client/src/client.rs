@@ -4,7 +4,7 @@
 //! When a call fails because that server or the connection failed, the client
 //! moves to the next server (round robin, waiting by [`Backoff`] first) and
 //! makes the call again if repeating it is harmless (see `retry`). Every
-//! write's log index is remembered and sent with later reads, so a replica
+//! write's log position is remembered and sent with later reads, so a replica
 //! that has not yet applied this client's writes waits before answering
 //! (read-your-writes, on any server).
 
@@ -24,7 +24,7 @@ use tonic::{Code, Status};
 use crate::config::{ClientConfig, endpoint_uri};
 use crate::error::{ClientError, Result};
 use crate::model::{
-    AccountPage, ClusterStatus, Conversations, CreatedAccount, EventId, HistoryPage, LogIndex,
+    AccountPage, ClusterStatus, Conversations, CreatedAccount, EventId, HistoryPage, LogPosition,
     MessageId, SentMessage, Session,
 };
 use crate::retry::{Backoff, Failure, Fault, Rpc};
@@ -83,7 +83,7 @@ struct Shared {
     failover: tokio::sync::Mutex<()>,
     /// Published on every change of server or of reachability.
     state: watch::Sender<ConnectionState>,
-    /// The highest log index this client wrote or saw in a subscription:
+    /// The highest log position this client wrote or saw in a subscription:
     /// the `min_applied` of every read.
     read_cursor: AtomicU64,
 }
@@ -216,11 +216,11 @@ impl Client {
         self.shared.state.subscribe()
     }
 
-    /// The highest log index this client has written, or seen in a
+    /// The highest log position this client has written, or seen in a
     /// subscription. Reads and subscriptions ask the server to have applied
     /// at least this much, so they never show anything older than what this
     /// client already knows, whichever replica answers.
-    pub fn read_cursor(&self) -> LogIndex {
+    pub fn read_cursor(&self) -> LogPosition {
         self.shared.read_cursor.load(Ordering::Acquire)
     }
 
@@ -253,7 +253,7 @@ impl Client {
                 }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(CreatedAccount {
             account_id: response.account_id,
             username: response.username,
@@ -278,7 +278,7 @@ impl Client {
                 async move { Ok(ChatClient::new(channel).login(request).await?.into_inner()) }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(response.into())
     }
 
@@ -293,12 +293,12 @@ impl Client {
             token: token.to_owned(),
             min_applied: self.read_cursor(),
         };
-        let log_index = self
+        let log_position = self
             .call(Rpc::Logout, |channel, attempt| {
                 let request = request.clone();
                 async move {
                     match ChatClient::new(channel).logout(request).await {
-                        Ok(response) => Ok(response.into_inner().log_index),
+                        Ok(response) => Ok(response.into_inner().log_position),
                         Err(status) if attempt > 1 && status.code() == Code::Unauthenticated => {
                             Ok(0)
                         }
@@ -307,7 +307,7 @@ impl Client {
                 }
             })
             .await?;
-        self.wrote(log_index);
+        self.wrote(log_position);
         Ok(())
     }
 
@@ -335,7 +335,7 @@ impl Client {
                 }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(())
     }
 
@@ -405,7 +405,7 @@ impl Client {
                 async move { Ok(ChatClient::new(channel).send(request).await?.into_inner()) }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(SentMessage {
             id: response.message_id,
             sent_at: std::time::UNIX_EPOCH + Duration::from_millis(response.sent_at_ms),
@@ -480,7 +480,7 @@ impl Client {
                 async move { Ok(ChatClient::new(channel).ack(request).await?.into_inner()) }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(())
     }
 
@@ -504,7 +504,7 @@ impl Client {
                 }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(response.unread_count)
     }
 
@@ -529,7 +529,7 @@ impl Client {
                 }
             })
             .await?;
-        self.wrote(response.log_index);
+        self.wrote(response.log_position);
         Ok(response.deleted)
     }
 
@@ -597,17 +597,17 @@ impl Client {
         self.shared.config.backoff
     }
 
-    /// Remembers a write's log index for read-your-writes.
-    fn wrote(&self, log_index: LogIndex) {
-        self.observed(log_index);
+    /// Remembers a write's log position for read-your-writes.
+    fn wrote(&self, log_position: LogPosition) {
+        self.observed(log_position);
     }
 
-    /// Remembers a log index seen in a subscription: later reads are no
+    /// Remembers a log position seen in a subscription: later reads are no
     /// older than what the user has already been shown.
-    pub(crate) fn observed(&self, log_index: LogIndex) {
+    pub(crate) fn observed(&self, log_position: LogPosition) {
         self.shared
             .read_cursor
-            .fetch_max(log_index, Ordering::AcqRel);
+            .fetch_max(log_position, Ordering::AcqRel);
     }
 
     fn lock_route(&self) -> MutexGuard<'_, Route> {

@@ -10,7 +10,7 @@
 //!   if its request never left, or if repeating it cannot do harm: reads,
 //!   sends (which carry an idempotency key), acks and read marks (cursors
 //!   that only grow). Each method's documentation says what it does.
-//! - **Read-your-writes.** Every write's log index is remembered and sent
+//! - **Read-your-writes.** Every write's log position is remembered and sent
 //!   with later reads and subscriptions as `min_applied`, so a replica never
 //!   answers with state older than this client's own writes.
 //! - **Resumable subscription.** [`Subscription::next`] yields [`Event`]s in
@@ -52,7 +52,8 @@ pub use config::{ClientConfig, DEFAULT_SERVER, endpoint_uri};
 pub use error::{ClientError, Result};
 pub use model::{
     Account, AccountId, AccountPage, ClusterStatus, Conversation, Conversations, CreatedAccount,
-    Event, EventId, HistoryPage, LogIndex, Member, Message, MessageId, Role, SentMessage, Session,
+    Event, EventId, HistoryPage, LogIndex, LogPosition, Member, Message, MessageId, Role,
+    SentMessage, Session,
 };
 pub use retry::Backoff;
 pub use subscription::Subscription;

@@ -6,19 +6,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_proto as proto;
 
-/// An account's identity: the log index of its creation. A username is only
+/// An account's identity: the log position of its creation. A username is only
 /// a label, so a name registered again is a different `AccountId`.
 pub type AccountId = u64;
 
-/// A message's id: the log index of its send. Unique, increasing, and the
+/// A message's id: the log position of its send. Unique, increasing, and the
 /// same on every replica.
 pub type MessageId = u64;
 
 /// A subscription event's id, and so the cursor to resume from: the log
-/// index of the entry that caused the event.
+/// position of the chat event that caused it.
 pub type EventId = u64;
 
-/// A position in the replicated log.
+/// Where a chat event sits in the replicated log: `record index * 1000 +
+/// its place in the record` (a record holds up to 1000 events). Every id and
+/// read-your-writes cursor of the chat API is one.
+pub type LogPosition = u64;
+
+/// A record index of the replicated log (cluster status).
 pub type LogIndex = u64;
 
 /// Converts the API's milliseconds since the Unix epoch.

@@ -466,7 +466,10 @@ mod tests {
 
     #[test]
     fn batches_round_trip_and_are_bounded() {
-        let events: Vec<Event> = sample().into_iter().flat_map(|e| e.events().to_vec()).collect();
+        let events: Vec<Event> = sample()
+            .into_iter()
+            .flat_map(|e| e.events().to_vec())
+            .collect();
         assert_eq!(events.len(), 3);
         let batch = LogEntry {
             leader_node: 2,

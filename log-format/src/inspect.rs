@@ -397,7 +397,10 @@ impl Line {
         // Externally tagged: {"Variant": {fields}}; secrets are redacted by
         // the types' human-readable serialization.
         if let Ok(Value::Object(mut o)) = serde_json::to_value(event) {
-            fields.extend(flatten(Ok(o.values_mut().next().map_or(Value::Null, Value::take))));
+            fields.extend(flatten(Ok(o
+                .values_mut()
+                .next()
+                .map_or(Value::Null, Value::take))));
         }
         Line { fields }
     }
@@ -460,7 +463,8 @@ mod tests {
             line,
             "         7     2 account_created   id=7003 username=\"alice\" password_hash=\"<redacted>\" at=1970-01-01T00:00:00.000Z"
         );
-        let obj: Value = serde_json::from_str(&Line::event(7, 2, 1, 7003, &created).show(true)).unwrap();
+        let obj: Value =
+            serde_json::from_str(&Line::event(7, 2, 1, 7003, &created).show(true)).unwrap();
         assert_eq!(obj["kind"], "account_created");
         assert_eq!(obj["id"], 7003);
         assert_eq!(obj["index"], 7);
@@ -472,7 +476,8 @@ mod tests {
             up_to: events::MessageId(9),
             at_ms: 1,
         };
-        let obj: Value = serde_json::from_str(&Line::event(10, 2, 1, 10000, &delivered).show(true)).unwrap();
+        let obj: Value =
+            serde_json::from_str(&Line::event(10, 2, 1, 10000, &delivered).show(true)).unwrap();
         assert_eq!(obj["up_to"], 9);
     }
 
@@ -482,7 +487,10 @@ mod tests {
             leader_node: 1,
             body: EntryBody::Blank,
         });
-        assert_eq!(Line::record(3, 1, &blank).show(false), "         3     1 blank            ");
+        assert_eq!(
+            Line::record(3, 1, &blank).show(false),
+            "         3     1 blank            "
+        );
         let bad = Err(events::DecodeError::Empty);
         assert_eq!(
             Line::record(4, 1, &bad).show(false),

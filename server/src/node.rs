@@ -69,9 +69,11 @@ pub const MAX_BATCH_EVENTS: usize = EVENTS_PER_RECORD as usize;
 /// records and AppendEntries messages (openraft sends up to
 /// `max_payload_entries` entries per message).
 pub const MAX_BATCH_BYTES: usize = 256 << 10;
-/// Entries handed to Raft and not yet answered. More than one lets a batch
-/// form and be appended while the previous one is replicated and applied.
-pub const MAX_IN_FLIGHT: usize = 4;
+/// Entries handed to Raft and not yet answered. Two let a batch form and be
+/// appended while the previous one is replicated and applied; more only
+/// make batches smaller (measured: 1 or 2 give ~16,000 sends/s with 64
+/// senders on one node, 8 gives 11,500).
+pub const MAX_IN_FLIGHT: usize = 2;
 /// Proposals waiting for the writer task; senders wait when it is full.
 const QUEUE: usize = 8192;
 

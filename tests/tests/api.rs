@@ -21,7 +21,7 @@ async fn accounts_sessions_and_their_errors() {
         .unwrap()
         .into_inner();
     assert_eq!(created.username, "Alice");
-    assert_eq!(created.account_id, created.log_index);
+    assert_eq!(created.account_id, created.log_position);
 
     // Names are unique ignoring case.
     let dup = c
@@ -287,7 +287,7 @@ async fn messages_history_receipts_and_deletion() {
         .history(pb::HistoryRequest {
             token: ann.clone(),
             peer: "bob".into(),
-            min_applied: read.log_index,
+            min_applied: read.log_position,
             ..Default::default()
         })
         .await

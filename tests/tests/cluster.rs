@@ -180,17 +180,17 @@ async fn any_server_takes_writes_and_reads_see_them() {
         .login(pb::LoginRequest {
             username: "bob".into(),
             password: "bob-password".into(),
-            min_applied: created.log_index,
+            min_applied: created.log_position,
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(bob.log_index > created.log_index);
+    assert!(bob.log_position > created.log_position);
     let mut stream = c2
         .subscribe(pb::SubscribeRequest {
             token: bob.token.clone(),
             after: 0,
-            min_applied: bob.log_index,
+            min_applied: bob.log_position,
         })
         .await
         .unwrap()
@@ -210,7 +210,7 @@ async fn any_server_takes_writes_and_reads_see_them() {
             .await
             .unwrap()
             .into_inner();
-        last = r.log_index;
+        last = r.log_position;
     }
     // Live on the other follower, in order.
     for i in 0..10 {
@@ -345,7 +345,7 @@ async fn a_minority_never_commits_and_nothing_is_lost_after_healing() {
     }
     for id in [1, 2, 3] {
         let mut c = cluster.client(id).await;
-        let got = bodies(&mut c, &bob, majority.log_index).await;
+        let got = bodies(&mut c, &bob, majority.log_position).await;
         assert_eq!(got, ["before", "in the majority"], "node {id}");
     }
 }
@@ -431,7 +431,7 @@ async fn a_new_server_joins_a_live_cluster_and_one_leaves() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let last = send(&mut c, &ann, "bob", "after join").await.log_index;
+    let last = send(&mut c, &ann, "bob", "after join").await.log_position;
     expected.push("after join".into());
     let mut c4 = joined.client().await;
     assert_eq!(bodies(&mut c4, &bob, last).await, expected);
@@ -507,7 +507,7 @@ async fn snapshots_bound_the_log_and_bring_new_servers_up_to_date() {
     cfg.cluster_secret = Some(SECRET.into());
     cfg.join = Some(cluster.peers[&leader].clone());
     let joined = TestServer::start_on(cfg, listener).await;
-    let last = send(&mut c, &ann, "bob", "after join").await.log_index;
+    let last = send(&mut c, &ann, "bob", "after join").await.log_position;
     expected.push("after join".into());
     let mut c4 = joined.client().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -609,7 +609,9 @@ async fn a_corrupted_replica_refuses_to_serve_and_is_rebuilt_from_the_cluster() 
     cfg.cluster_secret = Some(SECRET.into());
     cfg.join = Some(cluster.peers[&leader].clone());
     let rebuilt = TestServer::start_on(cfg, listener).await;
-    let last = send(&mut c, &ann, "bob", "after rebuild").await.log_index;
+    let last = send(&mut c, &ann, "bob", "after rebuild")
+        .await
+        .log_position;
     expected.push("after rebuild".into());
     let mut cr = rebuilt.client().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

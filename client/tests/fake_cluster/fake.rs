@@ -300,7 +300,7 @@ impl Chat for Replica {
             proto::CreateAccountResponse {
                 account_id: id,
                 username: request.username,
-                log_index: id,
+                log_position: id,
             }
         };
         self.reply(reply)
@@ -333,7 +333,7 @@ impl Chat for Replica {
                 delivered_cursor: 0,
                 unread_count: 0,
                 session_idle_timeout_secs: 600,
-                log_index: index,
+                log_position: index,
             }
         };
         self.reply(reply)
@@ -351,7 +351,9 @@ impl Chat for Replica {
             state.sessions.remove(&token);
             let index = state.next_index();
             let _ = state.live.send(Live::SessionClosed(token));
-            proto::LogoutResponse { log_index: index }
+            proto::LogoutResponse {
+                log_position: index,
+            }
         };
         self.reply(reply)
     }
@@ -383,7 +385,7 @@ impl Chat for Replica {
                 let _ = state.live.send(Live::SessionClosed(token));
             }
             proto::DeleteAccountResponse {
-                log_index: state.next_index(),
+                log_position: state.next_index(),
             }
         };
         self.reply(reply)
@@ -461,7 +463,7 @@ impl Chat for Replica {
                 let reply = proto::SendResponse {
                     message_id: id,
                     sent_at_ms: id * 1000,
-                    log_index: id,
+                    log_position: id,
                 };
                 state.sends.insert(key, reply);
                 reply
@@ -595,7 +597,7 @@ impl Chat for Replica {
             let mut state = self.state();
             state.account_of(&request.into_inner().token)?;
             proto::AckResponse {
-                log_index: state.next_index(),
+                log_position: state.next_index(),
             }
         };
         self.reply(reply)
@@ -611,7 +613,7 @@ impl Chat for Replica {
             state.account_of(&request.into_inner().token)?;
             proto::MarkReadResponse {
                 unread_count: 0,
-                log_index: state.next_index(),
+                log_position: state.next_index(),
             }
         };
         self.reply(reply)
@@ -628,7 +630,7 @@ impl Chat for Replica {
             state.account_of(&request.token)?;
             proto::DeleteMessagesResponse {
                 deleted: request.ids.len() as u64,
-                log_index: state.next_index(),
+                log_position: state.next_index(),
             }
         };
         self.reply(reply)

@@ -191,7 +191,7 @@ impl ChatService {
             (index, Applied::AccountCreated(id)) => Ok(pb::CreateAccountResponse {
                 account_id: id.0,
                 username: req.username,
-                log_index: index,
+                log_position: index,
             }),
             (_, Applied::Rejected(Rejection::NameTaken)) => Err(name_taken(&req.username)),
             (_, other) => Err(unexpected(other)),
@@ -252,7 +252,7 @@ impl ChatService {
             unread_count: acc.unread,
             session_idle_timeout_secs: self.guard.idle_timeout().as_secs().min(u32::MAX as u64)
                 as u32,
-            log_index: index,
+            log_position: index,
         })
     }
 
@@ -267,7 +267,9 @@ impl ChatService {
         };
         let (index, _) = self.node.propose(event).await?;
         self.guard.forget(session);
-        Ok(pb::LogoutResponse { log_index: index })
+        Ok(pb::LogoutResponse {
+            log_position: index,
+        })
     }
 
     async fn delete_account(
@@ -296,7 +298,9 @@ impl ChatService {
                 at_ms: now_ms(),
             })
             .await?;
-        Ok(pb::DeleteAccountResponse { log_index: index })
+        Ok(pb::DeleteAccountResponse {
+            log_position: index,
+        })
     }
 
     async fn list_accounts(
@@ -373,7 +377,7 @@ impl ChatService {
             return Ok(pb::SendResponse {
                 message_id: id.0,
                 sent_at_ms: at_ms,
-                log_index: id.0,
+                log_position: id.0,
             });
         }
         let to = self.peer(&req.to)?;
@@ -391,7 +395,7 @@ impl ChatService {
             (index, Applied::Message { id, at_ms, .. }) => Ok(pb::SendResponse {
                 message_id: id.0,
                 sent_at_ms: at_ms,
-                log_index: index.max(id.0),
+                log_position: index.max(id.0),
             }),
             (_, Applied::Rejected(Rejection::NoSuchAccount)) => Err(ChatError::NotFound(format!(
                 "there is no account named '{}'",
@@ -460,7 +464,7 @@ impl ChatService {
             .map_or(0, |a| a.delivered_up_to.0);
         if req.up_to <= current {
             return Ok(pb::AckResponse {
-                log_index: self.node.sm.applied_cursor(),
+                log_position: self.node.sm.applied_cursor(),
             });
         }
         let event = Event::DeliveredUpTo {
@@ -469,7 +473,9 @@ impl ChatService {
             at_ms: now_ms(),
         };
         let (index, _) = self.node.propose(event).await?;
-        Ok(pb::AckResponse { log_index: index })
+        Ok(pb::AckResponse {
+            log_position: index,
+        })
     }
 
     async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::MarkReadResponse, ChatError> {
@@ -486,7 +492,7 @@ impl ChatService {
         match self.node.propose(event).await? {
             (index, Applied::Unread(n)) => Ok(pb::MarkReadResponse {
                 unread_count: n,
-                log_index: index,
+                log_position: index,
             }),
             (_, other) => Err(unexpected(other)),
         }
@@ -511,7 +517,7 @@ impl ChatService {
         match self.node.propose(event).await? {
             (index, Applied::Deleted(n)) => Ok(pb::DeleteMessagesResponse {
                 deleted: n,
-                log_index: index,
+                log_position: index,
             }),
             (_, other) => Err(unexpected(other)),
         }
