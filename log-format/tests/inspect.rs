@@ -34,7 +34,7 @@ fn event(e: Event) -> LogEntry {
 /// alice (1000) and bob (2000) exchange messages; bob's name is later reused
 /// by a new account (7000), created in one batch record with a message to it.
 fn chat_log(dir: &Path) {
-    let entries = vec![
+    let entries = [
         LogEntry {
             leader_node: 0,
             body: EntryBody::Blank,

@@ -7,6 +7,8 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
+use anyhow::Context;
+
 use log_format::events::{cursor_through, position};
 use log_format::{Log, StateFile};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -22,6 +24,52 @@ use crate::state::{Applied, ChatState, Notice};
 
 /// The state file holding the latest snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot";
+
+/// What starts a snapshot's data, before the postcard encoding of the state.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"chatsnap";
+/// The layout of `ChatState` a snapshot holds. Any change to the state's
+/// types (a field, a map's hasher, the meaning of ids) changes it: a
+/// snapshot of another version is refused with a clear error instead of
+/// being misread.
+pub const SNAPSHOT_VERSION: u16 = 2;
+
+/// Why snapshot data cannot be turned back into a state.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(
+        "the snapshot was written by a build with another state layout (version {found}, this build reads {SNAPSHOT_VERSION})"
+    )]
+    Version { found: String },
+    #[error("the snapshot does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Encodes `state` as snapshot data: magic, version, postcard.
+fn encode_state(state: &ChatState) -> Result<Vec<u8>, postcard::Error> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    postcard::to_io(state, out)
+}
+
+/// Decodes snapshot data written by [`encode_state`] of this version.
+fn decode_state(data: &[u8]) -> Result<ChatState, SnapshotError> {
+    let header = SNAPSHOT_MAGIC.len() + 2;
+    match data.split_at_checked(header) {
+        Some((head, rest)) if head.starts_with(SNAPSHOT_MAGIC) => {
+            let version = u16::from_le_bytes([head[8], head[9]]);
+            if version != SNAPSHOT_VERSION {
+                return Err(SnapshotError::Version {
+                    found: version.to_string(),
+                });
+            }
+            Ok(postcard::from_bytes(rest)?)
+        }
+        // Written before snapshots carried a version.
+        _ => Err(SnapshotError::Version {
+            found: "1, unmarked".into(),
+        }),
+    }
+}
 
 /// The state machine handle; clones share everything.
 #[derive(Debug, Clone)]
@@ -50,7 +98,7 @@ struct Applying {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, NodeAddr>,
-    /// The postcard encoding of the `ChatState`.
+    /// The `ChatState`, as [`encode_state`] writes it.
     data: Vec<u8>,
 }
 
@@ -75,7 +123,12 @@ impl StateMachine {
         let stored: Option<StoredSnapshot> = snapshot_file.load()?;
         let (mut state, mut applying) = match &stored {
             Some(s) => (
-                postcard::from_bytes::<ChatState>(&s.data)?,
+                decode_state(&s.data).with_context(|| {
+                    format!(
+                        "cannot restore the snapshot in {}; if this replica belongs to a cluster, rebuild it from the cluster (README: \"Rebuilding a damaged replica\"), or start it with the build that wrote the snapshot",
+                        dir.join(SNAPSHOT_FILE).display()
+                    )
+                })?,
                 Applying {
                     last_applied: s.meta.last_log_id,
                     membership: s.meta.last_membership.clone(),
@@ -144,8 +197,7 @@ impl StateMachine {
         // Hold the state lock while reading the applied id, so the two match.
         let state = self.state();
         let applying = self.shared.meta.lock().expect("lock").clone();
-        let data =
-            postcard::to_stdvec(&*state).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let data = encode_state(&state).map_err(|e| StorageIOError::write_state_machine(&e))?;
         drop(state);
         let id = applying
             .last_applied
@@ -251,7 +303,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let new_state: ChatState = postcard::from_bytes(&data)
+        let new_state = decode_state(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
@@ -282,5 +334,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .expect("lock")
             .clone()
             .map(to_snapshot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_carry_their_version() {
+        let state = ChatState::default();
+        let data = encode_state(&state).unwrap();
+        assert!(data.starts_with(SNAPSHOT_MAGIC));
+        assert_eq!(
+            decode_state(&data).unwrap().fingerprint(),
+            state.fingerprint()
+        );
+
+        let mut other = data.clone();
+        other[8] = other[8].wrapping_add(1);
+        let e = decode_state(&other).unwrap_err().to_string();
+        assert!(e.contains("version 3, this build reads 2"), "{e}");
+
+        // A snapshot from before versions: the bare postcard of the state.
+        let unmarked = postcard::to_stdvec(&state).unwrap();
+        let e = decode_state(&unmarked).unwrap_err().to_string();
+        assert!(e.contains("version 1, unmarked"), "{e}");
+
+        let mut cut = data;
+        cut.truncate(SNAPSHOT_MAGIC.len() + 2);
+        cut.push(0xff);
+        assert!(matches!(decode_state(&cut), Err(SnapshotError::Decode(_))));
     }
 }
