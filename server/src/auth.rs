@@ -2,7 +2,7 @@
 //! random bits, of which only the SHA-256 is ever stored), the failed-login
 //! rate limit, and the activity clock that idle sessions are judged by.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -60,6 +60,8 @@ pub struct Guard {
     idle: Duration,
     failures: Mutex<HashMap<String, Failures>>,
     activity: Mutex<HashMap<SessionId, Instant>>,
+    /// Sessions active here since the last report to the other replicas.
+    unreported: Mutex<HashSet<SessionId>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +79,7 @@ impl Guard {
             idle,
             failures: Mutex::default(),
             activity: Mutex::default(),
+            unreported: Mutex::default(),
         }
     }
 
@@ -123,12 +126,33 @@ impl Guard {
             .remove(&username.to_lowercase());
     }
 
-    /// Records activity of a session now.
+    /// Records activity of a session now, here.
     pub fn touch(&self, session: SessionId) {
         self.activity
             .lock()
             .expect("lock")
             .insert(session, Instant::now());
+        self.unreported.lock().expect("lock").insert(session);
+    }
+
+    /// Records activity another replica reported.
+    pub fn touched_elsewhere(&self, sessions: &[SessionId]) {
+        let now = Instant::now();
+        let mut activity = self.activity.lock().expect("lock");
+        for s in sessions {
+            activity.insert(*s, now);
+        }
+    }
+
+    /// The sessions active here since the last call.
+    pub fn take_unreported(&self) -> Vec<SessionId> {
+        self.unreported.lock().expect("lock").drain().collect()
+    }
+
+    /// How often idle sessions are looked for and activity is shared: a
+    /// quarter of the idle timeout, between 50 ms and 10 s.
+    pub fn period(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10))
     }
 
     /// Whether the session has been idle too long. A session this replica
@@ -142,6 +166,7 @@ impl Guard {
 
     pub fn forget(&self, session: SessionId) {
         self.activity.lock().expect("lock").remove(&session);
+        self.unreported.lock().expect("lock").remove(&session);
     }
 }
 

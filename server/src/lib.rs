@@ -89,6 +89,11 @@ impl Server {
             Arc::clone(&guard),
             stop.clone(),
         ));
+        tasks.spawn(share_activity(
+            Arc::clone(&node),
+            Arc::clone(&guard),
+            stop.clone(),
+        ));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -100,7 +105,7 @@ impl Server {
             .context("cannot build the reflection service")?;
         let chat = ChatService::new(Arc::clone(&node), Arc::clone(&guard), stop.clone());
         let cluster = ClusterService::new(Arc::clone(&node));
-        let raft = RaftService::new(Arc::clone(&node));
+        let raft = RaftService::new(Arc::clone(&node), Arc::clone(&guard));
         if let Some(seed) = node.config.join.clone()
             && !node.raft.is_initialized().await.unwrap_or(false)
         {
@@ -142,12 +147,33 @@ impl Server {
     }
 }
 
-/// On the leader, ends sessions that have been idle too long. A session with
-/// an open stream is not idle.
+/// On every replica, reports the sessions active here (requests, open
+/// streams) to the other members, so whichever leads sees activity anywhere.
+async fn share_activity(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(guard.period());
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for session in node.sm.hub().streaming_sessions() {
+            guard.touch(session);
+        }
+        let active = guard.take_unreported();
+        if !active.is_empty() && node.config.cluster_secret.is_some() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = node.share_activity(&active) => {}
+            }
+        }
+    }
+}
+
+/// On the leader, ends sessions that have been idle too long, judged by
+/// activity here and reported by the other replicas. A session with an open
+/// stream is not idle.
 async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationToken) {
-    let period =
-        (guard.idle_timeout() / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(guard.period());
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use log_format::events::{self, EVENTS_PER_RECORD, Event};
+use log_format::events::{self, EVENTS_PER_RECORD, Event, SessionId};
 use log_format::{Log, LogConfig};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
@@ -170,8 +170,9 @@ pub struct Node {
     pub raft: Raft,
     pub sm: StateMachine,
     pub store: LogStore,
-    /// Connections to the leaders writes were forwarded to, by address.
-    leaders: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// Connections to other servers (leaders writes were forwarded to,
+    /// members activity is shared with), by address.
+    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
     /// The writer task's queue.
     proposals: mpsc::Sender<Proposal>,
 }
@@ -316,7 +317,7 @@ impl Node {
             raft,
             sm,
             store,
-            leaders: Mutex::default(),
+            peers: Mutex::default(),
             proposals,
         })
     }
@@ -383,6 +384,64 @@ impl Node {
         }
     }
 
+    /// A (lazily connected, shared) client of the Raft service of the server
+    /// at `addr`.
+    fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
+        let mut peers = self.peers.lock().expect("lock");
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint =
+            crate::transport::endpoint(addr, self.config.peer_ca()).map_err(|e| e.to_string())?;
+        let c = RaftClient::new(endpoint.connect_lazy());
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Tells every other member that `sessions` were active here. Best
+    /// effort: a member that misses a report hears of the sessions at the
+    /// next one, long before they could look idle.
+    pub async fn share_activity(&self, sessions: &[SessionId]) {
+        let me = self.config.node_id;
+        let members: Vec<String> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .nodes()
+                .filter(|(id, _)| **id != me)
+                .map(|(_, n)| n.addr.clone())
+                .collect()
+        };
+        let Ok(payload) = encode(&sessions) else {
+            return;
+        };
+        let secret = self.config.cluster_secret.as_deref().unwrap_or_default();
+        let mut reports = tokio::task::JoinSet::new();
+        for addr in members {
+            let request = with_secret(
+                chat_proto::TouchRequest {
+                    payload: payload.clone(),
+                },
+                secret,
+            );
+            let client = self.peer(&addr);
+            reports.spawn(async move {
+                let result = async {
+                    let mut client = client?;
+                    tokio::time::timeout(Duration::from_secs(2), client.touch(request))
+                        .await
+                        .map_err(|_| "timed out".to_string())?
+                        .map_err(|e| e.to_string())
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::debug!("could not share session activity with {addr}: {e}");
+                }
+            });
+        }
+        while reports.join_next().await.is_some() {}
+    }
+
     /// Sends `event` to the leader at `addr`.
     async fn forward(
         &self,
@@ -390,19 +449,7 @@ impl Node {
         event: &Event,
         deadline: tokio::time::Instant,
     ) -> Result<(u64, Applied), Forwarded> {
-        let mut client = {
-            let mut leaders = self.leaders.lock().expect("lock");
-            match leaders.get(addr) {
-                Some(c) => c.clone(),
-                None => {
-                    let endpoint = crate::transport::endpoint(addr, self.config.peer_ca())
-                        .map_err(|e| Forwarded::Retry(e.to_string()))?;
-                    let c = RaftClient::new(endpoint.connect_lazy());
-                    leaders.insert(addr.to_string(), c.clone());
-                    c
-                }
-            }
-        };
+        let mut client = self.peer(addr).map_err(Forwarded::Retry)?;
         let payload =
             encode(event).map_err(|e| Forwarded::Answer(ChatError::Internal(e.to_string())))?;
         let request = with_secret(

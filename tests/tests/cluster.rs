@@ -381,6 +381,12 @@ async fn raft_traffic_and_membership_changes_need_the_secret() {
         .await
         .unwrap_err();
     assert_eq!(fwd.code(), Code::PermissionDenied);
+    // Nor can a client keep sessions alive by claiming activity.
+    let touch = raft
+        .touch(pb::TouchRequest { payload: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(touch.code(), Code::PermissionDenied);
     let mut admin = pb::cluster_client::ClusterClient::new(ch);
     let add = admin
         .add_member(pb::AddMemberRequest {
@@ -680,4 +686,56 @@ async fn deleted_content_leaves_every_disk_once_a_snapshot_covers_it() {
         i += 1;
     }
     assert!(gone.message_id > 0);
+}
+
+/// Only the leader ends idle sessions, so activity that reaches a follower
+/// must reach it too: a session used only through a follower stays alive
+/// for many idle timeouts, and still ends once nobody uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_on_a_follower_keeps_a_session_alive() {
+    let idle = Duration::from_secs(1);
+    let cluster = Cluster::start_tuned(3, |c| c.session_idle = idle).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.followers(leader)[0];
+    let mut c = cluster.client(follower).await;
+    let token = account(&mut c, "busy").await;
+
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let until = tokio::time::Instant::now() + 3 * idle;
+    while tokio::time::Instant::now() < until {
+        pace.tick().await;
+        c.conversations(pb::ConversationsRequest {
+            token: token.clone(),
+            min_applied: 0,
+        })
+        .await
+        .expect("a session in use through a follower stays logged in");
+    }
+
+    // Listing needs no session, so watching it does not keep "busy" active.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        pace.tick().await;
+        let accounts = c
+            .list_accounts(pb::ListAccountsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .accounts;
+        if !accounts[0].online {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle session was never closed"
+        );
+    }
+    let status = c
+        .conversations(pb::ConversationsRequest {
+            token,
+            min_applied: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
 }

@@ -5,15 +5,17 @@
 use std::sync::Arc;
 
 use chat_proto as pb;
-use log_format::events::Event;
+use log_format::events::{Event, SessionId};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Guard;
 use crate::node::Node;
 use crate::raft::network::{decode, encode};
 
 #[derive(Debug, Clone)]
 pub struct RaftService {
     node: Arc<Node>,
+    guard: Arc<Guard>,
 }
 
 /// Checks the cluster secret of a request from another server.
@@ -50,8 +52,8 @@ fn encoded<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
 }
 
 impl RaftService {
-    pub fn new(node: Arc<Node>) -> Self {
-        RaftService { node }
+    pub fn new(node: Arc<Node>, guard: Arc<Guard>) -> Self {
+        RaftService { node, guard }
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -107,5 +109,16 @@ impl pb::raft_server::Raft for RaftService {
         Ok(Response::new(pb::ForwardResponse {
             payload: encoded(&result)?,
         }))
+    }
+
+    async fn touch(
+        &self,
+        request: Request<pb::TouchRequest>,
+    ) -> Result<Response<pb::TouchResponse>, Status> {
+        self.authorize(&request)?;
+        let sessions: Vec<SessionId> =
+            decode(&request.into_inner().payload).map_err(bad_payload)?;
+        self.guard.touched_elsewhere(&sessions);
+        Ok(Response::new(pb::TouchResponse {}))
     }
 }
