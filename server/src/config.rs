@@ -29,7 +29,9 @@ pub struct Config {
     pub password_hashing: HashingCost,
     /// Segment size of the log.
     pub segment_size: u64,
-    /// A snapshot of the state is taken after this many new log entries.
+    /// A snapshot of the state is taken after this many new chat events (or
+    /// log entries, which hold one or more events each), so the log to
+    /// replay at start-up stays bounded however events are batched.
     pub snapshot_every: u64,
     /// Log entries kept behind the latest snapshot (the rest is purged, so
     /// disk use and restart time stay bounded).

@@ -113,6 +113,31 @@ fn weight(event: &Event) -> usize {
     }
 }
 
+/// Asks Raft for a snapshot once `every` chat events were applied since the
+/// last one. openraft counts entries, and an entry holds up to
+/// [`MAX_BATCH_EVENTS`] events: counting events keeps the log to replay at
+/// start-up bounded however busy the server was.
+async fn snapshot_by_events(raft: Raft, sm: StateMachine, every: u64) {
+    let mut applied = sm.applied();
+    while applied.changed().await.is_ok() {
+        if sm.events_since_snapshot() < every {
+            continue;
+        }
+        let before = raft.metrics().borrow().snapshot;
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        // One request per snapshot: wait for it to be built.
+        let built = raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.snapshot != before, "the snapshot is built")
+            .await;
+        if let Err(e) = built {
+            tracing::warn!("a snapshot was asked for but not built: {e}");
+        }
+    }
+}
+
 /// The writer task: turns queued proposals into Raft entries.
 async fn write_batches(raft: Raft, mut queue: mpsc::Receiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -175,6 +200,8 @@ pub struct Node {
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
     /// The writer task's queue.
     proposals: mpsc::Sender<Proposal>,
+    /// The task that asks for snapshots by event count.
+    snapshots: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for Node {
@@ -312,6 +339,12 @@ impl Node {
         }
         let (proposals, queue) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(raft.clone(), queue));
+        let snapshots = tokio::spawn(snapshot_by_events(
+            raft.clone(),
+            sm.clone(),
+            config.snapshot_every,
+        ))
+        .abort_handle();
         Ok(Node {
             config,
             raft,
@@ -319,6 +352,7 @@ impl Node {
             store,
             peers: Mutex::default(),
             proposals,
+            snapshots,
         })
     }
 
@@ -512,6 +546,7 @@ impl Node {
 
     /// Stops Raft and writes what is still in memory.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.snapshots.abort();
         self.raft
             .shutdown()
             .await

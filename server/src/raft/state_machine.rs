@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use anyhow::Context;
@@ -83,6 +84,8 @@ struct Shared {
     meta: Mutex<Applying>,
     /// The index of the last applied entry (0 before anything is applied).
     applied: watch::Sender<u64>,
+    /// Chat events applied since the state the latest snapshot holds.
+    since_snapshot: AtomicU64,
     hub: Arc<Hub>,
     snapshot_file: StateFile,
     current_snapshot: Mutex<Option<StoredSnapshot>>,
@@ -106,6 +109,8 @@ struct StoredSnapshot {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Replayed {
     pub records: u64,
+    /// The chat events in those records.
+    pub events: u64,
     pub last_applied: u64,
 }
 
@@ -149,7 +154,8 @@ impl StateMachine {
                     break;
                 }
                 let entry = record_to_entry(&record)?;
-                apply_entry(&mut state, &mut applying, &entry, &mut ignored);
+                replayed.events +=
+                    apply_entry(&mut state, &mut applying, &entry, &mut ignored).len() as u64;
                 ignored.clear();
                 replayed.records += 1;
             }
@@ -161,6 +167,7 @@ impl StateMachine {
                 state: RwLock::new(state),
                 meta: Mutex::new(applying),
                 applied,
+                since_snapshot: AtomicU64::new(replayed.events),
                 hub,
                 snapshot_file,
                 current_snapshot: Mutex::new(stored),
@@ -187,6 +194,12 @@ impl StateMachine {
         *self.shared.applied.borrow()
     }
 
+    /// How many chat events were applied since the state of the latest
+    /// snapshot.
+    pub fn events_since_snapshot(&self) -> u64 {
+        self.shared.since_snapshot.load(Ordering::Relaxed)
+    }
+
     /// The cursor that covers everything applied: every event id up to it
     /// is in the state.
     pub fn applied_cursor(&self) -> u64 {
@@ -197,6 +210,9 @@ impl StateMachine {
         // Hold the state lock while reading the applied id, so the two match.
         let state = self.state();
         let applying = self.shared.meta.lock().expect("lock").clone();
+        // Nothing is applied while the state is read-locked, so the count
+        // restarts exactly at this snapshot.
+        self.shared.since_snapshot.store(0, Ordering::Relaxed);
         let data = encode_state(&state).map_err(|e| StorageIOError::write_state_machine(&e))?;
         drop(state);
         let id = applying
@@ -279,9 +295,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let last = {
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             let mut applying = self.shared.meta.lock().expect("lock");
+            let mut events = 0;
             for entry in entries {
-                out.push(apply_entry(&mut state, &mut applying, &entry, &mut notices));
+                let applied = apply_entry(&mut state, &mut applying, &entry, &mut notices);
+                events += applied.len() as u64;
+                out.push(applied);
             }
+            self.shared
+                .since_snapshot
+                .fetch_add(events, Ordering::Relaxed);
             applying.last_applied.map_or(0, |l| l.index)
         };
         self.shared.hub.publish(notices);
@@ -314,6 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             let mut applying = self.shared.meta.lock().expect("lock");
             *state = new_state;
+            self.shared.since_snapshot.store(0, Ordering::Relaxed);
             applying.last_applied = meta.last_log_id;
             applying.membership = meta.last_membership.clone();
         }
@@ -340,6 +363,60 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Rejection;
+    use log_format::LogConfig;
+    use log_format::events::{AccountId, Event, PasswordHash};
+    use openraft::testing::log_id;
+
+    fn created(name: &str) -> Event {
+        Event::AccountCreated {
+            username: name.into(),
+            password_hash: PasswordHash("h".into()),
+            at_ms: 1,
+        }
+    }
+
+    /// Batched events get consecutive positions of their record, and the
+    /// snapshot trigger counts events, not entries.
+    #[tokio::test]
+    async fn batches_apply_at_positions_and_count_as_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let (mut sm, _) =
+            StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default())).unwrap();
+        let entries = vec![
+            RaftEntry {
+                log_id: log_id(1, 1, 1),
+                payload: EntryPayload::Normal(vec![created("a"), created("b"), created("A")]),
+            },
+            RaftEntry {
+                log_id: log_id(1, 1, 2),
+                payload: EntryPayload::Blank,
+            },
+            RaftEntry {
+                log_id: log_id(1, 1, 3),
+                payload: EntryPayload::Normal(vec![created("c")]),
+            },
+        ];
+        let applied = sm.apply(entries).await.unwrap();
+        assert_eq!(
+            applied,
+            vec![
+                vec![
+                    Applied::AccountCreated(AccountId(1000)),
+                    Applied::AccountCreated(AccountId(1001)),
+                    Applied::Rejected(Rejection::NameTaken),
+                ],
+                vec![],
+                vec![Applied::AccountCreated(AccountId(3000))],
+            ]
+        );
+        assert_eq!(sm.applied_index(), 3);
+        assert_eq!(sm.applied_cursor(), 3999);
+        assert_eq!(sm.events_since_snapshot(), 4);
+        sm.build_snapshot().await.unwrap();
+        assert_eq!(sm.events_since_snapshot(), 0);
+    }
 
     #[test]
     fn snapshots_carry_their_version() {
