@@ -302,6 +302,17 @@ fn sample_entries() -> Vec<LogEntry> {
             ids: vec![MessageId(12), MessageId(300)],
             at_ms: 14,
         }),
+        entry(EntryBody::Events(vec![
+            Event::DeliveredUpTo {
+                account: AccountId(8),
+                up_to: MessageId(12_001),
+                at_ms: 15,
+            },
+            Event::AccountDeleted {
+                account: AccountId(2),
+                at_ms: 16,
+            },
+        ])),
     ]
 }
 
