@@ -4,13 +4,14 @@
 //!
 //! Writes are batched: openraft 0.9 appends and flushes one client write at
 //! a time, so one event per Raft entry would cost one fsync per message.
-//! Proposals wait in a queue; a writer task takes everything queued (up to
-//! [`MAX_BATCH_EVENTS`] events or [`MAX_BATCH_BYTES`]) as one entry, with up
-//! to [`MAX_IN_FLIGHT`] entries in Raft at once. Under load, each fsync and
-//! each replication round carries many messages; alone, a message waits for
-//! nothing. Each event's id is its log position (`events::position`).
+//! With up to [`MAX_IN_FLIGHT`] entries in Raft at once, proposals that find
+//! every slot busy queue up, and the next free slot writes everything queued
+//! (up to [`MAX_BATCH_EVENTS`] events or [`MAX_BATCH_BYTES`]) as one entry.
+//! Under load, each fsync and each replication round carries many messages;
+//! alone, a message waits for nothing. Each event's id is its log position
+//! (`events::position`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use log_format::events::{self, EVENTS_PER_RECORD, Event, SessionId};
 use log_format::{Log, LogConfig};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::Config;
 use crate::error::ChatError;
@@ -74,8 +75,6 @@ pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// make batches smaller (measured: 1 or 2 give ~16,000 sends/s with 64
 /// senders on one node, 8 gives 11,500).
 pub const MAX_IN_FLIGHT: usize = 2;
-/// Proposals waiting for the writer task; senders wait when it is full.
-const QUEUE: usize = 8192;
 
 /// Why a batch was not written; every proposal in it gets a copy.
 #[derive(Debug, Clone)]
@@ -138,55 +137,105 @@ async fn snapshot_by_events(raft: Raft, sm: StateMachine, every: u64) {
     }
 }
 
-/// The writer task: turns queued proposals into Raft entries.
-async fn write_batches(raft: Raft, mut queue: mpsc::Receiver<Proposal>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        // While every slot is busy, more proposals queue up and join this
-        // batch: the busier the server, the bigger its entries.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            return;
-        };
-        let mut bytes = weight(&first.event);
-        let mut batch = vec![first];
+/// Groups concurrent proposals into Raft entries. Whoever finds a free slot
+/// (one of [`MAX_IN_FLIGHT`]) writes everything queued as one entry; a
+/// proposal that finds every slot busy waits in the queue, and the write
+/// that frees a slot takes it. Alone, a proposal is written at once.
+struct Batcher {
+    raft: Raft,
+    queue: Mutex<VecDeque<Proposal>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Batcher {
+    fn new(raft: Raft) -> Arc<Batcher> {
+        Arc::new(Batcher {
+            raft,
+            queue: Mutex::default(),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        })
+    }
+
+    /// Writes `event` (with whatever else is queued) and waits for its
+    /// outcome. Dropping the future leaves the write going.
+    async fn write(self: &Arc<Self>, event: Event) -> WriteResult {
+        let (reply, outcome) = oneshot::channel();
+        self.lock().push_back(Proposal { event, reply });
+        Arc::clone(self).drain();
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(WriteError::Fatal("the write was dropped".into())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Proposal>> {
+        // Plain pushes and pops: a panic cannot leave the queue torn.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// While proposals wait and a slot is free, writes them in a task of
+    /// its own (so a cancelled request cannot cancel others' writes). A
+    /// finished write frees its slot first and drains again, so nothing is
+    /// left queued with a slot free.
+    fn drain(self: Arc<Self>) {
+        loop {
+            if self.lock().is_empty() {
+                return;
+            }
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                return;
+            };
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                return;
+            }
+            let this = Arc::clone(&self);
+            tokio::spawn(async move {
+                this.commit(batch).await;
+                drop(slot);
+                this.drain();
+            });
+        }
+    }
+
+    /// The queued proposals, oldest first, up to an entry's limits.
+    fn take_batch(&self) -> Vec<Proposal> {
+        let mut queue = self.lock();
+        let mut bytes = 0;
+        let mut batch = Vec::new();
         while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
-            match queue.try_recv() {
-                Ok(p) => {
-                    bytes += weight(&p.event);
-                    batch.push(p);
+            let Some(p) = queue.pop_front() else { break };
+            bytes += weight(&p.event);
+            batch.push(p);
+        }
+        batch
+    }
+
+    /// Writes `batch` as one entry and answers every proposal in it.
+    async fn commit(&self, batch: Vec<Proposal>) {
+        let (events, replies): (Vec<Event>, Vec<_>) =
+            batch.into_iter().map(|p| (p.event, p.reply)).unzip();
+        match self.raft.client_write(events).await {
+            Ok(resp) => {
+                let index = resp.log_id.index;
+                for (slot, (reply, applied)) in replies.into_iter().zip(resp.data).enumerate() {
+                    let _ = reply.send(Ok((events::position(index, slot), applied)));
                 }
-                Err(_) => break,
+            }
+            Err(e) => {
+                let e = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        WriteError::NotLeader(f.leader_node)
+                    }
+                    RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                        WriteError::Membership(e.to_string())
+                    }
+                    RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
             }
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let (events, replies): (Vec<Event>, Vec<_>) =
-                batch.into_iter().map(|p| (p.event, p.reply)).unzip();
-            let result = raft.client_write(events).await;
-            drop(permit);
-            match result {
-                Ok(resp) => {
-                    let index = resp.log_id.index;
-                    for (slot, (reply, applied)) in replies.into_iter().zip(resp.data).enumerate() {
-                        let _ = reply.send(Ok((events::position(index, slot), applied)));
-                    }
-                }
-                Err(e) => {
-                    let e = match e {
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                            WriteError::NotLeader(f.leader_node)
-                        }
-                        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                            WriteError::Membership(e.to_string())
-                        }
-                        RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
-                    };
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
-        });
     }
 }
 
@@ -198,8 +247,8 @@ pub struct Node {
     /// Connections to other servers (leaders writes were forwarded to,
     /// members activity is shared with), by address.
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
-    /// The writer task's queue.
-    proposals: mpsc::Sender<Proposal>,
+    /// Turns concurrent proposals into shared entries.
+    batcher: Arc<Batcher>,
     /// The task that asks for snapshots by event count.
     snapshots: tokio::task::AbortHandle,
 }
@@ -337,8 +386,7 @@ impl Node {
                 .await
                 .context("the log was not applied")?;
         }
-        let (proposals, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(raft.clone(), queue));
+        let batcher = Batcher::new(raft.clone());
         let snapshots = tokio::spawn(snapshot_by_events(
             raft.clone(),
             sm.clone(),
@@ -351,20 +399,9 @@ impl Node {
             sm,
             store,
             peers: Mutex::default(),
-            proposals,
+            batcher,
             snapshots,
         })
-    }
-
-    /// Hands `event` to the writer task and waits for its outcome.
-    async fn write(&self, event: Event) -> WriteResult {
-        let (reply, outcome) = oneshot::channel();
-        let stopped = || WriteError::Fatal("the writer task has stopped".into());
-        self.proposals
-            .send(Proposal { event, reply })
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Proposes `event` and returns its log position and what applying it
@@ -373,7 +410,7 @@ impl Node {
     pub async fn propose(&self, event: Event) -> Result<(u64, Applied), ChatError> {
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.write(event.clone()));
+            let attempt = tokio::time::timeout_at(deadline, self.batcher.write(event.clone()));
             let result = attempt.await.map_err(|_| no_quorum())?;
             match result {
                 Ok(done) => return Ok(done),
@@ -407,7 +444,7 @@ impl Node {
     /// Proposes `event` only if this node leads (a write another server
     /// forwarded here); never forwards again.
     pub async fn propose_here(&self, event: Event) -> Result<(u64, Applied), ChatError> {
-        let write = tokio::time::timeout(WRITE_TIMEOUT, self.write(event));
+        let write = tokio::time::timeout(WRITE_TIMEOUT, self.batcher.write(event));
         match write.await.map_err(|_| no_quorum())? {
             Ok(done) => Ok(done),
             Err(WriteError::NotLeader(_)) => Err(ChatError::Unavailable(NOT_LEADER.into())),
