@@ -123,6 +123,9 @@ enum Part {
     Throughput,
     Latency,
     Restart,
+    /// The machine's floor: closed-loop calls of a no-op RPC (Cluster.Status)
+    /// by as many clients as there are senders, no disk, no delivery.
+    Floor,
 }
 
 impl Part {
@@ -136,6 +139,10 @@ impl Part {
 
     fn restart(self) -> bool {
         matches!(self, Part::All | Part::Restart)
+    }
+
+    fn floor(self) -> bool {
+        matches!(self, Part::All | Part::Load | Part::Floor)
     }
 }
 
@@ -234,6 +241,13 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
 
     let dir = data_dir(machine, "server-load-")?;
     let server = start_server(machine, dir.path())?;
+    if cli.only.floor() {
+        rpc_floor(cli, server.addr).await?;
+        if cli.only == Part::Floor {
+            let stopped = server.stop(STOP_TIMEOUT).map(|_| ());
+            return keep_if_asked_or_failed(cli, dir, stopped);
+        }
+    }
     let (senders, users) = make_users(server.addr, cli.senders, cli.subscribers).await?;
     let names = names_of(&users);
     let mut recipients: Vec<Recipient> = users.into_iter().map(Recipient::new).collect();
@@ -299,6 +313,55 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
         })
     };
     keep_if_asked_or_failed(cli, dir, outcome)
+}
+
+/// What the machine allows at best: `--senders` clients, each on its own
+/// connection, calling a no-op unary RPC in a closed loop. A send costs at
+/// least this round trip plus a stream push to its recipient, so this bounds
+/// the sends per second any design with one RPC per message could reach here.
+async fn rpc_floor(cli: &Cli, addr: SocketAddr) -> anyhow::Result<()> {
+    let warmup = Duration::from_secs_f64(cli.warmup);
+    let measure = Duration::from_secs_f64(cli.duration);
+    eprintln!(
+        "rpc floor: {} clients calling Cluster.Status, {} s after {} s warm-up",
+        cli.senders, cli.duration, cli.warmup
+    );
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..cli.senders {
+        let mut client = ClusterClient::new(load::connect(addr).await?);
+        tasks.spawn(async move {
+            let mut latency =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+                    .expect("valid histogram bounds");
+            loop {
+                let began = Instant::now();
+                if began >= end {
+                    return Ok::<_, tonic::Status>(latency);
+                }
+                client.status(StatusRequest {}).await?;
+                if began >= start {
+                    latency.saturating_record(began.elapsed().as_nanos() as u64);
+                }
+            }
+        });
+    }
+    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+        .expect("valid histogram bounds");
+    while let Some(done) = tasks.join_next().await {
+        all.add(done??).context("merge the latency histograms")?;
+    }
+    let at = |q: f64| millis(Duration::from_nanos(all.value_at_quantile(q)));
+    println!(
+        "rpc floor (no-op unary RPC, {} clients, closed loop): {} calls/s, p50 {} ms, p99 {} ms",
+        cli.senders,
+        grouped(all.len() as f64 / measure.as_secs_f64()),
+        at(0.5),
+        at(0.99)
+    );
+    println!();
+    Ok(())
 }
 
 /// Keeps the data directory if asked, or if the run failed: a server that
