@@ -267,6 +267,12 @@ impl Node {
     pub async fn start(config: Config) -> anyhow::Result<Node> {
         let dir = &config.data_dir;
         let started = Instant::now();
+        // The snapshot is read and decoded while the log is opened and
+        // checked: the two halves of a restart, on two cores.
+        let snapshot = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || StateMachine::load_snapshot(&dir))
+        };
         let (log, report) = Log::open(
             dir,
             LogConfig {
@@ -293,7 +299,11 @@ impl Node {
         }
         let store = LogStore::open(log.clone(), dir).context("cannot read the Raft state files")?;
         let hub = Arc::new(Hub::default());
-        let (sm, replayed) = StateMachine::restore(dir, &log, store.committed_hint(), hub)
+        let loaded = snapshot
+            .await
+            .context("the snapshot loader panicked")?
+            .context("cannot load the snapshot")?;
+        let (sm, replayed) = StateMachine::restore(dir, &log, store.committed_hint(), hub, loaded)
             .context("cannot rebuild the state from the log")?;
         tracing::info!(
             records = report.records,

@@ -30,8 +30,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnD
         let dir = tempfile::tempdir().map_err(storage)?;
         let (log, _) = Log::open(dir.path(), LogConfig::default()).map_err(storage)?;
         let store = LogStore::open(log.clone(), dir.path()).map_err(storage)?;
-        let (sm, _) = StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default()))
+        let loaded = StateMachine::load_snapshot(dir.path())
             .map_err(|e| storage(std::io::Error::other(e.to_string())))?;
+        let (sm, _) =
+            StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default()), loaded)
+                .map_err(|e| storage(std::io::Error::other(e.to_string())))?;
         Ok((dir, store, sm))
     }
 }
