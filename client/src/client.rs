@@ -245,12 +245,7 @@ impl Client {
         let response = self
             .call(Rpc::CreateAccount, |channel, _| {
                 let request = request.clone();
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .create_account(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).create_account(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -275,7 +270,7 @@ impl Client {
         let response = self
             .call(Rpc::Login, |channel, _| {
                 let request = request.clone();
-                async move { Ok(ChatClient::new(channel).login(request).await?.into_inner()) }
+                async move { ChatClient::new(channel).login(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -298,9 +293,9 @@ impl Client {
                 let request = request.clone();
                 async move {
                     match ChatClient::new(channel).logout(request).await {
-                        Ok(response) => Ok(response.into_inner().log_position),
+                        Ok(response) => Ok(response.map(|r| r.log_position)),
                         Err(status) if attempt > 1 && status.code() == Code::Unauthenticated => {
-                            Ok(0)
+                            Ok(tonic::Response::new(0))
                         }
                         Err(status) => Err(status),
                     }
@@ -327,12 +322,7 @@ impl Client {
         let response = self
             .call(Rpc::DeleteAccount, |channel, _| {
                 let request = request.clone();
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .delete_account(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).delete_account(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -361,12 +351,7 @@ impl Client {
                     limit,
                     min_applied: self.read_cursor(),
                 };
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .list_accounts(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).list_accounts(request).await }
             })
             .await?;
         Ok(response.into())
@@ -402,7 +387,7 @@ impl Client {
         let response = self
             .call(Rpc::Send, |channel, _| {
                 let request = request.clone();
-                async move { Ok(ChatClient::new(channel).send(request).await?.into_inner()) }
+                async move { ChatClient::new(channel).send(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -434,12 +419,7 @@ impl Client {
                     limit,
                     min_applied: self.read_cursor(),
                 };
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .history(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).history(request).await }
             })
             .await?;
         Ok(response.into())
@@ -455,12 +435,7 @@ impl Client {
                     token: token.clone(),
                     min_applied: self.read_cursor(),
                 };
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .conversations(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).conversations(request).await }
             })
             .await?;
         Ok(response.into())
@@ -477,7 +452,7 @@ impl Client {
         let response = self
             .call(Rpc::Ack, |channel, _| {
                 let request = request.clone();
-                async move { Ok(ChatClient::new(channel).ack(request).await?.into_inner()) }
+                async move { ChatClient::new(channel).ack(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -496,12 +471,7 @@ impl Client {
         let response = self
             .call(Rpc::MarkRead, |channel, _| {
                 let request = request.clone();
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .mark_read(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).mark_read(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -521,12 +491,7 @@ impl Client {
         let response = self
             .call(Rpc::DeleteMessages, |channel, _| {
                 let request = request.clone();
-                async move {
-                    Ok(ChatClient::new(channel)
-                        .delete_messages(request)
-                        .await?
-                        .into_inner())
-                }
+                async move { ChatClient::new(channel).delete_messages(request).await }
             })
             .await?;
         self.wrote(response.log_position);
@@ -537,10 +502,9 @@ impl Client {
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         let response = self
             .call(Rpc::ClusterStatus, |channel, _| async move {
-                Ok(ClusterClient::new(channel)
+                ClusterClient::new(channel)
                     .status(proto::StatusRequest {})
-                    .await?
-                    .into_inner())
+                    .await
             })
             .await?;
         Ok(response.into())
@@ -572,12 +536,7 @@ impl Client {
                 // cursor saved by an earlier run is not in `read_cursor`.
                 min_applied: self.read_cursor().max(after),
             };
-            async move {
-                Ok(ChatClient::new(channel)
-                    .subscribe(request)
-                    .await?
-                    .into_inner())
-            }
+            async move { ChatClient::new(channel).subscribe(request).await }
         })
         .await
     }
@@ -629,7 +588,7 @@ impl Client {
     async fn call<T, F, Fut>(&self, rpc: Rpc, attempt: F) -> Result<T>
     where
         F: FnMut(Channel, u32) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         Ok(self.call_routed(rpc, attempt).await?.0)
     }
@@ -639,7 +598,7 @@ impl Client {
     async fn call_routed<T, F, Fut>(&self, rpc: Rpc, mut attempt: F) -> Result<(T, Route)>
     where
         F: FnMut(Channel, u32) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let timeout = self.shared.config.request_timeout;
         let mut attempts = Attempts::default();
@@ -649,9 +608,12 @@ impl Client {
             let route = self.route();
             let outcome = time::timeout(timeout, attempt(route.channel.clone(), number)).await;
             let failure = match outcome {
-                Ok(Ok(value)) => {
+                Ok(Ok(response)) => {
                     self.confirm(&route);
-                    return Ok((value, route));
+                    if rpc.writes() {
+                        self.follow_leader(&route, response.metadata());
+                    }
+                    return Ok((response.into_inner(), route));
                 }
                 Ok(Err(status)) => Failure::Status(status),
                 Err(_elapsed) => Failure::TimedOut(timeout),
@@ -753,6 +715,44 @@ impl Client {
         }
     }
 
+    /// After a write answered by a server that names another as the leader
+    /// (see [`proto::LEADER_METADATA_KEY`]): if that server is in the list,
+    /// moves there, so later writes skip the forward. A leader outside the
+    /// list (the cluster may know it by another address) is not followed.
+    fn follow_leader(&self, route: &Route, metadata: &tonic::metadata::MetadataMap) {
+        let Some(leader) = metadata
+            .get(proto::LEADER_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let Some(next) = self
+            .shared
+            .servers
+            .iter()
+            .position(|s| same_address(&s.address, leader))
+        else {
+            return;
+        };
+        let server = &self.shared.servers[next];
+        {
+            let mut current = self.lock_route();
+            if current.generation != route.generation || current.index == next {
+                return;
+            }
+            *current = Route {
+                index: next,
+                generation: current.generation + 1,
+                channel: server.endpoint.connect_lazy(),
+                failures: 0,
+            };
+        }
+        tracing::debug!(server = %server.address, "following the leader");
+        self.shared.state.send_replace(ConnectionState::Connected {
+            server: server.address.clone(),
+        });
+    }
+
     /// Records that the server of `route` answered: the backoff starts over
     /// and the state says connected.
     fn confirm(&self, route: &Route) {
@@ -776,6 +776,18 @@ impl Client {
             !up_to_date
         });
     }
+}
+
+/// Whether two server addresses name the same `host:port`, ignoring an
+/// `http://` or `https://` prefix.
+fn same_address(a: &str, b: &str) -> bool {
+    let bare = |s: &str| {
+        s.trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    bare(a) == bare(b)
 }
 
 impl Server {

@@ -65,6 +65,21 @@ pub(crate) enum Rpc {
 }
 
 impl Rpc {
+    /// Whether the call writes (goes through the leader).
+    pub(crate) fn writes(self) -> bool {
+        matches!(
+            self,
+            Rpc::CreateAccount
+                | Rpc::Login
+                | Rpc::Logout
+                | Rpc::DeleteAccount
+                | Rpc::Send
+                | Rpc::Ack
+                | Rpc::MarkRead
+                | Rpc::DeleteMessages
+        )
+    }
+
     /// Whether the call may be made again when a first attempt may or may not
     /// have taken effect.
     ///

@@ -46,6 +46,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// cluster secret (lowercase ASCII, as gRPC metadata keys must be).
 pub const CLUSTER_SECRET_METADATA_KEY: &str = "x-chat-cluster-secret";
 
+/// Response metadata key under which a `chat.v1.Chat` server that is not the
+/// leader names the leader's address (as the cluster knows it, e.g.
+/// `10.0.0.2:50051`), so clients can send their writes there directly.
+pub const LEADER_METADATA_KEY: &str = "x-chat-leader";
+
 /// The fully-qualified names of the services defined here, as they appear in
 /// gRPC paths and reflection.
 pub const SERVICE_NAMES: [&str; 3] = ["chat.v1.Chat", "chat.v1.Cluster", "chat.v1.Raft"];

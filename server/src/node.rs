@@ -585,6 +585,17 @@ impl Node {
         }
     }
 
+    /// The address of the leader, if it is known and is another server.
+    pub fn leader_elsewhere(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader.filter(|l| *l != self.config.node_id)?;
+        m.membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, n)| n.addr.clone())
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();

@@ -172,8 +172,14 @@ async fn any_server_takes_writes_and_reads_see_them() {
             password: "bob-password".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    // A follower names the leader, so clients can write there directly.
+    let named = created.metadata().get(chat_proto::LEADER_METADATA_KEY);
+    assert_eq!(
+        named.and_then(|v| v.to_str().ok()),
+        Some(cluster.peers[&leader].as_str())
+    );
+    let created = created.into_inner();
     // The other follower knows bob once it has applied the cursor.
     let mut c2 = cluster.client(f2).await;
     let bob = c2

@@ -104,6 +104,9 @@ pub struct Faults {
     pub cut_next_stream: Mutex<Option<(usize, Code)>>,
     /// Ignore Subscribe's `after` and replay every event from the start.
     pub ignore_cursor: AtomicBool,
+    /// Name this address as the leader on write replies, as a real
+    /// follower does.
+    pub leader: Mutex<Option<String>>,
 }
 
 /// One call as the fake saw it.
@@ -247,7 +250,14 @@ impl Replica {
         if fail {
             return Err(Status::unavailable("fake: applied, then lost the reply"));
         }
-        Ok(Response::new(reply))
+        let mut response = Response::new(reply);
+        if let Some(leader) = lock(&self.faults.leader).as_deref() {
+            response.metadata_mut().insert(
+                chat_proto::LEADER_METADATA_KEY,
+                leader.parse().expect("an address is valid metadata"),
+            );
+        }
+        Ok(response)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -118,6 +118,36 @@ async fn connect_names_every_server_it_tried() {
 }
 
 #[tokio::test]
+async fn writes_move_to_the_leader_a_server_names() {
+    within(async {
+        let (_cluster, a, b) = two_servers().await;
+        let client = connect(&[&a, &b]).await;
+        let alice = user(&client, "alice").await;
+        user(&client, "bob").await;
+        *a.faults.leader.lock().unwrap() = Some(b.address.clone());
+
+        client.send(&alice.token, "bob", "one").await.unwrap();
+        assert_eq!(client.current_server(), b.address);
+        assert_eq!(
+            state(&client),
+            ConnectionState::Connected {
+                server: b.address.clone()
+            }
+        );
+        client.send(&alice.token, "bob", "two").await.unwrap();
+        assert_eq!(a.calls_of("Send").len(), 1);
+        assert_eq!(b.calls_of("Send").len(), 1);
+
+        // A leader the client was not given is not followed.
+        *b.faults.leader.lock().unwrap() = Some("10.9.9.9:50051".into());
+        client.send(&alice.token, "bob", "three").await.unwrap();
+        assert_eq!(client.current_server(), b.address);
+        assert_eq!(b.calls_of("Send").len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_read_fails_over_to_the_next_server() {
     within(async {
         let (_cluster, a, b) = two_servers().await;

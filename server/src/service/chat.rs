@@ -631,8 +631,20 @@ fn unexpected(applied: Applied) -> ChatError {
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-fn answer<T>(r: Result<T, ChatError>) -> RpcResult<T> {
-    r.map(Response::new).map_err(Status::from)
+impl ChatService {
+    /// The reply to a call; when this server does not lead, it names the
+    /// leader so the client can send its writes there without a forward.
+    fn answer<T>(&self, r: Result<T, ChatError>) -> RpcResult<T> {
+        let mut response = r.map(Response::new).map_err(Status::from)?;
+        if let Some(leader) = self.node.leader_elsewhere()
+            && let Ok(value) = leader.parse()
+        {
+            response
+                .metadata_mut()
+                .insert(chat_proto::LEADER_METADATA_KEY, value);
+        }
+        Ok(response)
+    }
 }
 
 #[tonic::async_trait]
@@ -641,33 +653,33 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         r: Request<pb::CreateAccountRequest>,
     ) -> RpcResult<pb::CreateAccountResponse> {
-        answer(ChatService::create_account(self, r.into_inner()).await)
+        self.answer(ChatService::create_account(self, r.into_inner()).await)
     }
 
     async fn login(&self, r: Request<pb::LoginRequest>) -> RpcResult<pb::LoginResponse> {
-        answer(ChatService::login(self, r.into_inner()).await)
+        self.answer(ChatService::login(self, r.into_inner()).await)
     }
 
     async fn logout(&self, r: Request<pb::LogoutRequest>) -> RpcResult<pb::LogoutResponse> {
-        answer(ChatService::logout(self, r.into_inner()).await)
+        self.answer(ChatService::logout(self, r.into_inner()).await)
     }
 
     async fn delete_account(
         &self,
         r: Request<pb::DeleteAccountRequest>,
     ) -> RpcResult<pb::DeleteAccountResponse> {
-        answer(ChatService::delete_account(self, r.into_inner()).await)
+        self.answer(ChatService::delete_account(self, r.into_inner()).await)
     }
 
     async fn list_accounts(
         &self,
         r: Request<pb::ListAccountsRequest>,
     ) -> RpcResult<pb::ListAccountsResponse> {
-        answer(ChatService::list_accounts(self, r.into_inner()).await)
+        self.answer(ChatService::list_accounts(self, r.into_inner()).await)
     }
 
     async fn send(&self, r: Request<pb::SendRequest>) -> RpcResult<pb::SendResponse> {
-        answer(ChatService::send(self, r.into_inner()).await)
+        self.answer(ChatService::send(self, r.into_inner()).await)
     }
 
     type SubscribeStream = ReceiverStream<Result<pb::Event, Status>>;
@@ -676,33 +688,33 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         r: Request<pb::SubscribeRequest>,
     ) -> RpcResult<Self::SubscribeStream> {
-        answer(ChatService::subscribe(self, r.into_inner()).await)
+        self.answer(ChatService::subscribe(self, r.into_inner()).await)
     }
 
     async fn history(&self, r: Request<pb::HistoryRequest>) -> RpcResult<pb::HistoryResponse> {
-        answer(ChatService::history(self, r.into_inner()).await)
+        self.answer(ChatService::history(self, r.into_inner()).await)
     }
 
     async fn conversations(
         &self,
         r: Request<pb::ConversationsRequest>,
     ) -> RpcResult<pb::ConversationsResponse> {
-        answer(ChatService::conversations(self, r.into_inner()).await)
+        self.answer(ChatService::conversations(self, r.into_inner()).await)
     }
 
     async fn ack(&self, r: Request<pb::AckRequest>) -> RpcResult<pb::AckResponse> {
-        answer(ChatService::ack(self, r.into_inner()).await)
+        self.answer(ChatService::ack(self, r.into_inner()).await)
     }
 
     async fn mark_read(&self, r: Request<pb::MarkReadRequest>) -> RpcResult<pb::MarkReadResponse> {
-        answer(ChatService::mark_read(self, r.into_inner()).await)
+        self.answer(ChatService::mark_read(self, r.into_inner()).await)
     }
 
     async fn delete_messages(
         &self,
         r: Request<pb::DeleteMessagesRequest>,
     ) -> RpcResult<pb::DeleteMessagesResponse> {
-        answer(ChatService::delete_messages(self, r.into_inner()).await)
+        self.answer(ChatService::delete_messages(self, r.into_inner()).await)
     }
 }
 
