@@ -12,7 +12,6 @@ use anyhow::Context;
 use log_format::events::{CloseReason, Event};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
@@ -114,14 +113,13 @@ impl Server {
 
         tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
         let stop_serving = stop.clone();
-        // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
-        // them back up to 40 ms behind a delayed ACK.
-        let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+        let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &node.config.tls {
             builder = builder
                 .tls_config(tls.server_config())
                 .context("the TLS certificate or key is not usable")?;
         }
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = builder
             .add_service(health_service)
             .add_service(reflection)
@@ -132,7 +130,11 @@ impl Server {
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
+            // them back up to 40 ms behind a delayed ACK. The builder's
+            // `tcp_nodelay` does not apply to an incoming stream we pass in,
+            // so it is set on the incoming side.
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 tracing::info!("shutting down");
                 // Ends the streams, so the server can finish.
