@@ -29,6 +29,13 @@ pub struct Config {
     pub password_hashing: HashingCost,
     /// Segment size of the log.
     pub segment_size: u64,
+    /// How often the leader sends heartbeats.
+    pub heartbeat: Duration,
+    /// The range a follower's election timeout is drawn from. openraft 0.9
+    /// starts an election only after the leader lease (the maximum) plus
+    /// such a timeout without a heartbeat: with 150-300 ms, a dead leader
+    /// is replaced 450-600 ms after its last heartbeat.
+    pub election_timeout: (Duration, Duration),
     /// A snapshot of the state is taken after this many new chat events (or
     /// log entries, which hold one or more events each), so the log to
     /// replay at start-up stays bounded however events are batched.
@@ -112,6 +119,8 @@ impl Config {
             login_lockout: Duration::from_secs(60),
             password_hashing: HashingCost::DEFAULT,
             segment_size: log_format::format::DEFAULT_SEGMENT_SIZE,
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
             snapshot_every: 500_000,
             snapshot_keep: 10_000,
             peers: BTreeMap::new(),

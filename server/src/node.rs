@@ -315,9 +315,9 @@ impl Node {
 
         let raft_config = openraft::Config {
             cluster_name: "chat".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
             // The state holds the whole history, so the log behind a
             // snapshot can go: disk use and restart time stay bounded.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
