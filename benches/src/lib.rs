@@ -4,8 +4,10 @@
 //! runs workloads from here and prints a [`Table`]. The workloads use real
 //! files and real `fdatasync`s, so [`disk`] picks a directory on a real disk
 //! and reads the device's flush counter. [`log`] drives `log-format` in
-//! process; [`server`] drives the real `chat-server` binary over gRPC.
+//! process; [`server`] drives the real `chat-server` binary over gRPC, and
+//! [`cluster`] runs several of them as one Raft cluster and kills them.
 
+pub mod cluster;
 pub mod disk;
 pub mod log;
 pub mod server;

@@ -58,6 +58,26 @@ impl ServerProcess {
     /// Starts `binary --data data_dir --listen 127.0.0.1:0` and waits up to
     /// `timeout` for it to say where it listens.
     pub fn start(binary: &Path, data_dir: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let listen = ["--listen".to_owned(), "127.0.0.1:0".to_owned()];
+        Self::start_with(binary, data_dir, &listen, SERVER_LOG_FILTER, timeout)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts `binary --data data_dir ARGS...`, e.g. a cluster member with
+    /// its `--id`, `--listen`, `--peers` and `--cluster-secret-file`, with
+    /// `RUST_LOG=log_filter` (it must keep the server's info lines, e.g.
+    /// [`SERVER_LOG_FILTER`]), and waits up to `timeout` for it to say
+    /// where it listens.
+    pub fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[String],
+        log_filter: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
                 "{} not found: build the server first with `cargo build --release -p chat-server` \
@@ -66,20 +86,29 @@ impl ServerProcess {
             );
         }
         let spawned_at = Instant::now();
-        let mut child = Command::new(binary)
+        let child = Command::new(binary)
             .arg("--data")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", SERVER_LOG_FILTER)
+            .args(args)
+            .env("RUST_LOG", log_filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
+        Self::wait_listening(child, spawned_at, timeout)
+    }
 
-        // Both pipes are drained for the whole life of the process: a full
-        // pipe would block the server's writes, and with them its threads.
+    /// Drains a spawned server's pipes (for its whole life: a full pipe
+    /// would block the server's writes, and with them its threads) and
+    /// waits up to `timeout` for its `listening on` line. The process is
+    /// killed if that fails.
+    fn wait_listening(
+        mut child: Child,
+        spawned_at: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (ready_tx, ready_rx) = mpsc::channel();
         thread::spawn(move || read_stdout(stdout, &ready_tx));
@@ -87,7 +116,6 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr_lines);
         thread::spawn(move || read_stderr(stderr, &sink));
-
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -126,8 +154,23 @@ impl ServerProcess {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Kills the server with SIGKILL, as a crash would (nothing is flushed,
+    /// no stream is ended), and reaps it. Returns the instant the signal
+    /// had been sent: from then on the process runs no more of its code.
+    /// What it wrote to standard error stays readable.
+    pub fn kill(&mut self) -> anyhow::Result<Instant> {
+        // Once reaped, the pid may already be another process's.
+        if self.exited {
+            bail!("chat-server {} has already exited", self.pid());
+        }
+        let pid = Pid::from_raw(i32::try_from(self.pid()).context("pid out of range")?);
+        kill(pid, Signal::SIGKILL).context("cannot send SIGKILL to chat-server")?;
+        let killed_at = Instant::now();
+        self.child
+            .wait()
+            .context("cannot reap the killed chat-server")?;
+        self.exited = true;
+        Ok(killed_at)
     }
 
     /// Asks the server to stop (SIGTERM: stop accepting, end the streams,
