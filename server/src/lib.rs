@@ -119,7 +119,8 @@ impl Server {
                 .tls_config(tls.server_config())
                 .context("the TLS certificate or key is not usable")?;
         }
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = builder
             .add_service(health_service)
             .add_service(reflection)
