@@ -61,6 +61,12 @@ fn no_quorum() -> ChatError {
     )
 }
 
+fn busy() -> ChatError {
+    ChatError::Unavailable(
+        "too many writes are waiting for the cluster to commit (no leader or no majority); try again shortly".into(),
+    )
+}
+
 /// How long a write may wait for a quorum before it fails with UNAVAILABLE.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -76,9 +82,17 @@ pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// senders on one node, 8 gives 11,500).
 pub const MAX_IN_FLIGHT: usize = 2;
 
+/// Proposals that may wait for a slot. While the cluster cannot commit
+/// (no majority), the entries in flight hold both slots and requests queue
+/// up; past this many, a write is refused at once (UNAVAILABLE) rather than
+/// growing memory for as long as the outage lasts.
+const MAX_QUEUED: usize = 65_536;
+
 /// Why a batch was not written; every proposal in it gets a copy.
 #[derive(Debug, Clone)]
 enum WriteError {
+    /// [`MAX_QUEUED`] writes already wait.
+    Busy,
     /// This node does not lead; the leader, if it is known.
     NotLeader(Option<NodeAddr>),
     Membership(String),
@@ -143,8 +157,48 @@ async fn snapshot_by_events(raft: Raft, sm: StateMachine, every: u64) {
 /// that frees a slot takes it. Alone, a proposal is written at once.
 struct Batcher {
     raft: Raft,
-    queue: Mutex<VecDeque<Proposal>>,
+    queue: Mutex<Queue>,
     slots: Arc<Semaphore>,
+}
+
+/// Proposals waiting for a slot, oldest first.
+#[derive(Default)]
+struct Queue(VecDeque<Proposal>);
+
+impl Queue {
+    /// Adds `p`, unless [`MAX_QUEUED`] proposals already wait (counting only
+    /// those whose requester still waits for an answer).
+    fn push(&mut self, p: Proposal) -> Result<(), Proposal> {
+        if self.0.len() >= MAX_QUEUED {
+            self.0.retain(|p| !p.reply.is_closed());
+        }
+        if self.0.len() >= MAX_QUEUED {
+            return Err(p);
+        }
+        self.0.push_back(p);
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The next batch: the oldest proposals up to an entry's limits. A
+    /// proposal whose requester gave up (its request timed out or was
+    /// cancelled, so it was told nothing was sure) is dropped, not written.
+    fn take(&mut self) -> Vec<Proposal> {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
+            let Some(p) = self.0.pop_front() else { break };
+            if p.reply.is_closed() {
+                continue;
+            }
+            bytes += weight(&p.event);
+            batch.push(p);
+        }
+        batch
+    }
 }
 
 impl Batcher {
@@ -160,14 +214,16 @@ impl Batcher {
     /// outcome. Dropping the future leaves the write going.
     async fn write(self: &Arc<Self>, event: Event) -> WriteResult {
         let (reply, outcome) = oneshot::channel();
-        self.lock().push_back(Proposal { event, reply });
+        if self.lock().push(Proposal { event, reply }).is_err() {
+            return Err(WriteError::Busy);
+        }
         Arc::clone(self).drain();
         outcome
             .await
             .unwrap_or_else(|_| Err(WriteError::Fatal("the write was dropped".into())))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Proposal>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // Plain pushes and pops: a panic cannot leave the queue torn.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -184,7 +240,7 @@ impl Batcher {
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                 return;
             };
-            let batch = self.take_batch();
+            let batch = self.lock().take();
             if batch.is_empty() {
                 return;
             }
@@ -195,19 +251,6 @@ impl Batcher {
                 this.drain();
             });
         }
-    }
-
-    /// The queued proposals, oldest first, up to an entry's limits.
-    fn take_batch(&self) -> Vec<Proposal> {
-        let mut queue = self.lock();
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
-            let Some(p) = queue.pop_front() else { break };
-            bytes += weight(&p.event);
-            batch.push(p);
-        }
-        batch
     }
 
     /// Writes `batch` as one entry and answers every proposal in it.
@@ -442,6 +485,7 @@ impl Node {
                     self.leader_change(deadline).await?;
                 }
                 Err(WriteError::Membership(e)) => return Err(ChatError::FailedPrecondition(e)),
+                Err(WriteError::Busy) => return Err(busy()),
                 Err(WriteError::Fatal(e)) => {
                     return Err(ChatError::Unavailable(format!(
                         "this server is shutting down or stopped replicating ({e}); use another server"
@@ -459,6 +503,7 @@ impl Node {
             Ok(done) => Ok(done),
             Err(WriteError::NotLeader(_)) => Err(ChatError::Unavailable(NOT_LEADER.into())),
             Err(WriteError::Membership(e)) => Err(ChatError::FailedPrecondition(e)),
+            Err(WriteError::Busy) => Err(busy()),
             Err(WriteError::Fatal(e)) => Err(ChatError::Unavailable(format!(
                 "the leader is shutting down ({e})"
             ))),
@@ -614,5 +659,69 @@ impl Node {
             .persist_committed()
             .context("cannot save the committed index")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log_format::events::AccountId;
+
+    fn proposal(body_len: usize) -> (Proposal, oneshot::Receiver<WriteResult>) {
+        let (reply, outcome) = oneshot::channel();
+        let event = Event::MessageSent {
+            from: AccountId(1000),
+            to: AccountId(2000),
+            client_msg_id: "k".into(),
+            body: "x".repeat(body_len),
+            at_ms: 1,
+        };
+        (Proposal { event, reply }, outcome)
+    }
+
+    #[test]
+    fn batches_skip_abandoned_proposals_and_respect_the_limits() {
+        let mut queue = Queue::default();
+        let (a, _a) = proposal(10);
+        let (b, b_outcome) = proposal(10);
+        let (c, _c) = proposal(10);
+        for p in [a, b, c] {
+            assert!(queue.push(p).is_ok());
+        }
+        // b's requester gave up: it is not written.
+        drop(b_outcome);
+        assert_eq!(queue.take().len(), 2);
+        assert!(queue.is_empty());
+
+        // Big events: a batch stops once it weighs MAX_BATCH_BYTES.
+        let mut waiting = Vec::new();
+        for _ in 0..40 {
+            let (p, o) = proposal(16 << 10);
+            waiting.push(o);
+            assert!(queue.push(p).is_ok());
+        }
+        let mut sizes = Vec::new();
+        while !queue.is_empty() {
+            sizes.push(queue.take().len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert!(sizes.len() > 1, "{sizes:?}");
+        assert!(sizes[0] * (16 << 10) >= MAX_BATCH_BYTES, "{sizes:?}");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_until_requesters_give_up() {
+        let mut queue = Queue::default();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_QUEUED {
+            let (p, o) = proposal(1);
+            waiting.push(o);
+            assert!(queue.push(p).is_ok());
+        }
+        let (extra, _extra) = proposal(1);
+        let extra = queue.push(extra).expect_err("the queue is full");
+        // Once requesters give up, their proposals make room.
+        waiting.truncate(10);
+        assert!(queue.push(extra).is_ok());
     }
 }
