@@ -15,13 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail, ensure};
 use chat_benches::cluster::Cluster;
 use chat_benches::cluster::load::{self as cluster_load, RoamingSender, SteadyLoad};
-use chat_benches::disk::{BenchRoot, FlushCounter, SyncBaseline};
+use chat_benches::disk::{BenchRoot, FlushCounter, load_average, print_sync_baseline};
 use chat_benches::server::load::{
     self, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
 use chat_benches::server::process;
 use chat_benches::server::{Probe, Usage};
-use chat_benches::{Table, grouped};
+use chat_benches::{Table, grouped, millis, percent};
 use chat_proto::Role;
 use clap::{Parser, ValueEnum};
 use tokio::task::JoinSet;
@@ -198,14 +198,14 @@ fn main() -> anyhow::Result<()> {
         binary,
     };
     print_machine(&cli, &machine);
-    print_sync_baseline(&machine, "at start");
+    print_sync_baseline(&machine.root.path, "at start");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(run(&cli, &machine))?;
-    print_sync_baseline(&machine, "at end");
+    print_sync_baseline(&machine.root.path, "at end");
     println!("load average at end: {}", load_average());
     Ok(())
 }
@@ -1051,37 +1051,4 @@ fn print_machine(cli: &Cli, machine: &Machine) {
     }
     println!("load average at start: {}", load_average());
     println!();
-}
-
-/// What one fdatasync costs on this disk now: the machine is shared, and
-/// other processes' writes make it vary by an order of magnitude.
-fn print_sync_baseline(machine: &Machine, when: &str) {
-    // One message record (log-format's 24-byte header + ~125 bytes), as
-    // the server bench measures it.
-    const RECORD_LEN: usize = 150;
-    match SyncBaseline::measure(&machine.root.path, RECORD_LEN, Duration::from_secs(1)) {
-        Ok(b) => println!(
-            "disk baseline {when}, one thread, pwrite of {RECORD_LEN} bytes + fdatasync: \
-             {} per s, p50 {} ms, p99 {} ms",
-            grouped(b.syncs_per_sec()),
-            millis(b.p50),
-            millis(b.p99)
-        ),
-        Err(e) => println!("disk baseline {when}: cannot measure: {e}"),
-    }
-    println!();
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-fn percent(fraction: f64) -> String {
-    format!("{:.0}%", fraction * 100.0)
 }

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use chat_benches::disk::{BenchRoot, FlushCounter, SyncBaseline};
+use chat_benches::disk::{BenchRoot, FlushCounter, SyncBaseline, load_average};
 use chat_benches::log::{
     AppendConfig, AppendResult, PAYLOAD_LEN, RECORD_LEN, ReplayResult, build_log, replay,
     run_append,
 };
-use chat_benches::{Table, grouped};
+use chat_benches::{Table, grouped, millis};
 use clap::{Parser, ValueEnum};
 
 /// Durable records per second that 64 concurrent appenders must reach.
@@ -134,12 +134,6 @@ fn print_machine(root: &BenchRoot, flushes: Option<&FlushCounter>) {
     );
     println!("load average at start: {}", load_average());
     println!();
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn bench_append(cli: &Cli, root: &BenchRoot, flushes: Option<&FlushCounter>) -> anyhow::Result<()> {
@@ -332,8 +326,4 @@ fn bench_replay(cli: &Cli, root: &BenchRoot) -> anyhow::Result<()> {
     );
     println!();
     Ok(())
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }

@@ -12,13 +12,13 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, ensure};
-use chat_benches::disk::{BenchRoot, FlushCounter, SyncBaseline};
+use chat_benches::disk::{BenchRoot, FlushCounter, load_average, print_sync_baseline};
 use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
 use chat_benches::server::process::{self, ReplayReport, ServerProcess};
 use chat_benches::server::{Probe, Usage};
-use chat_benches::{Table, grouped};
+use chat_benches::{Table, grouped, millis, percent};
 use chat_proto::chat_client::ChatClient;
 use chat_proto::cluster_client::ClusterClient;
 use chat_proto::{HistoryRequest, StatusRequest};
@@ -197,34 +197,16 @@ fn main() -> anyhow::Result<()> {
         binary,
     };
     print_machine(&cli, &machine);
-    print_sync_baseline(&machine, "at start");
+    print_sync_baseline(&machine.root.path, "at start");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(run(&cli, &machine))?;
-    print_sync_baseline(&machine, "at end");
+    print_sync_baseline(&machine.root.path, "at end");
     println!("load average at end: {}", load_average());
     Ok(())
-}
-
-/// What one fdatasync costs on this disk now: the machine is shared, and
-/// other processes' writes make it vary by an order of magnitude.
-fn print_sync_baseline(machine: &Machine, when: &str) {
-    // The size of one message record (log-format's 24-byte header + ~125 bytes).
-    const RECORD_LEN: usize = 150;
-    match SyncBaseline::measure(&machine.root.path, RECORD_LEN, Duration::from_secs(1)) {
-        Ok(b) => println!(
-            "disk baseline {when}, one thread, pwrite of {RECORD_LEN} bytes + fdatasync: \
-             {} per s, p50 {} ms, p99 {} ms",
-            grouped(b.syncs_per_sec()),
-            millis(b.p50),
-            millis(b.p99)
-        ),
-        Err(e) => println!("disk baseline {when}: cannot measure: {e}"),
-    }
-    println!();
 }
 
 async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
@@ -904,18 +886,4 @@ fn dir_bytes(dir: &Path) -> u64 {
             .map(|m| m.len())
             .sum()
     })
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-fn percent(fraction: f64) -> String {
-    format!("{:.0}%", fraction * 100.0)
 }

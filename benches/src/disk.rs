@@ -162,6 +162,31 @@ impl SyncBaseline {
     }
 }
 
+/// Prints what one fdatasync of a message-sized record (log-format's
+/// 24-byte header + ~125 bytes) costs in `dir` now: the machine is shared,
+/// and other processes' writes make it vary by an order of magnitude.
+pub fn print_sync_baseline(dir: &Path, when: &str) {
+    const RECORD_LEN: usize = 150;
+    match SyncBaseline::measure(dir, RECORD_LEN, Duration::from_secs(1)) {
+        Ok(b) => println!(
+            "disk baseline {when}, one thread, pwrite of {RECORD_LEN} bytes + fdatasync: \
+             {} per s, p50 {} ms, p99 {} ms",
+            crate::grouped(b.syncs_per_sec()),
+            crate::millis(b.p50),
+            crate::millis(b.p99)
+        ),
+        Err(e) => println!("disk baseline {when}: cannot measure: {e}"),
+    }
+    println!();
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 /// Reads how many cache flushes the block device under a path has completed.
 #[derive(Debug, Clone)]
 pub struct FlushCounter {

@@ -13,4 +13,4 @@ pub mod log;
 pub mod server;
 mod table;
 
-pub use crate::table::{Table, grouped};
+pub use crate::table::{Table, grouped, millis, percent};

@@ -1,6 +1,7 @@
 //! A plain Markdown table, so that results paste straight into BENCHMARKS.md.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Rows of cells under a header; numbers are right-aligned.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +59,16 @@ impl fmt::Display for Table {
         }
         Ok(())
     }
+}
+
+/// A duration in milliseconds with two decimals: `1.25`.
+pub fn millis(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// A fraction as a whole percentage: `0.345` is `35%`.
+pub fn percent(fraction: f64) -> String {
+    format!("{:.0}%", fraction * 100.0)
 }
 
 /// `n` rounded to a whole number with thousands separated: `1,234,567`.
