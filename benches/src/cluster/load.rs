@@ -16,25 +16,17 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use chat_proto::SendRequest;
 use chat_proto::chat_client::ChatClient;
-use hdrhistogram::Histogram;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::server::load::{Clock, LoadConfig, LoadResult, Offered, SendTally, User, stamped_body};
+use crate::server::load::{
+    Clock, LoadConfig, LoadResult, Offered, SendTally, User, Window, latency_histogram,
+    stamped_body,
+};
 use crate::server::{Probe, Usage};
-
-/// 1 µs to 10 minutes, in nanoseconds, at three significant digits (as
-/// `server::load` records).
-pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("valid histogram bounds")
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// The `client_msg_id` and body of message `seq`.
 fn request(
@@ -74,10 +66,11 @@ pub async fn closed_loop(
     }
     let clock = Clock::default();
     let start = Instant::now() + Duration::from_millis(10);
-    let (window_start, window_end) = (
-        start + config.warmup,
-        start + config.warmup + config.measure,
-    );
+    let window = Window {
+        start: start + config.warmup,
+        end: start + config.warmup + config.measure,
+    };
+    let (window_start, window_end) = (window.start, window.end);
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(window_start.into()).await;
         let before = probe();
@@ -94,7 +87,7 @@ pub async fn closed_loop(
             let body_len = config.body_len;
             loops.spawn(async move {
                 tokio::time::sleep_until(start.into()).await;
-                let mut tally = empty_tally();
+                let mut tally = SendTally::new();
                 loop {
                     let started = Instant::now();
                     if started >= window_end {
@@ -103,40 +96,16 @@ pub async fn closed_loop(
                     let n = seq.fetch_add(1, Ordering::Relaxed);
                     let outcome = client
                         .send(request(&token, &to, n, clock, started, body_len))
-                        .await;
-                    let done = Instant::now();
-                    let in_window = started >= window_start && started < window_end;
-                    tally.started += u64::from(in_window);
-                    match outcome {
-                        Ok(_) => {
-                            tally.acked_total += 1;
-                            tally.completed += u64::from(done >= window_start && done < window_end);
-                            if in_window {
-                                tally.acked_started += 1;
-                                tally.latency.saturating_record(nanos(done - started));
-                            }
-                        }
-                        Err(status) => {
-                            tally.errors += 1;
-                            tally.first_error.get_or_insert_with(|| status.to_string());
-                        }
-                    }
+                        .await
+                        .map(|_| ());
+                    tally.record(window, started, Instant::now(), outcome);
                 }
             });
         }
     }
-    let mut sends = empty_tally();
+    let mut sends = SendTally::new();
     while let Some(tally) = loops.join_next().await {
-        let tally = tally?;
-        sends.started += tally.started;
-        sends.acked_started += tally.acked_started;
-        sends.completed += tally.completed;
-        sends.acked_total += tally.acked_total;
-        sends.errors += tally.errors;
-        if sends.first_error.is_none() {
-            sends.first_error = tally.first_error;
-        }
-        sends.latency.add(&tally.latency)?;
+        sends.merge(tally?);
     }
     Ok(LoadResult {
         config: config.clone(),
@@ -150,19 +119,6 @@ pub async fn closed_loop(
         max_dispatch_lag: Duration::ZERO,
         usage: sampler.await?,
     })
-}
-
-fn empty_tally() -> SendTally {
-    SendTally {
-        started: 0,
-        acked_started: 0,
-        completed: 0,
-        acked_total: 0,
-        errors: 0,
-        first_error: None,
-        skipped: 0,
-        latency: latency_histogram(),
-    }
 }
 
 /// A sender that knows every server: it starts on the first of `servers`

@@ -247,8 +247,14 @@ pub struct SendTally {
     pub latency: Histogram<u64>,
 }
 
+impl Default for SendTally {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SendTally {
-    fn new() -> Self {
+    pub fn new() -> Self {
         SendTally {
             started: 0,
             acked_started: 0,
@@ -261,7 +267,14 @@ impl SendTally {
         }
     }
 
-    fn record(&mut self, window: Window, started: Instant, done: Instant, outcome: SendOutcome) {
+    /// Counts one send that started at `started` and returned at `done`.
+    pub fn record(
+        &mut self,
+        window: Window,
+        started: Instant,
+        done: Instant,
+        outcome: SendOutcome,
+    ) {
         let in_window = window.contains(started);
         self.started += u64::from(in_window);
         match outcome {
@@ -280,7 +293,7 @@ impl SendTally {
         }
     }
 
-    fn merge(&mut self, other: SendTally) {
+    pub fn merge(&mut self, other: SendTally) {
         self.started += other.started;
         self.acked_started += other.acked_started;
         self.completed += other.completed;
@@ -296,27 +309,27 @@ impl SendTally {
     }
 }
 
-type SendOutcome = Result<(), Status>;
+pub type SendOutcome = Result<(), Status>;
 
 /// Where measuring starts and ends.
 #[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    end: Instant,
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
 }
 
 impl Window {
-    fn contains(self, at: Instant) -> bool {
+    pub fn contains(self, at: Instant) -> bool {
         at >= self.start && at < self.end
     }
 }
 
 /// 1 µs to 10 minutes, in nanoseconds, at three significant digits.
-fn latency_histogram() -> Histogram<u64> {
+pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("valid histogram bounds")
 }
 
-fn nanos(d: Duration) -> u64 {
+pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
