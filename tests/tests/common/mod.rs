@@ -186,3 +186,40 @@ pub async fn backlog(stream: &mut tonic::Streaming<pb::Event>) -> Vec<(u64, Stri
         }
     }
 }
+
+/// Whether `name` has an open session, as `ListAccounts` (which needs no
+/// session, so asking does not keep anyone active) reports it.
+pub async fn online(c: &mut Client, name: &str) -> bool {
+    c.list_accounts(pb::ListAccountsRequest {
+        pattern: name.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("list accounts")
+    .into_inner()
+    .accounts
+    .iter()
+    .any(|a| a.username == name && a.online)
+}
+
+/// Waits (up to `within`) until the server has ended `name`'s idle
+/// session, then checks that its `token` is refused.
+pub async fn wait_logged_out(c: &mut Client, name: &str, token: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    while online(c, name).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle session of {name} was never closed"
+        );
+        poll.tick().await;
+    }
+    let status = c
+        .conversations(pb::ConversationsRequest {
+            token: token.into(),
+            min_applied: 0,
+        })
+        .await
+        .expect_err("an ended session is refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
