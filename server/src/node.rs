@@ -636,9 +636,9 @@ impl Node {
         let m = metrics.borrow();
         let leader = m.current_leader.filter(|l| *l != self.config.node_id)?;
         m.membership_config
-            .nodes()
-            .find(|(id, _)| **id == leader)
-            .map(|(_, n)| n.addr.clone())
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
     }
 
     pub fn is_leader(&self) -> bool {
