@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, oneshot};
 use crate::config::Config;
 use crate::error::ChatError;
 use crate::hub::Hub;
+use crate::raft::elections::{Splits, settle_splits};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, decode, encode, with_secret};
 use crate::raft::state_machine::StateMachine;
@@ -292,8 +293,9 @@ pub struct Node {
     peers: Mutex<HashMap<String, RaftClient<Channel>>>,
     /// Turns concurrent proposals into shared entries.
     batcher: Arc<Batcher>,
-    /// The task that asks for snapshots by event count.
-    snapshots: tokio::task::AbortHandle,
+    /// The tasks that ask for snapshots by event count and settle split
+    /// votes.
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl std::fmt::Debug for Node {
@@ -369,6 +371,7 @@ impl Node {
         }
         .validate()
         .context("invalid Raft configuration")?;
+        let (splits, split_reports) = Splits::channel();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -376,6 +379,7 @@ impl Node {
                 config.cluster_secret.as_deref(),
                 Arc::clone(&config.faults),
                 config.peer_ca(),
+                splits,
             ),
             store.clone(),
             sm.clone(),
@@ -440,12 +444,15 @@ impl Node {
                 .context("the log was not applied")?;
         }
         let batcher = Batcher::new(raft.clone());
-        let snapshots = tokio::spawn(snapshot_by_events(
-            raft.clone(),
-            sm.clone(),
-            config.snapshot_every,
-        ))
-        .abort_handle();
+        let tasks = [
+            tokio::spawn(snapshot_by_events(
+                raft.clone(),
+                sm.clone(),
+                config.snapshot_every,
+            ))
+            .abort_handle(),
+            tokio::spawn(settle_splits(raft.clone(), split_reports)).abort_handle(),
+        ];
         Ok(Node {
             config,
             raft,
@@ -453,7 +460,7 @@ impl Node {
             store,
             peers: Mutex::default(),
             batcher,
-            snapshots,
+            tasks,
         })
     }
 
@@ -649,7 +656,9 @@ impl Node {
 
     /// Stops Raft and writes what is still in memory.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
-        self.snapshots.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         self.raft
             .shutdown()
             .await

@@ -16,6 +16,8 @@ use crate::state::Applied;
 // openraft's StorageError is large and fixed by its traits; boxing it here
 // would only add a conversion at every call.
 #[allow(clippy::result_large_err)]
+pub mod elections;
+#[allow(clippy::result_large_err)]
 pub mod log_store;
 #[allow(clippy::result_large_err)]
 pub mod network;

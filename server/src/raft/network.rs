@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
+use super::elections::{self, Splits};
 use super::{NodeAddr, NodeId, TypeConfig};
 use crate::config::Faults;
 
@@ -30,14 +31,21 @@ pub struct Network {
     faults: Arc<Faults>,
     /// The CA peers are checked against, when TLS is on.
     ca: Option<Arc<[u8]>>,
+    splits: Splits,
 }
 
 impl Network {
-    pub fn new(secret: Option<&str>, faults: Arc<Faults>, ca: Option<&[u8]>) -> Self {
+    pub fn new(
+        secret: Option<&str>,
+        faults: Arc<Faults>,
+        ca: Option<&[u8]>,
+        splits: Splits,
+    ) -> Self {
         Network {
             secret: secret.unwrap_or_default().into(),
             faults,
             ca: ca.map(Arc::from),
+            splits,
         }
     }
 }
@@ -51,6 +59,7 @@ pub struct Peer {
     secret: Arc<str>,
     faults: Arc<Faults>,
     ca: Option<Arc<[u8]>>,
+    splits: Splits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             secret: Arc::clone(&self.secret),
             faults: Arc::clone(&self.faults),
             ca: self.ca.clone(),
+            splits: self.splits.clone(),
         }
     }
 }
@@ -192,11 +202,17 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
-        self.call(&rpc, &option, |mut c, req| async move {
-            let req = req.map(|payload| chat_proto::VoteRequest { payload });
-            Ok(c.vote(req).await?.into_inner().payload)
-        })
-        .await
+        let reply = self
+            .call(&rpc, &option, |mut c, req| async move {
+                let req = req.map(|payload| chat_proto::VoteRequest { payload });
+                Ok(c.vote(req).await?.into_inner().payload)
+            })
+            .await?;
+        let review = elections::review(&rpc, reply);
+        if review.campaign {
+            self.splits.report(&rpc, &review.reply);
+        }
+        Ok(review.reply)
     }
 }
 
