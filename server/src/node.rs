@@ -10,6 +10,9 @@
 //! Under load, each fsync and each replication round carries many messages;
 //! alone, a message waits for nothing. Each event's id is its log position
 //! (`events::position`).
+//!
+//! On a follower the same batches go to the leader, one `Raft.Forward` call
+//! per batch, and the leader adds them to its own batches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,14 +51,6 @@ fn lone_voter(raft: &Raft, me: u64) -> bool {
 /// What a node that does not lead answers a forwarded write.
 const NOT_LEADER: &str = "this server is not the leader";
 
-/// Why forwarding a write did not produce an answer.
-enum Forwarded {
-    /// The leader answered; this is the answer for the client.
-    Answer(ChatError),
-    /// The leader could not be reached or no longer leads: find it again.
-    Retry(String),
-}
-
 fn no_quorum() -> ChatError {
     ChatError::Unavailable(
         "the cluster did not commit the write in time (no leader or no majority); try again".into(),
@@ -83,19 +78,28 @@ pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// senders on one node, 8 gives 11,500).
 pub const MAX_IN_FLIGHT: usize = 2;
 
+/// Batches a follower has sent to the leader and not yet had answered.
+/// Nothing on the follower serializes them (the leader adds them to its
+/// own batches), so more may be in flight than entries; with 64 senders on
+/// three replicas, 2 and 8 measured the same.
+pub const MAX_FORWARDS_IN_FLIGHT: usize = 8;
+
 /// Proposals that may wait for a slot. While the cluster cannot commit
 /// (no majority), the entries in flight hold both slots and requests queue
 /// up; past this many, a write is refused at once (UNAVAILABLE) rather than
 /// growing memory for as long as the outage lasts.
 const MAX_QUEUED: usize = 65_536;
 
-/// Why a batch was not written; every proposal in it gets a copy.
+/// Why an event was not written.
 #[derive(Debug, Clone)]
 enum WriteError {
     /// [`MAX_QUEUED`] writes already wait.
     Busy,
-    /// This node does not lead; the leader, if it is known.
-    NotLeader(Option<NodeAddr>),
+    /// No leader to write to: none is known, the one known could not be
+    /// reached, or it no longer leads. Wait for one and try again.
+    NoLeader(String),
+    /// The leader's answer to a forwarded write.
+    Answer(ChatError),
     Membership(String),
     Fatal(String),
 }
@@ -106,6 +110,9 @@ type WriteResult = Result<(u64, Applied), WriteError>;
 struct Proposal {
     event: Event,
     reply: oneshot::Sender<WriteResult>,
+    /// May go to the leader if this node does not lead. Not for writes
+    /// another server forwarded here: they are never sent on.
+    forward: bool,
 }
 
 /// Roughly how many bytes `event` adds to an entry.
@@ -155,11 +162,64 @@ async fn snapshot_by_events(raft: Raft, sm: StateMachine, every: u64) {
 /// Groups concurrent proposals into Raft entries. Whoever finds a free slot
 /// (one of [`MAX_IN_FLIGHT`]) writes everything queued as one entry; a
 /// proposal that finds every slot busy waits in the queue, and the write
-/// that frees a slot takes it. Alone, a proposal is written at once.
+/// that frees a slot takes it. Alone, a proposal is written at once. On a
+/// follower, a batch is forwarded to the leader in one call instead.
 struct Batcher {
     raft: Raft,
+    me: u64,
+    peers: Arc<Peers>,
     queue: Mutex<Queue>,
     slots: Arc<Semaphore>,
+    /// Batches sent to the leader and not yet answered.
+    forwards: Arc<Semaphore>,
+}
+
+/// Clients of the other servers' Raft services, by address, and the secret
+/// every call carries.
+struct Peers {
+    secret: String,
+    ca: Option<Vec<u8>>,
+    clients: Mutex<HashMap<String, RaftClient<Channel>>>,
+}
+
+impl Peers {
+    fn new(config: &Config) -> Peers {
+        Peers {
+            secret: config.cluster_secret.clone().unwrap_or_default(),
+            ca: config.peer_ca().map(<[u8]>::to_vec),
+            clients: Mutex::default(),
+        }
+    }
+
+    /// A (lazily connected, shared) client of the server at `addr`.
+    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint =
+            crate::transport::endpoint(addr, self.ca.as_deref()).map_err(|e| e.to_string())?;
+        let c = RaftClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        with_secret(message, &self.secret)
+    }
+}
+
+/// The address of the leader, if it is known and is not `me`.
+fn leader_elsewhere(raft: &Raft, me: u64) -> Option<String> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let leader = m.current_leader.filter(|l| *l != me)?;
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
 }
 
 /// Proposals waiting for a slot, oldest first.
@@ -202,26 +262,73 @@ impl Queue {
     }
 }
 
+/// Waits for the outcome of one queued proposal.
+async fn outcome(queued: Result<oneshot::Receiver<WriteResult>, WriteError>) -> WriteResult {
+    queued?
+        .await
+        .unwrap_or_else(|_| Err(WriteError::Fatal("the write was dropped".into())))
+}
+
 impl Batcher {
-    fn new(raft: Raft) -> Arc<Batcher> {
+    fn new(raft: Raft, me: u64, peers: Arc<Peers>) -> Arc<Batcher> {
         Arc::new(Batcher {
             raft,
+            me,
+            peers,
             queue: Mutex::default(),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            forwards: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
         })
     }
 
-    /// Writes `event` (with whatever else is queued) and waits for its
-    /// outcome. Dropping the future leaves the write going.
-    async fn write(self: &Arc<Self>, event: Event) -> WriteResult {
-        let (reply, outcome) = oneshot::channel();
-        if self.lock().push(Proposal { event, reply }).is_err() {
-            return Err(WriteError::Busy);
-        }
+    /// Queues `events`, in order, and starts writing.
+    fn enqueue(
+        self: &Arc<Self>,
+        events: Vec<Event>,
+        forward: bool,
+    ) -> Vec<Result<oneshot::Receiver<WriteResult>, WriteError>> {
+        let queued = {
+            let mut queue = self.lock();
+            events
+                .into_iter()
+                .map(|event| {
+                    let (reply, outcome) = oneshot::channel();
+                    queue
+                        .push(Proposal {
+                            event,
+                            reply,
+                            forward,
+                        })
+                        .map(|()| outcome)
+                        .map_err(|_| WriteError::Busy)
+                })
+                .collect()
+        };
         Arc::clone(self).drain();
-        outcome
-            .await
-            .unwrap_or_else(|_| Err(WriteError::Fatal("the write was dropped".into())))
+        queued
+    }
+
+    /// Writes `event` (with whatever else is queued), through the leader if
+    /// this node does not lead, and waits for its outcome. Dropping the
+    /// future leaves the write going.
+    async fn write(self: &Arc<Self>, event: Event) -> WriteResult {
+        let queued = self.enqueue(vec![event], true).pop();
+        outcome(queued.expect("one event queued")).await
+    }
+
+    /// Writes `events` here, a batch another server forwarded, and waits
+    /// (until `deadline`) for the outcome of each, in order.
+    async fn write_forwarded(
+        self: &Arc<Self>,
+        events: Vec<Event>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<WriteResult> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for queued in self.enqueue(events, false) {
+            let done = tokio::time::timeout_at(deadline, outcome(queued)).await;
+            outcomes.push(done.unwrap_or_else(|_| Err(WriteError::Answer(no_quorum()))));
+        }
+        outcomes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -238,7 +345,12 @@ impl Batcher {
             if self.lock().is_empty() {
                 return;
             }
-            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            let leader = leader_elsewhere(&self.raft, self.me);
+            let slots = match leader {
+                Some(_) => &self.forwards,
+                None => &self.slots,
+            };
+            let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
                 return;
             };
             let batch = self.lock().take();
@@ -247,38 +359,95 @@ impl Batcher {
             }
             let this = Arc::clone(&self);
             tokio::spawn(async move {
-                this.commit(batch).await;
+                this.commit(batch, leader).await;
                 drop(slot);
                 this.drain();
             });
         }
     }
 
-    /// Writes `batch` as one entry and answers every proposal in it.
-    async fn commit(&self, batch: Vec<Proposal>) {
+    /// Writes `batch`, as one entry here or in one call to the leader, and
+    /// answers every proposal in it.
+    async fn commit(&self, mut batch: Vec<Proposal>, leader: Option<String>) {
+        if let Some(leader) = &leader {
+            // Writes forwarded here go back to their server, which finds
+            // the leader itself.
+            let (onwards, refused): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.forward);
+            for p in refused {
+                let why = format!("{NOT_LEADER}; the leader is at {leader}");
+                let _ = p.reply.send(Err(WriteError::NoLeader(why)));
+            }
+            if onwards.is_empty() {
+                return;
+            }
+            batch = onwards;
+        }
         let (events, replies): (Vec<Event>, Vec<_>) =
             batch.into_iter().map(|p| (p.event, p.reply)).unzip();
-        match self.raft.client_write(events).await {
+        let outcomes = match leader {
+            Some(leader) => self.forward(&leader, events).await,
+            None => self.append(events).await,
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Writes `events` as one entry of this node's log.
+    async fn append(&self, events: Vec<Event>) -> Vec<WriteResult> {
+        let n = events.len();
+        let e = match self.raft.client_write(events).await {
             Ok(resp) => {
                 let index = resp.log_id.index;
-                for (slot, (reply, applied)) in replies.into_iter().zip(resp.data).enumerate() {
-                    let _ = reply.send(Ok((events::position(index, slot), applied)));
-                }
+                return (resp.data.into_iter().enumerate())
+                    .map(|(slot, applied)| Ok((events::position(index, slot), applied)))
+                    .collect();
             }
-            Err(e) => {
-                let e = match e {
-                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                        WriteError::NotLeader(f.leader_node)
-                    }
-                    RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                        WriteError::Membership(e.to_string())
-                    }
-                    RaftError::Fatal(e) => WriteError::Fatal(e.to_string()),
-                };
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                WriteError::NoLeader(NOT_LEADER.into())
             }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                WriteError::Membership(e.to_string())
+            }
+            Err(RaftError::Fatal(e)) => WriteError::Fatal(e.to_string()),
+        };
+        vec![Err(e); n]
+    }
+
+    /// Sends `events` to the leader at `addr` in one call.
+    async fn forward(&self, addr: &str, events: Vec<Event>) -> Vec<WriteResult> {
+        let n = events.len();
+        let answers = async {
+            let mut client = self.peers.client(addr)?;
+            let payload = encode(&events).map_err(|e| e.to_string())?;
+            let call = client.forward(self.peers.request(chat_proto::ForwardRequest { payload }));
+            let reply = tokio::time::timeout(WRITE_TIMEOUT, call)
+                .await
+                .map_err(|_| format!("the leader at {addr} did not answer in time"))?
+                .map_err(|status| format!("the leader at {addr}: {status}"))?;
+            let answers: Vec<Result<(u64, Applied), ChatError>> =
+                decode(&reply.into_inner().payload).map_err(|e| e.to_string())?;
+            if answers.len() != n {
+                return Err(format!(
+                    "the leader at {addr} answered {} of {n} writes",
+                    answers.len()
+                ));
+            }
+            Ok(answers)
+        };
+        match answers.await {
+            Ok(answers) => answers
+                .into_iter()
+                .map(|answer| {
+                    answer.map_err(|e| match e {
+                        ChatError::Unavailable(why) if why.starts_with(NOT_LEADER) => {
+                            WriteError::NoLeader(why)
+                        }
+                        e => WriteError::Answer(e),
+                    })
+                })
+                .collect(),
+            Err(why) => vec![Err(WriteError::NoLeader(why)); n],
         }
     }
 }
@@ -288,9 +457,9 @@ pub struct Node {
     pub raft: Raft,
     pub sm: StateMachine,
     pub store: LogStore,
-    /// Connections to other servers (leaders writes were forwarded to,
-    /// members activity is shared with), by address.
-    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// Connections to other servers (leaders writes are forwarded to,
+    /// members activity is shared with).
+    peers: Arc<Peers>,
     /// Turns concurrent proposals into shared entries.
     batcher: Arc<Batcher>,
     /// The tasks that ask for snapshots by event count and settle split
@@ -443,7 +612,8 @@ impl Node {
                 .await
                 .context("the log was not applied")?;
         }
-        let batcher = Batcher::new(raft.clone());
+        let peers = Arc::new(Peers::new(&config));
+        let batcher = Batcher::new(raft.clone(), config.node_id, Arc::clone(&peers));
         let tasks = [
             tokio::spawn(snapshot_by_events(
                 raft.clone(),
@@ -458,7 +628,7 @@ impl Node {
             raft,
             sm,
             store,
-            peers: Mutex::default(),
+            peers,
             batcher,
             tasks,
         })
@@ -471,26 +641,17 @@ impl Node {
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         loop {
             let attempt = tokio::time::timeout_at(deadline, self.batcher.write(event.clone()));
-            let result = attempt.await.map_err(|_| no_quorum())?;
-            match result {
-                Ok(done) => return Ok(done),
-                Err(WriteError::NotLeader(leader)) => {
-                    if let Some(leader) = leader {
-                        match self.forward(&leader.addr, &event, deadline).await {
-                            Ok((index, applied)) => {
-                                // Read-your-writes on this server too.
-                                self.wait_applied(index).await?;
-                                return Ok((index, applied));
-                            }
-                            Err(Forwarded::Answer(e)) => return Err(e),
-                            Err(Forwarded::Retry(why)) => {
-                                tracing::debug!("forwarding to {} failed: {why}", leader.addr);
-                            }
-                        }
-                    }
-                    // No leader, or it just went away: wait for a new one.
+            match attempt.await.map_err(|_| no_quorum())? {
+                Ok((position, applied)) => {
+                    // Written by the leader: read-your-writes here too.
+                    self.wait_applied(position).await?;
+                    return Ok((position, applied));
+                }
+                Err(WriteError::NoLeader(why)) => {
+                    tracing::debug!("no leader took the write ({why}); waiting for one");
                     self.leader_change(deadline).await?;
                 }
+                Err(WriteError::Answer(e)) => return Err(e),
                 Err(WriteError::Membership(e)) => return Err(ChatError::FailedPrecondition(e)),
                 Err(WriteError::Busy) => return Err(busy()),
                 Err(WriteError::Fatal(e)) => {
@@ -502,33 +663,27 @@ impl Node {
         }
     }
 
-    /// Proposes `event` only if this node leads (a write another server
-    /// forwarded here); never forwards again.
-    pub async fn propose_here(&self, event: Event) -> Result<(u64, Applied), ChatError> {
-        let write = tokio::time::timeout(WRITE_TIMEOUT, self.batcher.write(event));
-        match write.await.map_err(|_| no_quorum())? {
-            Ok(done) => Ok(done),
-            Err(WriteError::NotLeader(_)) => Err(ChatError::Unavailable(NOT_LEADER.into())),
-            Err(WriteError::Membership(e)) => Err(ChatError::FailedPrecondition(e)),
-            Err(WriteError::Busy) => Err(busy()),
-            Err(WriteError::Fatal(e)) => Err(ChatError::Unavailable(format!(
-                "the leader is shutting down ({e})"
-            ))),
-        }
-    }
-
-    /// A (lazily connected, shared) client of the Raft service of the server
-    /// at `addr`.
-    fn peer(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
-        let mut peers = self.peers.lock().expect("lock");
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint =
-            crate::transport::endpoint(addr, self.config.peer_ca()).map_err(|e| e.to_string())?;
-        let c = RaftClient::new(endpoint.connect_lazy());
-        peers.insert(addr.to_string(), c.clone());
-        Ok(c)
+    /// Proposes `events`, a batch another server forwarded, only if this
+    /// node leads; never forwards again. One answer per event, in order.
+    pub async fn propose_forwarded(
+        &self,
+        events: Vec<Event>,
+    ) -> Vec<Result<(u64, Applied), ChatError>> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let outcomes = self.batcher.write_forwarded(events, deadline).await;
+        (outcomes.into_iter())
+            .map(|outcome| {
+                outcome.map_err(|e| match e {
+                    WriteError::NoLeader(why) => ChatError::Unavailable(why),
+                    WriteError::Answer(e) => e,
+                    WriteError::Membership(e) => ChatError::FailedPrecondition(e),
+                    WriteError::Busy => busy(),
+                    WriteError::Fatal(e) => {
+                        ChatError::Unavailable(format!("the leader is shutting down ({e})"))
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Tells every other member that `sessions` were active here. Best
@@ -548,16 +703,12 @@ impl Node {
         let Ok(payload) = encode(&sessions) else {
             return;
         };
-        let secret = self.config.cluster_secret.as_deref().unwrap_or_default();
         let mut reports = tokio::task::JoinSet::new();
         for addr in members {
-            let request = with_secret(
-                chat_proto::TouchRequest {
-                    payload: payload.clone(),
-                },
-                secret,
-            );
-            let client = self.peer(&addr);
+            let request = self.peers.request(chat_proto::TouchRequest {
+                payload: payload.clone(),
+            });
+            let client = self.peers.client(&addr);
             reports.spawn(async move {
                 let result = async {
                     let mut client = client?;
@@ -573,33 +724,6 @@ impl Node {
             });
         }
         while reports.join_next().await.is_some() {}
-    }
-
-    /// Sends `event` to the leader at `addr`.
-    async fn forward(
-        &self,
-        addr: &str,
-        event: &Event,
-        deadline: tokio::time::Instant,
-    ) -> Result<(u64, Applied), Forwarded> {
-        let mut client = self.peer(addr).map_err(Forwarded::Retry)?;
-        let payload =
-            encode(event).map_err(|e| Forwarded::Answer(ChatError::Internal(e.to_string())))?;
-        let request = with_secret(
-            chat_proto::ForwardRequest { payload },
-            self.config.cluster_secret.as_deref().unwrap_or_default(),
-        );
-        let reply = tokio::time::timeout_at(deadline, client.forward(request))
-            .await
-            .map_err(|_| Forwarded::Answer(no_quorum()))?
-            .map_err(|status| Forwarded::Retry(status.to_string()))?;
-        let result: Result<(u64, Applied), ChatError> =
-            decode(&reply.into_inner().payload).map_err(|e| Forwarded::Retry(e.to_string()))?;
-        match result {
-            Err(ChatError::Unavailable(why)) if why == NOT_LEADER => Err(Forwarded::Retry(why)),
-            Err(e) => Err(Forwarded::Answer(e)),
-            Ok(ok) => Ok(ok),
-        }
     }
 
     /// Waits (until `deadline`) for the leader known to this node to change.
@@ -639,13 +763,7 @@ impl Node {
 
     /// The address of the leader, if it is known and is another server.
     pub fn leader_elsewhere(&self) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let leader = m.current_leader.filter(|l| *l != self.config.node_id)?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
+        leader_elsewhere(&self.raft, self.config.node_id)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -685,7 +803,15 @@ mod tests {
             body: "x".repeat(body_len),
             at_ms: 1,
         };
-        (Proposal { event, reply }, outcome)
+        let forward = true;
+        (
+            Proposal {
+                event,
+                reply,
+                forward,
+            },
+            outcome,
+        )
     }
 
     #[test]

@@ -239,6 +239,142 @@ async fn any_server_takes_writes_and_reads_see_them() {
     }
 }
 
+/// Concurrent writes at a follower reach the leader in shared `Forward`
+/// calls; each still gets its own answer: the id of its own message, and
+/// for a repeated idempotency key the id of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
+    const SENDERS: usize = 8;
+    const EACH: usize = 25;
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let f = cluster.followers(leader)[0];
+    let mut c = cluster.client(f).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..SENDERS {
+        let (mut c, ann) = (c.clone(), ann.clone());
+        senders.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                // Every sender also sends the key "shared" once, at the
+                // same moment as the others: one message, one id for all.
+                let (body, key) = match i {
+                    10 => ("shared".to_string(), "shared".to_string()),
+                    _ => (format!("s{s}-{i}"), format!("s{s}-{i}")),
+                };
+                let r = send_keyed(&mut c, &ann, "bob", &body, &key).await;
+                acked.push((r.message_id, body));
+            }
+            acked
+        });
+    }
+    let mut acked = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        let mine = done.unwrap();
+        // Its own messages are written in the order it sent them (the
+        // shared one has the id of whoever sent it first).
+        let ids: Vec<u64> = (mine.iter())
+            .filter(|(_, body)| body != "shared")
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(ids.is_sorted(), "one sender's ids go up: {ids:?}");
+        acked.extend(mine);
+    }
+    let shared: Vec<u64> = (acked.iter())
+        .filter(|(_, body)| body == "shared")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(shared.len(), SENDERS);
+    assert!(shared.iter().all(|id| *id == shared[0]), "{shared:?}");
+    acked.sort();
+    acked.dedup();
+    assert_eq!(acked.len(), SENDERS * (EACH - 1) + 1);
+    let last = acked.last().unwrap().0;
+
+    // Every server holds exactly the acknowledged messages, each under the
+    // id its sender was given.
+    for id in [leader, f, cluster.followers(leader)[1]] {
+        let mut c = cluster.client(id).await;
+        let stored = c
+            .history(pb::HistoryRequest {
+                token: bob.clone(),
+                peer: "ann".into(),
+                limit: 1000,
+                min_applied: last,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .messages;
+        let mut stored: Vec<(u64, String)> = stored.into_iter().map(|m| (m.id, m.body)).collect();
+        stored.sort();
+        assert_eq!(stored, acked, "node {id}");
+    }
+}
+
+/// A server that does not lead refuses writes forwarded to it, one answer
+/// per event, and does not send them on: forwards cannot loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_forwarded_writes_without_passing_them_on() {
+    use chat_server::error::ChatError;
+    use chat_server::raft::network::{decode, encode, with_secret};
+    use chat_server::state::Applied;
+    use log_format::events::{Event, PasswordHash};
+
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let f = cluster.followers(leader)[0];
+    let ch = Channel::from_shared(format!("http://{}", cluster.peers[&f]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..3)
+        .map(|i| Event::AccountCreated {
+            username: format!("forwarded{i}"),
+            password_hash: PasswordHash("$argon2id$x".into()),
+            at_ms: 1,
+        })
+        .collect();
+    let request = with_secret(
+        pb::ForwardRequest {
+            payload: encode(&events).unwrap(),
+        },
+        SECRET,
+    );
+    let reply = pb::raft_client::RaftClient::new(ch)
+        .forward(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let answers: Vec<Result<(u64, Applied), ChatError>> = decode(&reply.payload).unwrap();
+    assert_eq!(answers.len(), 3);
+    for answer in answers {
+        match answer {
+            Err(ChatError::Unavailable(why)) => {
+                assert!(why.contains("not the leader"), "{why}");
+                assert!(why.contains(&cluster.peers[&leader]), "{why}");
+            }
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+    }
+    // Nothing was written anywhere.
+    let mut c = cluster.client(leader).await;
+    let listed = c
+        .list_accounts(pb::ListAccountsRequest {
+            pattern: "forwarded*".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.accounts.is_empty(), "{listed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_survives_its_leader_and_loses_nothing() {
     let mut cluster = Cluster::start(3).await;

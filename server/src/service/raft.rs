@@ -104,8 +104,8 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         self.authorize(&request)?;
-        let event: Event = decode(&request.into_inner().payload).map_err(bad_payload)?;
-        let result = self.node.propose_here(event).await;
+        let events: Vec<Event> = decode(&request.into_inner().payload).map_err(bad_payload)?;
+        let result = self.node.propose_forwarded(events).await;
         Ok(Response::new(pb::ForwardResponse {
             payload: encoded(&result)?,
         }))
