@@ -496,16 +496,21 @@ mod tests {
         }
     }
 
+    /// An empty log in `dir` and a state machine restored over it.
+    fn empty(dir: &Path) -> (Log, StateMachine) {
+        let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
+        let loaded = StateMachine::load_snapshot(dir).unwrap();
+        let (sm, _) =
+            StateMachine::restore(dir, &log, None, Arc::new(Hub::default()), loaded).unwrap();
+        (log, sm)
+    }
+
     /// A snapshot built by replaying the log from the previous snapshot is
     /// the live state; without the records it needs, nothing is replayed.
     #[tokio::test]
     async fn snapshots_by_replay_equal_the_live_state() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
-        let loaded = StateMachine::load_snapshot(dir.path()).unwrap();
-        let (mut sm, _) =
-            StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default()), loaded)
-                .unwrap();
+        let (log, mut sm) = empty(dir.path());
         let mut index = 0;
         for round in 0..3 {
             let entries: Vec<RaftEntry> = (0..4)
@@ -569,11 +574,7 @@ mod tests {
     #[tokio::test]
     async fn batches_apply_at_positions_and_count_as_events() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
-        let loaded = StateMachine::load_snapshot(dir.path()).unwrap();
-        let (mut sm, _) =
-            StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default()), loaded)
-                .unwrap();
+        let (_log, mut sm) = empty(dir.path());
         let entries = vec![
             RaftEntry {
                 log_id: log_id(1, 1, 1),
