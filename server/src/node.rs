@@ -30,7 +30,7 @@ use crate::error::ChatError;
 use crate::hub::Hub;
 use crate::raft::elections::{Splits, settle_splits};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Network, decode, encode, with_secret};
+use crate::raft::network::{Network, decode, encode, raft_client, with_secret};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeAddr, Raft};
 use crate::state::Applied;
@@ -197,11 +197,7 @@ impl Peers {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint =
-            crate::transport::endpoint(addr, self.ca.as_deref()).map_err(|e| e.to_string())?;
-        let c = RaftClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+        let c = raft_client(addr, self.ca.as_deref()).map_err(|e| e.to_string())?;
         clients.insert(addr.to_string(), c.clone());
         Ok(c)
     }

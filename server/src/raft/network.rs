@@ -77,6 +77,19 @@ pub fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
     request
 }
 
+/// A client of the Raft service of the server at `addr`, connected on first
+/// use (and again by tonic as needed), taking messages as large as a batch
+/// of entries or a snapshot chunk.
+pub fn raft_client(
+    addr: &str,
+    ca: Option<&[u8]>,
+) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    let endpoint = crate::transport::endpoint(addr, ca)?;
+    Ok(RaftClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(value)
 }
@@ -114,11 +127,8 @@ impl Peer {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = crate::transport::endpoint(&self.addr, self.ca.as_deref())
+        let client = raft_client(&self.addr, self.ca.as_deref())
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let client = RaftClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
         self.client = Some(client.clone());
         Ok(client)
     }
