@@ -10,12 +10,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use chat_benches::cluster::Cluster;
 use chat_benches::cluster::load::{self as cluster_load, RoamingSender, SteadyLoad};
-use chat_benches::disk::{BenchRoot, FlushCounter, load_average, print_sync_baseline};
+use chat_benches::disk::{FlushCounter, load_average};
+use chat_benches::machine::Machine;
 use chat_benches::server::load::{
     self, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
@@ -154,13 +155,6 @@ enum Part {
     Failover,
 }
 
-/// What the bench knows of where it runs.
-struct Machine {
-    root: BenchRoot,
-    binary: PathBuf,
-    flushes: Option<FlushCounter>,
-}
-
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if cli.quick {
@@ -185,29 +179,9 @@ fn main() -> anyhow::Result<()> {
     ensure!(cli.kills > 0, "--kills must be at least 1");
     ensure!(!cli.to.is_empty(), "--to needs spread, leader or both");
 
-    let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
-    let root = BenchRoot::choose(cli.dir.as_deref(), &[std::env::temp_dir(), fallback])
-        .context("choose a directory for the servers' data")?;
-    let binary = match &cli.server_bin {
-        Some(path) => path.clone(),
-        None => process::default_binary()?,
-    };
-    let machine = Machine {
-        flushes: FlushCounter::for_path(&root.path),
-        root,
-        binary,
-    };
+    let machine = Machine::find(cli.dir.as_deref(), cli.server_bin.as_deref())?;
     print_machine(&cli, &machine);
-    print_sync_baseline(&machine.root.path, "at start");
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(&cli, &machine))?;
-    print_sync_baseline(&machine.root.path, "at end");
-    println!("load average at end: {}", load_average());
-    Ok(())
+    machine.run(run(&cli, &machine))
 }
 
 async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
@@ -988,15 +962,6 @@ fn nearest_rank(values: &[Duration], q: f64) -> Duration {
 }
 
 fn print_machine(cli: &Cli, machine: &Machine) {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let built = fs::metadata(&machine.binary)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map_or("missing".to_owned(), |age| {
-            format!("built {} min ago", age.as_secs() / 60)
-        });
     println!("# Cluster ({CLUSTER_SIZE} x chat-server) benchmark");
     println!();
     let args: Vec<String> = std::env::args()
@@ -1011,18 +976,7 @@ fn print_machine(cli: &Cli, machine: &Machine) {
             format!(" -- {}", args.join(" "))
         }
     );
-    println!("cpus (available parallelism): {cpus}");
-    println!("kernel: {}", kernel.trim());
-    println!("server: {} ({built})", machine.binary.display());
-    println!(
-        "data dirs in: {} on {} (device: {})",
-        machine.root.path.display(),
-        machine.root.fs_type,
-        machine
-            .flushes
-            .as_ref()
-            .map_or("unknown, no flush counts", |f| f.device.as_str())
-    );
+    machine.print();
     println!(
         "cluster: {CLUSTER_SIZE} members on 127.0.0.1, static --peers, one data directory each \
          on the same disk; every send durable on a majority"

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use chat_benches::disk::{BenchRoot, FlushCounter, load_average, print_sync_baseline};
+use chat_benches::disk::{FlushCounter, load_average};
+use chat_benches::machine::Machine;
 use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
@@ -146,13 +147,6 @@ impl Part {
     }
 }
 
-/// What the bench knows of where it runs.
-struct Machine {
-    root: BenchRoot,
-    binary: PathBuf,
-    flushes: Option<FlushCounter>,
-}
-
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if cli.quick {
@@ -184,29 +178,9 @@ fn main() -> anyhow::Result<()> {
     );
     ensure!(cli.restart_runs > 0, "--restart-runs must be at least 1");
 
-    let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
-    let root = BenchRoot::choose(cli.dir.as_deref(), &[std::env::temp_dir(), fallback])
-        .context("choose a directory for the server's data")?;
-    let binary = match &cli.server_bin {
-        Some(path) => path.clone(),
-        None => process::default_binary()?,
-    };
-    let machine = Machine {
-        flushes: FlushCounter::for_path(&root.path),
-        root,
-        binary,
-    };
+    let machine = Machine::find(cli.dir.as_deref(), cli.server_bin.as_deref())?;
     print_machine(&cli, &machine);
-    print_sync_baseline(&machine.root.path, "at start");
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(&cli, &machine))?;
-    print_sync_baseline(&machine.root.path, "at end");
-    println!("load average at end: {}", load_average());
-    Ok(())
+    machine.run(run(&cli, &machine))
 }
 
 async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
@@ -424,29 +398,9 @@ fn offered_label(offered: Offered) -> String {
 }
 
 fn print_machine(cli: &Cli, machine: &Machine) {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let built = fs::metadata(&machine.binary)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map_or("missing".to_owned(), |age| {
-            format!("built {} min ago", age.as_secs() / 60)
-        });
     println!("# Server (chat-server) benchmark");
     println!();
-    println!("cpus (available parallelism): {cpus}");
-    println!("kernel: {}", kernel.trim());
-    println!("server: {} ({built})", machine.binary.display());
-    println!(
-        "data dirs in: {} on {} (device: {})",
-        machine.root.path.display(),
-        machine.root.fs_type,
-        machine
-            .flushes
-            .as_ref()
-            .map_or("unknown, no flush counts", |f| f.device.as_str())
-    );
+    machine.print();
     if cli.only == Part::Restart {
         println!(
             "users: {n} senders, {n} recipients (no streams), one connection each; \

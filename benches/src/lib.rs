@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod disk;
 pub mod log;
+pub mod machine;
 pub mod server;
 mod table;
 
