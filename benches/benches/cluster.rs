@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use anyhow::{Context, bail, ensure};
 use chat_benches::cluster::Cluster;
 use chat_benches::cluster::load::{self as cluster_load, RoamingSender, SteadyLoad};
 use chat_benches::disk::{FlushCounter, load_average};
-use chat_benches::machine::Machine;
+use chat_benches::machine::{Machine, MachineArgs};
 use chat_benches::server::load::{
     self, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
@@ -107,14 +107,8 @@ struct Cli {
     /// Which part to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
-    /// Where to create the data directories (must not be tmpfs). Default:
-    /// the system temporary directory, else target/bench-tmp.
-    #[arg(long, env = "BENCH_DIR")]
-    dir: Option<PathBuf>,
-    /// The server binary. Default: `chat-server` beside the bench's own
-    /// target directory (target/release/chat-server).
-    #[arg(long, env = "BENCH_SERVER_BIN")]
-    server_bin: Option<PathBuf>,
+    #[command(flatten)]
+    machine: MachineArgs,
     /// Keep the data directories (their path is printed) and each
     /// member's standard error beside them; both are also kept when the
     /// run fails.
@@ -179,7 +173,7 @@ fn main() -> anyhow::Result<()> {
     ensure!(cli.kills > 0, "--kills must be at least 1");
     ensure!(!cli.to.is_empty(), "--to needs spread, leader or both");
 
-    let machine = Machine::find(cli.dir.as_deref(), cli.server_bin.as_deref())?;
+    let machine = Machine::find(&cli.machine)?;
     print_machine(&cli, &machine);
     machine.run(run(&cli, &machine))
 }

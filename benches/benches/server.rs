@@ -6,14 +6,14 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use chat_benches::disk::{FlushCounter, load_average};
-use chat_benches::machine::Machine;
+use chat_benches::machine::{Machine, MachineArgs};
 use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
@@ -98,14 +98,8 @@ struct Cli {
     /// Which part to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
-    /// Where to create the data directories (must not be tmpfs). Default:
-    /// the system temporary directory, else target/bench-tmp.
-    #[arg(long, env = "BENCH_DIR")]
-    dir: Option<PathBuf>,
-    /// The server binary. Default: `chat-server` beside the bench's own
-    /// target directory (target/release/chat-server).
-    #[arg(long, env = "BENCH_SERVER_BIN")]
-    server_bin: Option<PathBuf>,
+    #[command(flatten)]
+    machine: MachineArgs,
     /// Keep the data directory (its path is printed), e.g. to profile a
     /// restart: `perf record -g -- chat-server --data DIR --listen 127.0.0.1:0`.
     #[arg(long)]
@@ -178,7 +172,7 @@ fn main() -> anyhow::Result<()> {
     );
     ensure!(cli.restart_runs > 0, "--restart-runs must be at least 1");
 
-    let machine = Machine::find(cli.dir.as_deref(), cli.server_bin.as_deref())?;
+    let machine = Machine::find(&cli.machine)?;
     print_machine(&cli, &machine);
     machine.run(run(&cli, &machine))
 }

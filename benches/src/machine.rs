@@ -11,6 +11,19 @@ use anyhow::Context;
 use crate::disk::{BenchRoot, FlushCounter, load_average, print_sync_baseline};
 use crate::server::process;
 
+/// The options that say where a bench runs.
+#[derive(Debug, clap::Args)]
+pub struct MachineArgs {
+    /// Where to create the data directories (must not be tmpfs). Default:
+    /// the system temporary directory, else target/bench-tmp.
+    #[arg(long, env = "BENCH_DIR")]
+    pub dir: Option<PathBuf>,
+    /// The server binary. Default: `chat-server` beside the bench's own
+    /// target directory (target/release/chat-server).
+    #[arg(long, env = "BENCH_SERVER_BIN")]
+    pub server_bin: Option<PathBuf>,
+}
+
 /// What a bench knows of where it runs.
 #[derive(Debug)]
 pub struct Machine {
@@ -20,15 +33,14 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Chooses the directory for the servers' data (`dir`, else the system
-    /// temporary directory, else target/bench-tmp) and the server binary
-    /// (`server_bin`, else target/release/chat-server).
-    pub fn find(dir: Option<&Path>, server_bin: Option<&Path>) -> anyhow::Result<Machine> {
+    /// Chooses the directory for the servers' data and the server binary
+    /// as `args` say.
+    pub fn find(args: &MachineArgs) -> anyhow::Result<Machine> {
         let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp");
-        let root = BenchRoot::choose(dir, &[std::env::temp_dir(), fallback])
+        let root = BenchRoot::choose(args.dir.as_deref(), &[std::env::temp_dir(), fallback])
             .context("choose a directory for the servers' data")?;
-        let binary = match server_bin {
-            Some(path) => path.to_path_buf(),
+        let binary = match &args.server_bin {
+            Some(path) => path.clone(),
             None => process::default_binary()?,
         };
         Ok(Machine {
