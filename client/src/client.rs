@@ -726,11 +726,14 @@ impl Client {
         else {
             return;
         };
-        let Some(next) = self
-            .shared
-            .servers
-            .iter()
-            .position(|s| same_address(&s.address, leader))
+        // Compared as the endpoints they make: `host:port` and
+        // `http://host:port/` are one server.
+        let tls = self.shared.config.tls_ca.is_some();
+        let Ok(leader) = endpoint_uri(leader, tls) else {
+            return;
+        };
+        let Some(next) = (self.shared.servers.iter())
+            .position(|s| endpoint_uri(&s.address, tls).is_ok_and(|uri| uri == leader))
         else {
             return;
         };
@@ -776,18 +779,6 @@ impl Client {
             !up_to_date
         });
     }
-}
-
-/// Whether two server addresses name the same `host:port`, ignoring an
-/// `http://` or `https://` prefix.
-fn same_address(a: &str, b: &str) -> bool {
-    let bare = |s: &str| {
-        s.trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_owned()
-    };
-    bare(a) == bare(b)
 }
 
 impl Server {
