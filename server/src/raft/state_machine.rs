@@ -107,6 +107,22 @@ struct Applying {
     membership: StoredMembership<NodeId, NodeAddr>,
 }
 
+impl Applying {
+    /// Where applying stands once `snapshot` (if any) is the state.
+    fn of(snapshot: Option<&StoredSnapshot>) -> Applying {
+        snapshot.map_or_else(Applying::default, |s| Applying::at(&s.meta))
+    }
+
+    /// Where applying stands once the snapshot described by `meta` is the
+    /// state.
+    fn at(meta: &SnapshotMeta<NodeId, NodeAddr>) -> Applying {
+        Applying {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        }
+    }
+}
+
 /// A snapshot as stored on disk and sent to other replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -163,31 +179,14 @@ impl StateMachine {
     ) -> Result<(StateMachine, Replayed), anyhow::Error> {
         let snapshot_file = StateFile::new(dir, SNAPSHOT_FILE);
         let Loaded { stored, mut state } = loaded;
-        let mut applying = match &stored {
-            Some(s) => Applying {
-                last_applied: s.meta.last_log_id,
-                membership: s.meta.last_membership.clone(),
-            },
-            None => Applying::default(),
-        };
+        let mut applying = Applying::of(stored.as_ref());
         let mut replayed = Replayed::default();
         if let Some(committed) = committed {
             let start = applying
                 .last_applied
                 .map_or(0, |l| l.index + 1)
                 .max(log.first_index());
-            let mut ignored = Vec::new();
-            for record in log.iter_from(start) {
-                let record = record?;
-                if record.index > committed.index {
-                    break;
-                }
-                let entry = record_to_entry(&record)?;
-                replayed.events +=
-                    apply_entry(&mut state, &mut applying, &entry, &mut ignored).len() as u64;
-                ignored.clear();
-                replayed.records += 1;
-            }
+            replayed = replay(log, start, committed.index, &mut state, &mut applying)?;
         }
         replayed.last_applied = applying.last_applied.map_or(0, |l| l.index);
         let (applied, _) = watch::channel(replayed.last_applied);
@@ -327,30 +326,16 @@ fn replay_snapshot(
     let Some(upto) = target.last_applied else {
         return Ok(None);
     };
-    let (mut state, mut applying) = match base {
-        Some(b) => (
-            decode_state(&b.data)?,
-            Applying {
-                last_applied: b.meta.last_log_id,
-                membership: b.meta.last_membership.clone(),
-            },
-        ),
-        None => (ChatState::default(), Applying::default()),
+    let mut state = match base {
+        Some(b) => decode_state(&b.data)?,
+        None => ChatState::default(),
     };
+    let mut applying = Applying::of(base);
     let start = applying.last_applied.map_or(0, |l| l.index + 1);
     if start > upto.index || log.first_index() > start {
         return Ok(None);
     }
-    let mut ignored = Vec::new();
-    for record in log.iter_from(start) {
-        let record = record?;
-        if record.index > upto.index {
-            break;
-        }
-        let entry = record_to_entry(&record)?;
-        apply_entry(&mut state, &mut applying, &entry, &mut ignored);
-        ignored.clear();
-    }
+    replay(log, start, upto.index, &mut state, &mut applying)?;
     if applying.last_applied != Some(upto) || applying.membership != target.membership {
         anyhow::bail!(
             "the log replayed to {:?}, not to the applied {upto}",
@@ -359,6 +344,29 @@ fn replay_snapshot(
     }
     let data = encode_state(&state)?;
     Ok(Some(stored_snapshot(applying, data)))
+}
+
+/// Applies the log's records from index `start` through `upto` to `state`.
+fn replay(
+    log: &Log,
+    start: u64,
+    upto: u64,
+    state: &mut ChatState,
+    applying: &mut Applying,
+) -> anyhow::Result<Replayed> {
+    let mut replayed = Replayed::default();
+    let mut ignored = Vec::new();
+    for record in log.iter_from(start) {
+        let record = record?;
+        if record.index > upto {
+            break;
+        }
+        let entry = record_to_entry(&record)?;
+        replayed.events += apply_entry(state, applying, &entry, &mut ignored).len() as u64;
+        ignored.clear();
+        replayed.records += 1;
+    }
+    Ok(replayed)
 }
 
 /// Applies one entry; each event gets the log position of its slot.
@@ -462,8 +470,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut applying = self.shared.meta.lock().expect("lock");
             *state = new_state;
             self.shared.since_snapshot.store(0, Ordering::Relaxed);
-            applying.last_applied = meta.last_log_id;
-            applying.membership = meta.last_membership.clone();
+            *applying = Applying::at(meta);
         }
         self.shared
             .applied
