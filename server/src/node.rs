@@ -104,6 +104,19 @@ enum WriteError {
     Fatal(String),
 }
 
+impl WriteError {
+    /// What the client is told; `fatal` words a [`WriteError::Fatal`].
+    fn into_chat_error(self, fatal: impl FnOnce(String) -> String) -> ChatError {
+        match self {
+            WriteError::Busy => busy(),
+            WriteError::NoLeader(why) => ChatError::Unavailable(why),
+            WriteError::Answer(e) => e,
+            WriteError::Membership(e) => ChatError::FailedPrecondition(e),
+            WriteError::Fatal(e) => ChatError::Unavailable(fatal(e)),
+        }
+    }
+}
+
 type WriteResult = Result<(u64, Applied), WriteError>;
 
 /// An event waiting to be written, and where its outcome goes.
@@ -341,10 +354,18 @@ impl Batcher {
             if self.lock().is_empty() {
                 return;
             }
-            let leader = leader_elsewhere(&self.raft, self.me);
-            let slots = match leader {
-                Some(_) => &self.forwards,
-                None => &self.slots,
+            // Only which kind of slot: the address is looked up once per
+            // batch, in `commit`.
+            let forwarding = self
+                .raft
+                .metrics()
+                .borrow()
+                .current_leader
+                .is_some_and(|l| l != self.me);
+            let slots = if forwarding {
+                &self.forwards
+            } else {
+                &self.slots
             };
             let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
                 return;
@@ -355,7 +376,7 @@ impl Batcher {
             }
             let this = Arc::clone(&self);
             tokio::spawn(async move {
-                this.commit(batch, leader).await;
+                this.commit(batch).await;
                 drop(slot);
                 this.drain();
             });
@@ -364,7 +385,8 @@ impl Batcher {
 
     /// Writes `batch`, as one entry here or in one call to the leader, and
     /// answers every proposal in it.
-    async fn commit(&self, mut batch: Vec<Proposal>, leader: Option<String>) {
+    async fn commit(&self, mut batch: Vec<Proposal>) {
+        let leader = leader_elsewhere(&self.raft, self.me);
         if let Some(leader) = &leader {
             // Writes forwarded here go back to their server, which finds
             // the leader itself.
@@ -647,13 +669,12 @@ impl Node {
                     tracing::debug!("no leader took the write ({why}); waiting for one");
                     self.leader_change(deadline).await?;
                 }
-                Err(WriteError::Answer(e)) => return Err(e),
-                Err(WriteError::Membership(e)) => return Err(ChatError::FailedPrecondition(e)),
-                Err(WriteError::Busy) => return Err(busy()),
-                Err(WriteError::Fatal(e)) => {
-                    return Err(ChatError::Unavailable(format!(
-                        "this server is shutting down or stopped replicating ({e}); use another server"
-                    )));
+                Err(e) => {
+                    return Err(e.into_chat_error(|e| {
+                        format!(
+                            "this server is shutting down or stopped replicating ({e}); use another server"
+                        )
+                    }));
                 }
             }
         }
@@ -669,14 +690,8 @@ impl Node {
         let outcomes = self.batcher.write_forwarded(events, deadline).await;
         (outcomes.into_iter())
             .map(|outcome| {
-                outcome.map_err(|e| match e {
-                    WriteError::NoLeader(why) => ChatError::Unavailable(why),
-                    WriteError::Answer(e) => e,
-                    WriteError::Membership(e) => ChatError::FailedPrecondition(e),
-                    WriteError::Busy => busy(),
-                    WriteError::Fatal(e) => {
-                        ChatError::Unavailable(format!("the leader is shutting down ({e})"))
-                    }
+                outcome.map_err(|e| {
+                    e.into_chat_error(|e| format!("the leader is shutting down ({e})"))
                 })
             })
             .collect()
