@@ -59,9 +59,16 @@ pub struct Guard {
     lockout: Duration,
     idle: Duration,
     failures: Mutex<HashMap<String, Failures>>,
-    activity: Mutex<HashMap<SessionId, Instant>>,
+    /// Under one lock: a request touches both.
+    activity: Mutex<Activity>,
+}
+
+#[derive(Debug, Default)]
+struct Activity {
+    /// When each session was last active, here or (as reported) elsewhere.
+    last: HashMap<SessionId, Instant>,
     /// Sessions active here since the last report to the other replicas.
-    unreported: Mutex<HashSet<SessionId>>,
+    unreported: HashSet<SessionId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +86,6 @@ impl Guard {
             idle,
             failures: Mutex::default(),
             activity: Mutex::default(),
-            unreported: Mutex::default(),
         }
     }
 
@@ -128,11 +134,9 @@ impl Guard {
 
     /// Records activity of a session now, here.
     pub fn touch(&self, session: SessionId) {
-        self.activity
-            .lock()
-            .expect("lock")
-            .insert(session, Instant::now());
-        self.unreported.lock().expect("lock").insert(session);
+        let mut activity = self.activity.lock().expect("lock");
+        activity.last.insert(session, Instant::now());
+        activity.unreported.insert(session);
     }
 
     /// Records activity another replica reported.
@@ -140,13 +144,18 @@ impl Guard {
         let now = Instant::now();
         let mut activity = self.activity.lock().expect("lock");
         for s in sessions {
-            activity.insert(*s, now);
+            activity.last.insert(*s, now);
         }
     }
 
     /// The sessions active here since the last call.
     pub fn take_unreported(&self) -> Vec<SessionId> {
-        self.unreported.lock().expect("lock").drain().collect()
+        self.activity
+            .lock()
+            .expect("lock")
+            .unreported
+            .drain()
+            .collect()
     }
 
     /// How often idle sessions are looked for and activity is shared: a
@@ -160,13 +169,14 @@ impl Guard {
     /// idle clock now.
     pub fn is_idle(&self, session: SessionId) -> bool {
         let mut activity = self.activity.lock().expect("lock");
-        let last = *activity.entry(session).or_insert_with(Instant::now);
+        let last = *activity.last.entry(session).or_insert_with(Instant::now);
         last.elapsed() >= self.idle
     }
 
     pub fn forget(&self, session: SessionId) {
-        self.activity.lock().expect("lock").remove(&session);
-        self.unreported.lock().expect("lock").remove(&session);
+        let mut activity = self.activity.lock().expect("lock");
+        activity.last.remove(&session);
+        activity.unreported.remove(&session);
     }
 }
 

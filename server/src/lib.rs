@@ -174,7 +174,7 @@ async fn share_activity(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationTo
 
 /// On the leader, ends sessions that have been idle too long, judged by
 /// activity here and reported by the other replicas. A session with an open
-/// stream is not idle.
+/// stream is not idle: [`share_activity`] touches those every period.
 async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(guard.period());
     loop {
@@ -184,9 +184,6 @@ async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: Cancellat
         }
         if !node.is_leader() {
             continue;
-        }
-        for session in node.sm.hub().streaming_sessions() {
-            guard.touch(session);
         }
         let idle: Vec<_> = node
             .sm
