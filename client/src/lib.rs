@@ -55,7 +55,7 @@ pub use model::{
     Event, EventId, HistoryPage, LogIndex, LogPosition, Member, Message, MessageId, Role,
     SentMessage, Session,
 };
-pub use retry::Backoff;
+pub use retry::{Backoff, Retry};
 pub use subscription::Subscription;
 /// The gRPC status codes found in [`ClientError::Status`].
 pub use tonic::Code;

@@ -46,6 +46,63 @@ impl Backoff {
     }
 }
 
+/// A caller's retry loop over one [`Backoff`]: runs a call again while it
+/// fails for a reason that may pass ([`ClientError::is_transient`]), waiting
+/// longer each time. The attempt count carries over between calls, so a
+/// caller that runs several steps in a row (load, then subscribe) backs off
+/// as one sequence; [`Retry::reset`] starts over after a success that proves
+/// the connection healthy.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    backoff: Backoff,
+    attempt: u32,
+}
+
+impl Retry {
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            backoff,
+            attempt: 0,
+        }
+    }
+
+    /// Forgets earlier failures: the next one waits `backoff.initial`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Counts one more failure and returns how long to wait before trying
+    /// again.
+    pub fn next_delay(&mut self) -> Duration {
+        self.attempt = self.attempt.saturating_add(1);
+        self.backoff.delay(self.attempt)
+    }
+
+    /// Runs `call` until it succeeds or fails for a reason that will not
+    /// pass by waiting; that error is returned. Before each wait,
+    /// `on_retry(error, wait)` is told why and for how long (to show it).
+    pub async fn run<T, Fut>(
+        &mut self,
+        mut on_retry: impl FnMut(&ClientError, Duration),
+        mut call: impl FnMut() -> Fut,
+    ) -> crate::Result<T>
+    where
+        Fut: Future<Output = crate::Result<T>>,
+    {
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_transient() => {
+                    let wait = self.next_delay();
+                    on_retry(&error, wait);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
 /// The calls of the API, as far as retrying them is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rpc {
@@ -196,6 +253,100 @@ mod tests {
         };
         let schedule: Vec<u128> = (0..=7).map(|n| backoff.delay(n).as_millis()).collect();
         assert_eq!(schedule, [0, 100, 200, 400, 800, 1000, 1000, 1000]);
+    }
+
+    /// What a [`Retry::run`] did: what it returned, the waits it announced
+    /// (in ms) and the time that passed (in ms).
+    type Run = (crate::Result<u32>, Vec<u128>, u128);
+
+    /// Runs `retry` over a call that gives `outcomes` in turn.
+    async fn retry_over(retry: &mut Retry, outcomes: Vec<crate::Result<u32>>) -> Run {
+        let start = tokio::time::Instant::now();
+        let mut outcomes = outcomes.into_iter();
+        let mut announced = Vec::new();
+        let result = retry
+            .run(
+                |_error, wait| announced.push(wait.as_millis()),
+                || {
+                    let outcome = outcomes.next().expect("called after the last outcome");
+                    async move { outcome }
+                },
+            )
+            .await;
+        (result, announced, start.elapsed().as_millis())
+    }
+
+    fn status(code: Code) -> ClientError {
+        ClientError::Status {
+            code,
+            message: "from the server".to_owned(),
+            server: "a:1".to_owned(),
+        }
+    }
+
+    fn unreachable() -> ClientError {
+        ClientError::NoServerReachable {
+            tried: vec!["a:1".to_owned()],
+        }
+    }
+
+    fn ms(initial: u64, max: u64) -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(initial),
+            max: Duration::from_millis(max),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_retries_transient_errors_on_the_backoff_schedule() {
+        let mut retry = Retry::new(ms(100, 300));
+        let outcomes = vec![
+            Err(unreachable()),
+            Err(status(Code::Unavailable)),
+            Err(status(Code::DeadlineExceeded)),
+            Err(status(Code::ResourceExhausted)),
+            Ok(7),
+        ];
+        let run = retry_over(&mut retry, outcomes).await;
+        assert_eq!(run, (Ok(7), vec![100, 200, 300, 300], 900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_returns_the_first_error_that_waiting_will_not_cure() {
+        let mut retry = Retry::new(ms(100, 1000));
+        let outcomes = vec![Err(status(Code::NotFound)), Ok(7)];
+        let run = retry_over(&mut retry, outcomes).await;
+        assert_eq!(run, (Err(status(Code::NotFound)), vec![], 0));
+
+        let outcomes = vec![
+            Err(status(Code::Unavailable)),
+            Err(status(Code::Unauthenticated)),
+            Ok(7),
+        ];
+        let run = retry_over(&mut retry, outcomes).await;
+        assert_eq!(run, (Err(status(Code::Unauthenticated)), vec![100], 100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_keeps_counting_failures_until_reset() {
+        let mut retry = Retry::new(ms(100, 1000));
+        let two_failures = || vec![Err(unreachable()), Err(unreachable()), Ok(7)];
+        assert_eq!(
+            retry_over(&mut retry, two_failures()).await,
+            (Ok(7), vec![100, 200], 300)
+        );
+        // A success alone does not start over: the next steps of the same
+        // recovery go on from the last wait.
+        assert_eq!(
+            retry_over(&mut retry, two_failures()).await,
+            (Ok(7), vec![400, 800], 1200)
+        );
+        retry.reset();
+        assert_eq!(
+            retry_over(&mut retry, two_failures()).await,
+            (Ok(7), vec![100, 200], 300)
+        );
+        assert_eq!(retry.next_delay(), Duration::from_millis(400));
     }
 
     #[test]
