@@ -1,6 +1,7 @@
 //! Credentials and sessions: argon2id password hashes, session tokens (256
 //! random bits, of which only the SHA-256 is ever stored), the failed-login
-//! rate limit, and the activity clock that idle sessions are judged by.
+//! rate limit ([`LoginThrottle`]), and the activity clock that idle sessions
+//! are judged by ([`SessionActivity`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -52,23 +53,12 @@ pub fn token_hash(token: &str) -> TokenHash {
     TokenHash(Sha256::digest(token.as_bytes()).into())
 }
 
-/// In-memory bookkeeping of this replica: failed logins and session activity.
+/// Failed logins per username on this replica, and the lockout they earn.
 #[derive(Debug)]
-pub struct Guard {
+pub struct LoginThrottle {
     attempts: u32,
     lockout: Duration,
-    idle: Duration,
     failures: Mutex<HashMap<String, Failures>>,
-    /// Under one lock: a request touches both.
-    activity: Mutex<Activity>,
-}
-
-#[derive(Debug, Default)]
-struct Activity {
-    /// When each session was last active, here or (as reported) elsewhere.
-    last: HashMap<SessionId, Instant>,
-    /// Sessions active here since the last report to the other replicas.
-    unreported: HashSet<SessionId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,19 +68,15 @@ struct Failures {
     since: Instant,
 }
 
-impl Guard {
-    pub fn new(attempts: u32, lockout: Duration, idle: Duration) -> Self {
-        Guard {
+impl LoginThrottle {
+    /// Allows `attempts` failures per username, then refuses it for
+    /// `lockout` from the last failure.
+    pub fn new(attempts: u32, lockout: Duration) -> Self {
+        LoginThrottle {
             attempts,
             lockout,
-            idle,
             failures: Mutex::default(),
-            activity: Mutex::default(),
         }
-    }
-
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle
     }
 
     /// Refuses a login for a username that failed too often recently.
@@ -130,6 +116,37 @@ impl Guard {
             .lock()
             .expect("lock")
             .remove(&username.to_lowercase());
+    }
+}
+
+/// When each session was last active, here or on another replica: the
+/// clock idle sessions are judged by.
+#[derive(Debug)]
+pub struct SessionActivity {
+    idle: Duration,
+    /// Under one lock: a request touches both.
+    activity: Mutex<Activity>,
+}
+
+#[derive(Debug, Default)]
+struct Activity {
+    /// When each session was last active, here or (as reported) elsewhere.
+    last: HashMap<SessionId, Instant>,
+    /// Sessions active here since the last report to the other replicas.
+    unreported: HashSet<SessionId>,
+}
+
+impl SessionActivity {
+    /// Judges a session idle after `idle` without activity.
+    pub fn new(idle: Duration) -> Self {
+        SessionActivity {
+            idle,
+            activity: Mutex::default(),
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
     }
 
     /// Records activity of a session now, here.
@@ -200,7 +217,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failed_logins_lock_a_username_for_a_while() {
-        let g = Guard::new(3, Duration::from_secs(60), Duration::from_secs(600));
+        let g = LoginThrottle::new(3, Duration::from_secs(60));
         for _ in 0..3 {
             g.check_login_allowed("Alice").unwrap();
             g.login_failed("alice");
@@ -216,7 +233,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sessions_go_idle_without_activity() {
-        let g = Guard::new(3, Duration::from_secs(60), Duration::from_secs(30));
+        let g = SessionActivity::new(Duration::from_secs(30));
         let s = SessionId(5);
         assert!(!g.is_idle(s));
         tokio::time::advance(Duration::from_secs(20)).await;

@@ -4,8 +4,6 @@
 
 use tonic::{Code, Status};
 
-pub type Result<T, E = ChatError> = std::result::Result<T, E>;
-
 /// Serializable, so a leader's answer to a forwarded write reaches the
 /// client unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]

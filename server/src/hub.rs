@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use log_format::events::{AccountId, SessionId};
 use tokio::sync::mpsc;
 
-use crate::state::{FeedEvent, Notice};
+use crate::state::{Fanout, FeedEntry};
 
 /// Why a live stream was ended by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +27,10 @@ pub enum Ended {
 
 /// What a stream receives.
 #[derive(Debug, Clone)]
-pub enum Push {
-    Event(FeedEvent),
+pub enum StreamItem {
+    /// The next entry of the user's feed.
+    Entry(FeedEntry),
+    /// The stream ends, for this reason.
     Ended(Ended),
 }
 
@@ -42,14 +44,14 @@ pub struct Hub {
 struct Stream {
     id: u64,
     session: SessionId,
-    tx: mpsc::Sender<Push>,
+    tx: mpsc::Sender<StreamItem>,
     overflowed: Arc<AtomicBool>,
 }
 
 /// The receiving end of a stream; leaves the hub when dropped.
 #[derive(Debug)]
 pub struct Subscription {
-    pub rx: mpsc::Receiver<Push>,
+    pub rx: mpsc::Receiver<StreamItem>,
     overflowed: Arc<AtomicBool>,
     hub: Arc<Hub>,
     account: AccountId,
@@ -106,28 +108,6 @@ impl Hub {
         }
     }
 
-    /// Number of live streams (for status and tests).
-    pub fn len(&self) -> usize {
-        self.streams
-            .lock()
-            .expect("hub lock")
-            .values()
-            .map(Vec::len)
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether any stream of `account` is open.
-    pub fn has_streams(&self, account: AccountId) -> bool {
-        self.streams
-            .lock()
-            .expect("hub lock")
-            .contains_key(&account)
-    }
-
     /// The sessions that have an open stream (they count as active).
     pub fn streaming_sessions(&self) -> Vec<SessionId> {
         self.streams
@@ -143,12 +123,12 @@ impl Hub {
     pub fn end_all(&self, why: Ended) {
         let mut streams = self.streams.lock().expect("hub lock");
         for s in streams.drain().flat_map(|(_, list)| list) {
-            let _ = s.tx.try_send(Push::Ended(why));
+            let _ = s.tx.try_send(StreamItem::Ended(why));
         }
     }
 
     /// Delivers what applying a batch of events produced.
-    pub fn publish(&self, notices: Vec<Notice>) {
+    pub fn publish(&self, notices: Vec<Fanout>) {
         if notices.is_empty() {
             return;
         }
@@ -158,9 +138,9 @@ impl Hub {
         }
         for notice in notices {
             match notice {
-                Notice::Feed(account, event) => {
+                Fanout::Feed(account, event) => {
                     if let Some(list) = streams.get_mut(&account) {
-                        list.retain(|s| match s.tx.try_send(Push::Event(event.clone())) {
+                        list.retain(|s| match s.tx.try_send(StreamItem::Entry(event.clone())) {
                             Ok(()) => true,
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 s.overflowed.store(true, Ordering::Release);
@@ -170,11 +150,11 @@ impl Hub {
                         });
                     }
                 }
-                Notice::SessionEnded(session) => {
+                Fanout::SessionEnded(session) => {
                     for list in streams.values_mut() {
                         list.retain(|s| {
                             if s.session == session {
-                                let _ = s.tx.try_send(Push::Ended(Ended::SessionClosed));
+                                let _ = s.tx.try_send(StreamItem::Ended(Ended::SessionClosed));
                                 false
                             } else {
                                 true
@@ -182,9 +162,9 @@ impl Hub {
                         });
                     }
                 }
-                Notice::AccountDeleted(account) => {
+                Fanout::AccountDeleted(account) => {
                     for s in streams.remove(&account).unwrap_or_default() {
-                        let _ = s.tx.try_send(Push::Ended(Ended::SessionClosed));
+                        let _ = s.tx.try_send(StreamItem::Ended(Ended::SessionClosed));
                     }
                 }
             }

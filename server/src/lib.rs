@@ -14,19 +14,21 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub mod auth;
-pub mod config;
-pub mod error;
-pub mod hub;
-pub mod node;
-pub mod raft;
-pub mod service;
-pub mod state;
-pub mod transport;
+mod auth;
+mod config;
+mod error;
+mod hub;
+mod node;
+mod peers;
+mod raft;
+mod service;
+mod state;
+mod transport;
 
-pub use config::{Config, HashingCost};
+pub use config::{Config, Faults, HashingCost};
+pub use transport::Tls;
 
-use crate::auth::Guard;
+use crate::auth::{LoginThrottle, SessionActivity};
 use crate::node::Node;
 use crate::service::chat::ChatService;
 use crate::service::cluster::ClusterService;
@@ -46,7 +48,7 @@ pub async fn run(
 /// to serve its listener.
 #[derive(Debug)]
 pub struct Server {
-    node: Arc<Node>,
+    node: Node,
     listener: TcpListener,
 }
 
@@ -57,7 +59,7 @@ impl Server {
         if config.advertise_addr.is_empty() {
             config.advertise_addr = local.to_string();
         }
-        let node = Arc::new(Node::start(config).await?);
+        let node = Node::start(config).await?;
         Ok(Server { node, listener })
     }
 
@@ -74,23 +76,23 @@ impl Server {
     ) -> anyhow::Result<()> {
         let Server { node, listener } = self;
         let local = listener.local_addr().context("listener has no address")?;
-        let cfg = &node.config;
-        let guard = Arc::new(Guard::new(
-            cfg.login_attempts,
-            cfg.login_lockout,
-            cfg.session_idle,
+        let config = node.config();
+        let throttle = Arc::new(LoginThrottle::new(
+            config.login_attempts,
+            config.login_lockout,
         ));
+        let activity = Arc::new(SessionActivity::new(config.session_idle));
         let stop = CancellationToken::new();
 
         let mut tasks = JoinSet::new();
         tasks.spawn(sweep_idle_sessions(
-            Arc::clone(&node),
-            Arc::clone(&guard),
+            node.clone(),
+            Arc::clone(&activity),
             stop.clone(),
         ));
         tasks.spawn(share_activity(
-            Arc::clone(&node),
-            Arc::clone(&guard),
+            node.clone(),
+            Arc::clone(&activity),
             stop.clone(),
         ));
 
@@ -98,23 +100,28 @@ impl Server {
         health
             .set_serving::<chat_proto::chat_server::ChatServer<ChatService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build the reflection service")?;
-        let chat = ChatService::new(Arc::clone(&node), Arc::clone(&guard), stop.clone());
-        let cluster = ClusterService::new(Arc::clone(&node));
-        let raft = RaftService::new(Arc::clone(&node), Arc::clone(&guard));
-        if let Some(seed) = node.config.join.clone()
-            && !node.raft.is_initialized().await.unwrap_or(false)
+        // Both versions of reflection: grpcurl speaks v1, while older
+        // grpcurl, evans, Postman and Python's grpcio speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = (reflection().build_v1()).context("cannot build reflection v1")?;
+        let reflection_v1alpha =
+            (reflection().build_v1alpha()).context("cannot build reflection v1alpha")?;
+        let chat = ChatService::new(node.clone(), throttle, Arc::clone(&activity), stop.clone());
+        let cluster = ClusterService::new(node.clone());
+        let raft = RaftService::new(node.clone(), Arc::clone(&activity));
+        if let Some(seed) = config.join.clone()
+            && !node.is_initialized().await
         {
-            tasks.spawn(join_cluster(Arc::clone(&node), seed, stop.clone()));
+            tasks.spawn(join_cluster(node.clone(), seed, stop.clone()));
         }
 
-        tracing::info!(addr = %local, data = %node.config.data_dir.display(), "serving");
+        tracing::info!(addr = %local, data = %config.data_dir.display(), "serving");
         let stop_serving = stop.clone();
         let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &node.config.tls {
+        if let Some(tls) = &config.tls {
             builder = builder
                 .tls_config(tls.server_config())
                 .context("the TLS certificate or key is not usable")?;
@@ -123,13 +130,14 @@ impl Server {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = builder
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(chat_proto::chat_server::ChatServer::new(chat))
             .add_service(chat_proto::cluster_server::ClusterServer::new(cluster))
             .add_service(
                 chat_proto::raft_server::RaftServer::new(raft)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20),
+                    .max_decoding_message_size(peers::MAX_MESSAGE)
+                    .max_encoding_message_size(peers::MAX_MESSAGE),
             )
             // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
             // them back up to 40 ms behind a delayed ACK. The builder's
@@ -152,18 +160,18 @@ impl Server {
 
 /// On every replica, reports the sessions active here (requests, open
 /// streams) to the other members, so whichever leads sees activity anywhere.
-async fn share_activity(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(guard.period());
+async fn share_activity(node: Node, activity: Arc<SessionActivity>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(activity.period());
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for session in node.sm.hub().streaming_sessions() {
-            guard.touch(session);
+        for session in node.streaming_sessions() {
+            activity.touch(session);
         }
-        let active = guard.take_unreported();
-        if !active.is_empty() && node.config.cluster_secret.is_some() {
+        let active = activity.take_unreported();
+        if !active.is_empty() && node.config().cluster_secret.is_some() {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = node.share_activity(&active) => {}
@@ -175,8 +183,8 @@ async fn share_activity(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationTo
 /// On the leader, ends sessions that have been idle too long, judged by
 /// activity here and reported by the other replicas. A session with an open
 /// stream is not idle: [`share_activity`] touches those every period.
-async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(guard.period());
+async fn sweep_idle_sessions(node: Node, activity: Arc<SessionActivity>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(activity.period());
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -185,13 +193,12 @@ async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: Cancellat
         if !node.is_leader() {
             continue;
         }
-        let idle: Vec<_> = node
-            .sm
-            .state()
-            .sessions()
-            .filter(|(id, _)| guard.is_idle(*id))
-            .map(|(id, s)| (id, s.account))
-            .collect();
+        let idle: Vec<_> = node.read(|state| {
+            (state.sessions())
+                .filter(|(id, _)| activity.is_idle(*id))
+                .map(|(id, s)| (id, s.account))
+                .collect()
+        });
         for (session, account) in idle {
             let event = Event::SessionClosed {
                 account,
@@ -203,7 +210,7 @@ async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: Cancellat
             };
             match node.propose(event).await {
                 Ok(_) => {
-                    guard.forget(session);
+                    activity.forget(session);
                     tracing::debug!(%session, "ended an idle session");
                 }
                 Err(e) => tracing::debug!(%session, "could not end an idle session: {e}"),
@@ -213,30 +220,15 @@ async fn sweep_idle_sessions(node: Arc<Node>, guard: Arc<Guard>, stop: Cancellat
 }
 
 /// Asks the member at `seed` to add this node to its cluster, until it does.
-async fn join_cluster(node: Arc<Node>, seed: String, stop: CancellationToken) {
+async fn join_cluster(node: Node, seed: String, stop: CancellationToken) {
     let mut delay = Duration::from_millis(200);
     loop {
-        let attempt = async {
-            let channel = transport::endpoint(&seed, node.config.peer_ca())
-                .map_err(|e| e.to_string())?
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
-            chat_proto::cluster_client::ClusterClient::new(channel)
-                .add_member(chat_proto::AddMemberRequest {
-                    node_id: node.config.node_id,
-                    address: node.config.advertise_addr.clone(),
-                    cluster_secret: node.config.cluster_secret.clone().unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| s.message().to_string())
-        };
         let result = tokio::select! {
             () = stop.cancelled() => return,
-            r = attempt => r,
+            r = node.ask_to_join(&seed) => r,
         };
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!(via = %seed, "joined the cluster");
                 return;
             }
@@ -248,4 +240,31 @@ async fn join_cluster(node: Arc<Node>, seed: String, stop: CancellationToken) {
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The client side of `chat-server cluster ...`: a connection to the
+/// `chat.v1.Cluster` service of any member.
+pub async fn cluster_admin(
+    server: &str,
+    ca: Option<&[u8]>,
+) -> anyhow::Result<chat_proto::cluster_client::ClusterClient<tonic::transport::Channel>> {
+    let channel = transport::endpoint(server, ca)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {server}"))?;
+    Ok(chat_proto::cluster_client::ClusterClient::new(channel))
+}
+
+/// What the tests of this workspace reach below the public API: the Raft
+/// storage (openraft's own test suite runs against it) and the wire form of
+/// forwarded writes. Not for other users.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::error::ChatError;
+    pub use crate::hub::Hub;
+    pub use crate::peers::{ForwardAnswer, Refusal, decode, encode, with_secret};
+    pub use crate::raft::log_store::LogStore;
+    pub use crate::raft::state_machine::StateMachine;
+    pub use crate::raft::{StorageError, TypeConfig};
+    pub use crate::state::Applied;
 }

@@ -201,7 +201,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             std::fs::read(p)
                 .with_context(|| format!("cannot read the TLS {what} from {}", p.display()))
         };
-        config.tls = Some(chat_server::transport::Tls {
+        config.tls = Some(chat_server::Tls {
             cert_pem: read(cert, "certificate")?,
             key_pem: read(key, "key")?,
             ca_pem: read(ca, "CA certificate")?,
@@ -227,11 +227,7 @@ async fn cluster(action: ClusterAction) -> anyhow::Result<()> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
         None => None,
     };
-    let channel = chat_server::transport::endpoint(&server, ca.as_deref())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {server}"))?;
-    let mut client = pb::cluster_client::ClusterClient::new(channel);
+    let mut client = chat_server::cluster_admin(&server, ca.as_deref()).await?;
     let members = match action {
         ClusterAction::Status { .. } => {
             let s = client.status(pb::StatusRequest {}).await?.into_inner();

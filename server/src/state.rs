@@ -13,9 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use log_format::events::{
-    AccountId, CloseReason, Event, MessageId, PasswordHash, SessionId, TokenHash,
-};
+use log_format::events::{AccountId, Event, MessageId, PasswordHash, SessionId, TokenHash};
 use serde::{Deserialize, Serialize};
 
 /// The maps of the state: aHash is several times faster than SipHash on
@@ -92,7 +90,7 @@ pub struct StoredMessage {
     hidden_by_recipient: bool,
 }
 
-/// An entry of an account's feed; materialised into a [`FeedEvent`] when sent.
+/// An entry of an account's feed; materialised into a [`FeedEntry`] when sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum FeedItem {
     Message(MessageId),
@@ -103,9 +101,9 @@ enum FeedItem {
 
 /// What applying an event tells live subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub enum Fanout {
     /// A new event for the account's feed.
-    Feed(AccountId, FeedEvent),
+    Feed(AccountId, FeedEntry),
     /// The session ended (logout or idle): its streams end.
     SessionEnded(SessionId),
     /// The account was deleted: all its streams end.
@@ -114,7 +112,7 @@ pub enum Notice {
 
 /// An event of a user's subscription, with everything needed to show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedEvent {
+pub struct FeedEntry {
     /// The log position of the event it came from: the subscription cursor.
     pub index: u64,
     pub kind: FeedKind,
@@ -275,7 +273,7 @@ impl ChatState {
     /// Applies the event at log position `index` (see `events::position`:
     /// the ids it creates are that position); feed events for live
     /// subscribers are pushed to `notify`.
-    pub fn apply(&mut self, index: u64, event: &Event, notify: &mut Vec<Notice>) -> Applied {
+    pub fn apply(&mut self, index: u64, event: &Event, notify: &mut Vec<Fanout>) -> Applied {
         match event {
             Event::AccountCreated {
                 username,
@@ -306,7 +304,7 @@ impl ChatState {
             Event::AccountDeleted { account, .. } => {
                 let applied = self.delete_account(*account);
                 if applied == Applied::Done {
-                    notify.push(Notice::AccountDeleted(*account));
+                    notify.push(Fanout::AccountDeleted(*account));
                 }
                 applied
             }
@@ -342,7 +340,7 @@ impl ChatState {
                     return Applied::Rejected(Rejection::NoSuchSession);
                 }
                 self.close_session(*session);
-                notify.push(Notice::SessionEnded(*session));
+                notify.push(Fanout::SessionEnded(*session));
                 Applied::Done
             }
             Event::MessageSent {
@@ -376,7 +374,7 @@ impl ChatState {
         client_msg_id: &str,
         body: &str,
         at_ms: u64,
-        notify: &mut Vec<Notice>,
+        notify: &mut Vec<Fanout>,
     ) -> Applied {
         if let Some(&id) = self
             .idempotency
@@ -425,7 +423,7 @@ impl ChatState {
         }
         for account in [from, to] {
             if let Some(kind) = self.materialize(account, &FeedItem::Message(id)) {
-                notify.push(Notice::Feed(account, FeedEvent { index, kind }));
+                notify.push(Fanout::Feed(account, FeedEntry { index, kind }));
             }
             if from == to {
                 break;
@@ -443,7 +441,7 @@ impl ChatState {
         index: u64,
         account: AccountId,
         up_to: MessageId,
-        notify: &mut Vec<Notice>,
+        notify: &mut Vec<Fanout>,
     ) -> Applied {
         let Some(acc) = self.accounts.get_mut(&account) else {
             return Applied::Rejected(Rejection::NoSuchAccount);
@@ -482,7 +480,7 @@ impl ChatState {
         account: AccountId,
         peer: AccountId,
         up_to: MessageId,
-        notify: &mut Vec<Notice>,
+        notify: &mut Vec<Fanout>,
     ) -> Applied {
         let messages = &self.messages;
         let Some(acc) = self.accounts.get_mut(&account) else {
@@ -531,10 +529,10 @@ impl ChatState {
         index: u64,
         to: AccountId,
         item: FeedItem,
-        notify: &mut Vec<Notice>,
+        notify: &mut Vec<Fanout>,
     ) {
         if let Some(kind) = self.materialize(to, &item) {
-            notify.push(Notice::Feed(to, FeedEvent { index, kind }));
+            notify.push(Fanout::Feed(to, FeedEntry { index, kind }));
         }
         if let Some(acc) = self.accounts.get_mut(&to) {
             acc.feed.push((index, item));
@@ -546,7 +544,7 @@ impl ChatState {
         index: u64,
         account: AccountId,
         ids: &[MessageId],
-        notify: &mut Vec<Notice>,
+        notify: &mut Vec<Fanout>,
     ) -> Applied {
         if !self.accounts.contains_key(&account) {
             return Applied::Rejected(Rejection::NoSuchAccount);
@@ -594,7 +592,7 @@ impl ChatState {
         let n = deleted.len() as u64;
         let item = FeedItem::Deleted(deleted);
         if let Some(kind) = self.materialize(account, &item) {
-            notify.push(Notice::Feed(account, FeedEvent { index, kind }));
+            notify.push(Fanout::Feed(account, FeedEntry { index, kind }));
         }
         self.accounts
             .get_mut(&account)
@@ -681,10 +679,6 @@ impl ChatState {
     pub fn message_by_key(&self, from: AccountId, client_msg_id: &str) -> Option<(MessageId, u64)> {
         let id = *self.idempotency.get(&from)?.get(client_msg_id)?;
         Some((id, self.messages.get(&id).map_or(0, |m| m.at_ms)))
-    }
-
-    pub fn accounts_len(&self) -> usize {
-        self.accounts.len()
     }
 
     pub fn messages_len(&self) -> usize {
@@ -792,7 +786,7 @@ impl ChatState {
     }
 
     /// The feed of `account` after log position `after`, materialised.
-    pub fn feed_after(&self, account: AccountId, after: u64) -> Vec<FeedEvent> {
+    pub fn feed_after(&self, account: AccountId, after: u64) -> Vec<FeedEntry> {
         let Some(acc) = self.accounts.get(&account) else {
             return Vec::new();
         };
@@ -800,7 +794,7 @@ impl ChatState {
         acc.feed[start..]
             .iter()
             .filter_map(|(index, item)| {
-                Some(FeedEvent {
+                Some(FeedEntry {
                     index: *index,
                     kind: self.materialize(account, item)?,
                 })
@@ -885,14 +879,6 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// A reason a session closed, for logs.
-pub fn close_reason_name(reason: CloseReason) -> &'static str {
-    match reason {
-        CloseReason::Logout => "logout",
-        CloseReason::Idle => "idle",
-    }
-}
-
 impl ChatState {
     /// A canonical rendering of the whole state (every map sorted), for
     /// comparing replicas and replays.
@@ -953,7 +939,7 @@ impl ChatState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log_format::events::{self, EntryBody, LogEntry};
+    use log_format::events::{self, CloseReason, EntryBody, LogEntry};
     use log_format::{Log, LogConfig, Record};
     use proptest::prelude::*;
 
@@ -1284,7 +1270,7 @@ mod tests {
             &mut notices,
         );
         assert!(
-            matches!(&notices[..], [Notice::Feed(to, FeedEvent { index: 8, kind: FeedKind::Delivered { up_to: MessageId(5), .. } })] if *to == a)
+            matches!(&notices[..], [Fanout::Feed(to, FeedEntry { index: 8, kind: FeedKind::Delivered { up_to: MessageId(5), .. } })] if *to == a)
         );
         notices.clear();
         let applied = s.apply(
@@ -1299,7 +1285,7 @@ mod tests {
         );
         assert_eq!(applied, Applied::Unread(1));
         assert!(
-            matches!(&notices[..], [Notice::Feed(to, FeedEvent { kind: FeedKind::Read { up_to: MessageId(6), .. }, .. })] if *to == a)
+            matches!(&notices[..], [Fanout::Feed(to, FeedEntry { kind: FeedKind::Read { up_to: MessageId(6), .. }, .. })] if *to == a)
         );
         let (page, _) = s.history(a, b, None, 10);
         let flags: Vec<(u64, bool, bool)> =

@@ -9,10 +9,7 @@
 
 use std::sync::Arc;
 
-use chat_server::hub::Hub;
-use chat_server::raft::log_store::LogStore;
-use chat_server::raft::state_machine::StateMachine;
-use chat_server::raft::{StorageError, TypeConfig};
+use chat_server::testing::{Hub, LogStore, StateMachine, StorageError, TypeConfig};
 use log_format::{Log, LogConfig};
 use openraft::StorageIOError;
 use openraft::testing::{StoreBuilder, Suite};

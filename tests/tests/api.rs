@@ -606,6 +606,66 @@ async fn health_reflection_and_cluster_status_answer() {
     assert_eq!(reply.into_inner().status, 1, "SERVING");
 }
 
+/// Reflection answers in both versions: grpcurl speaks v1, while older
+/// grpcurl, evans, Postman and Python's grpcio speak only v1alpha.
+#[tokio::test]
+async fn reflection_answers_in_v1_and_v1alpha() {
+    use tokio_stream::StreamExt as _;
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    let server = TestServer::start().await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("v1: {reply:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"chat.v1.Chat".to_string()), "v1: {names:?}");
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(ch);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("v1alpha: {reply:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"chat.v1.Chat".to_string()),
+        "v1alpha: {names:?}"
+    );
+}
+
 /// The two messages of grpc.health.v1, declared here to call the service
 /// without another dependency.
 #[derive(Clone, PartialEq, prost::Message)]

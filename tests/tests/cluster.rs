@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto as pb;
-use chat_server::config::Faults;
+use chat_server::Faults;
 use common::*;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -320,9 +320,7 @@ async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
 /// per event, and does not send them on: forwards cannot loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_refuses_forwarded_writes_without_passing_them_on() {
-    use chat_server::error::ChatError;
-    use chat_server::raft::network::{decode, encode, with_secret};
-    use chat_server::state::Applied;
+    use chat_server::testing::{ForwardAnswer, Refusal, decode, encode, with_secret};
     use log_format::events::{Event, PasswordHash};
 
     let cluster = Cluster::start(3).await;
@@ -351,15 +349,14 @@ async fn a_follower_refuses_forwarded_writes_without_passing_them_on() {
         .await
         .unwrap()
         .into_inner();
-    let answers: Vec<Result<(u64, Applied), ChatError>> = decode(&reply.payload).unwrap();
+    let answers: Vec<ForwardAnswer> = decode(&reply.payload).unwrap();
     assert_eq!(answers.len(), 3);
     for answer in answers {
         match answer {
-            Err(ChatError::Unavailable(why)) => {
-                assert!(why.contains("not the leader"), "{why}");
-                assert!(why.contains(&cluster.peers[&leader]), "{why}");
+            Err(Refusal::NotLeader { leader: Some(at) }) => {
+                assert_eq!(at, cluster.peers[&leader]);
             }
-            other => panic!("expected UNAVAILABLE, got {other:?}"),
+            other => panic!("expected 'not the leader, it is at ...', got {other:?}"),
         }
     }
     // Nothing was written anywhere.

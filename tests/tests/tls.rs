@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use chat_client::{Client, ClientConfig};
-use chat_server::transport::Tls;
+use chat_server::Tls;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 

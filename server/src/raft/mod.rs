@@ -32,6 +32,24 @@ pub struct NodeAddr {
     pub addr: String,
 }
 
+/// A member of the cluster, as status and membership answers list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: NodeId,
+    pub address: String,
+    /// A voter counts towards majorities; a learner only receives the log.
+    pub voter: bool,
+}
+
+/// A change of the cluster's members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Adds a server: it catches up as a learner, then becomes a voter.
+    Add { id: NodeId, addr: String },
+    /// Removes a voter.
+    Remove { id: NodeId },
+}
+
 openraft::declare_raft_types!(
     /// The Raft types of the chat server: a proposal is a batch of chat
     /// events (concurrent requests share one entry, so one fsync and one

@@ -1,9 +1,7 @@
-//! How this node reaches its peers' Raft services: openraft requests are
-//! postcard-encoded into the opaque payloads of `chat.v1.Raft`, with the
-//! cluster secret in the metadata.
-//!
-//! The encoding must not be human-readable: the password hashes inside
-//! entries are redacted by every human-readable serializer.
+//! openraft's network: its requests go to the peers' `chat.v1.Raft`
+//! services through [`Peers`] (the shared clients, the secret in metadata),
+//! postcard-encoded into opaque payloads; failures become what openraft
+//! should do about them. A [`Faults`] hook drops traffic in partition tests.
 
 use std::sync::Arc;
 
@@ -23,80 +21,40 @@ use tonic::transport::Channel;
 use super::elections::{self, Splits};
 use super::{NodeAddr, NodeId, TypeConfig};
 use crate::config::Faults;
+use crate::peers::{Peers, decode, encode};
 
-/// Connections to peers.
+/// openraft's factory of peer connections.
 #[derive(Debug, Clone)]
 pub struct Network {
-    secret: Arc<str>,
+    peers: Arc<Peers>,
     faults: Arc<Faults>,
-    /// The CA peers are checked against, when TLS is on.
-    ca: Option<Arc<[u8]>>,
     splits: Splits,
 }
 
 impl Network {
-    pub fn new(
-        secret: Option<&str>,
-        faults: Arc<Faults>,
-        ca: Option<&[u8]>,
-        splits: Splits,
-    ) -> Self {
+    pub fn new(peers: Arc<Peers>, faults: Arc<Faults>, splits: Splits) -> Self {
         Network {
-            secret: secret.unwrap_or_default().into(),
+            peers,
             faults,
-            ca: ca.map(Arc::from),
             splits,
         }
     }
 }
 
-/// One peer; the connection is made lazily and re-made by tonic as needed.
+/// One peer as openraft sees it; the connection is the shared one of
+/// [`Peers`].
 #[derive(Debug)]
 pub struct Peer {
     target: NodeId,
     addr: String,
-    client: Option<RaftClient<Channel>>,
-    secret: Arc<str>,
+    peers: Arc<Peers>,
     faults: Arc<Faults>,
-    ca: Option<Arc<[u8]>>,
     splits: Splits,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Failure(String);
-
-/// Adds the cluster secret to a request's metadata.
-pub fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = secret.parse() {
-        request
-            .metadata_mut()
-            .insert(chat_proto::CLUSTER_SECRET_METADATA_KEY, value);
-    }
-    request
-}
-
-/// A client of the Raft service of the server at `addr`, connected on first
-/// use (and again by tonic as needed), taking messages as large as a batch
-/// of entries or a snapshot chunk.
-pub fn raft_client(
-    addr: &str,
-    ca: Option<&[u8]>,
-) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-    let endpoint = crate::transport::endpoint(addr, ca)?;
-    Ok(RaftClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
-}
-
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_stdvec(value)
-}
-
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(bytes)
-}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -105,10 +63,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: node.addr.clone(),
-            client: None,
-            secret: Arc::clone(&self.secret),
+            peers: Arc::clone(&self.peers),
             faults: Arc::clone(&self.faults),
-            ca: self.ca.clone(),
             splits: self.splits.clone(),
         }
     }
@@ -124,13 +80,9 @@ impl Peer {
                 self.target
             )))));
         }
-        if let Some(c) = &self.client {
-            return Ok(c.clone());
-        }
-        let client = raft_client(&self.addr, self.ca.as_deref())
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.client = Some(client.clone());
-        Ok(client)
+        self.peers
+            .client(&self.addr)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Failure(e))))
     }
 
     /// Sends one call and decodes the reply, mapping each failure to what
@@ -150,7 +102,7 @@ impl Peer {
     {
         let client = self.client()?;
         let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let call = send(client, with_secret(payload, &self.secret));
+        let call = send(client, self.peers.request(payload));
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&Failure(format!(

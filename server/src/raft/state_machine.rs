@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use super::{NodeAddr, NodeId, RaftEntry, StorageError, TypeConfig, record_to_entry};
 use crate::hub::{Ended, Hub};
-use crate::state::{Applied, ChatState, Notice};
+use crate::state::{Applied, ChatState, Fanout};
 
 /// The state file holding the latest snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot";
@@ -374,7 +374,7 @@ fn apply_entry(
     state: &mut ChatState,
     applying: &mut Applying,
     entry: &RaftEntry,
-    notices: &mut Vec<Notice>,
+    notices: &mut Vec<Fanout>,
 ) -> Vec<Applied> {
     applying.last_applied = Some(entry.log_id);
     match &entry.payload {

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::auth::{self, Guard};
+use crate::auth::{self, LoginThrottle, SessionActivity};
 use crate::error::ChatError;
-use crate::hub::{Ended, Push};
+use crate::hub::{Ended, StreamItem};
 use crate::node::Node;
-use crate::state::{Applied, Rejection};
+use crate::state::{Applied, ChatState, Rejection};
 
 /// Longest username, in characters.
 pub const MAX_USERNAME: usize = 32;
@@ -33,8 +33,9 @@ pub const MAX_DELETE: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct ChatService {
-    node: Arc<Node>,
-    guard: Arc<Guard>,
+    node: Node,
+    throttle: Arc<LoginThrottle>,
+    activity: Arc<SessionActivity>,
     shutdown: CancellationToken,
 }
 
@@ -82,6 +83,14 @@ fn validate_body(body: &str) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// The account named `name` in `state`, or NOT_FOUND.
+fn peer(state: &ChatState, name: &str) -> Result<AccountId, ChatError> {
+    state
+        .account_by_name(name)
+        .map(|(id, _)| id)
+        .ok_or_else(|| ChatError::NotFound(format!("there is no account named '{name}'")))
+}
+
 fn page_limit(limit: u32, default: u32) -> Result<usize, ChatError> {
     match limit {
         0 => Ok(default as usize),
@@ -91,47 +100,62 @@ fn page_limit(limit: u32, default: u32) -> Result<usize, ChatError> {
 }
 
 impl ChatService {
-    pub fn new(node: Arc<Node>, guard: Arc<Guard>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        node: Node,
+        throttle: Arc<LoginThrottle>,
+        activity: Arc<SessionActivity>,
+        shutdown: CancellationToken,
+    ) -> Self {
         ChatService {
             node,
-            guard,
+            throttle,
+            activity,
             shutdown,
         }
     }
 
-    /// The session and account behind `token`, refreshing its idle clock.
-    fn authenticate(&self, token: &str) -> Result<(SessionId, AccountId), ChatError> {
+    /// The session and account behind `token` in `state`, refreshing its
+    /// idle clock. Call it inside [`Node::read`], with the request's other
+    /// look-ups.
+    fn signed_in(
+        &self,
+        state: &ChatState,
+        token: &str,
+    ) -> Result<(SessionId, AccountId), ChatError> {
         if token.is_empty() {
             return Err(ChatError::Unauthenticated(
                 "this call needs a session token; log in first".into(),
             ));
         }
-        let (session, account) = {
-            let state = self.node.sm.state();
-            let (id, s) = state
-                .session_by_token(&auth::token_hash(token))
-                .ok_or_else(|| {
-                    ChatError::Unauthenticated(
-                        "the session has ended or the token is unknown; log in again".into(),
-                    )
-                })?;
-            (id, s.account)
-        };
-        if self.guard.is_idle(session) {
+        let (session, account) = state
+            .session_by_token(&auth::token_hash(token))
+            .map(|(id, s)| (id, s.account))
+            .ok_or_else(|| {
+                ChatError::Unauthenticated(
+                    "the session has ended or the token is unknown; log in again".into(),
+                )
+            })?;
+        if self.activity.is_idle(session) {
             self.close_idle(session, account);
             return Err(ChatError::Unauthenticated(format!(
                 "the session ended after {} of inactivity; log in again",
-                humantime::format_duration(self.guard.idle_timeout())
+                humantime::format_duration(self.activity.idle_timeout())
             )));
         }
-        self.guard.touch(session);
+        self.activity.touch(session);
         Ok((session, account))
+    }
+
+    /// [`Self::signed_in`] for a request that needs nothing else from the
+    /// state.
+    fn authenticate(&self, token: &str) -> Result<(SessionId, AccountId), ChatError> {
+        self.node.read(|state| self.signed_in(state, token))
     }
 
     /// Records in the log that an idle session ended (in the background:
     /// the caller is answered either way).
     fn close_idle(&self, session: SessionId, account: AccountId) {
-        let node = Arc::clone(&self.node);
+        let node = self.node.clone();
         tokio::spawn(async move {
             let event = Event::SessionClosed {
                 account,
@@ -143,16 +167,6 @@ impl ChatService {
                 tracing::debug!("could not record the end of idle session {session}: {e}");
             }
         });
-    }
-
-    /// The account named `name`, or NOT_FOUND.
-    fn peer(&self, name: &str) -> Result<AccountId, ChatError> {
-        self.node
-            .sm
-            .state()
-            .account_by_name(name)
-            .map(|(id, _)| id)
-            .ok_or_else(|| ChatError::NotFound(format!("there is no account named '{name}'")))
     }
 
     async fn run_blocking<T: Send + 'static>(
@@ -169,16 +183,10 @@ impl ChatService {
     ) -> Result<pb::CreateAccountResponse, ChatError> {
         validate_username(&req.username)?;
         validate_password(&req.password)?;
-        if self
-            .node
-            .sm
-            .state()
-            .account_by_name(&req.username)
-            .is_some()
-        {
+        if (self.node).read(|state| state.account_by_name(&req.username).is_some()) {
             return Err(name_taken(&req.username));
         }
-        let cost = self.node.config.password_hashing;
+        let cost = self.node.config().password_hashing;
         let password = req.password;
         let password_hash =
             Self::run_blocking(move || auth::hash_password(&password, cost)).await??;
@@ -207,13 +215,10 @@ impl ChatService {
         {
             return Err(denied());
         }
-        self.guard.check_login_allowed(&req.username)?;
-        let found = self
-            .node
-            .sm
-            .state()
-            .account_by_name(&req.username)
-            .map(|(id, a)| (id, a.password_hash.clone()));
+        self.throttle.check_login_allowed(&req.username)?;
+        let found = self.node.read(|state| {
+            (state.account_by_name(&req.username)).map(|(id, a)| (id, a.password_hash.clone()))
+        });
         let password = req.password;
         let (account, matches) = match found {
             Some((id, hash)) => {
@@ -224,10 +229,10 @@ impl ChatService {
             None => (None, false),
         };
         let Some(account) = account.filter(|_| matches) else {
-            self.guard.login_failed(&req.username);
+            self.throttle.login_failed(&req.username);
             return Err(denied());
         };
-        self.guard.login_succeeded(&req.username);
+        self.throttle.login_succeeded(&req.username);
         let (token, token_hash) = auth::new_token()?;
         let event = Event::SessionOpened {
             account,
@@ -241,16 +246,18 @@ impl ChatService {
                 other => unexpected(other),
             });
         };
-        self.guard.touch(session);
-        let state = self.node.sm.state();
-        let acc = state.account(account).ok_or_else(denied)?;
+        self.activity.touch(session);
+        let (username, delivered_cursor, unread_count) = self.node.read(|state| {
+            let acc = state.account(account).ok_or_else(denied)?;
+            Ok::<_, ChatError>((acc.username.clone(), acc.delivered_up_to.0, acc.unread))
+        })?;
         Ok(pb::LoginResponse {
             token,
             account_id: account.0,
-            username: acc.username.clone(),
-            delivered_cursor: acc.delivered_up_to.0,
-            unread_count: acc.unread,
-            session_idle_timeout_secs: self.guard.idle_timeout().as_secs().min(u32::MAX as u64)
+            username,
+            delivered_cursor,
+            unread_count,
+            session_idle_timeout_secs: (self.activity.idle_timeout().as_secs()).min(u32::MAX as u64)
                 as u32,
             log_position: index,
         })
@@ -266,7 +273,7 @@ impl ChatService {
             at_ms: now_ms(),
         };
         let (index, _) = self.node.propose(event).await?;
-        self.guard.forget(session);
+        self.activity.forget(session);
         Ok(pb::LogoutResponse {
             log_position: index,
         })
@@ -277,14 +284,13 @@ impl ChatService {
         req: pb::DeleteAccountRequest,
     ) -> Result<pb::DeleteAccountResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (_, account) = self.authenticate(&req.token)?;
-        let hash = self
-            .node
-            .sm
-            .state()
-            .account(account)
-            .map(|a| a.password_hash.clone())
-            .ok_or_else(|| ChatError::Unauthenticated("the account no longer exists".into()))?;
+        let (account, hash) = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            let hash = (state.account(account))
+                .map(|a| a.password_hash.clone())
+                .ok_or_else(|| ChatError::Unauthenticated("the account no longer exists".into()))?;
+            Ok::<_, ChatError>((account, hash))
+        })?;
         let password = req.password;
         if !Self::run_blocking(move || auth::verify_password(&hash, &password)).await? {
             return Err(ChatError::PermissionDenied(
@@ -335,11 +341,7 @@ impl ChatService {
             }
         };
         self.node.wait_applied(req.min_applied).await?;
-        let page = self
-            .node
-            .sm
-            .state()
-            .list_accounts(&pattern, after.as_deref(), limit);
+        let page = (self.node).read(|state| state.list_accounts(&pattern, after.as_deref(), limit));
         Ok(pb::ListAccountsResponse {
             accounts: page
                 .accounts
@@ -360,30 +362,42 @@ impl ChatService {
 
     async fn send(&self, req: pb::SendRequest) -> Result<pb::SendResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (_, from) = self.authenticate(&req.token)?;
-        validate_body(&req.body)?;
-        if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID {
-            return Err(ChatError::invalid(format!(
-                "client_msg_id is required: 1 to {MAX_CLIENT_MSG_ID} bytes that identify this message among the sender's (a UUID works)"
-            )));
+        /// What the state says of a send, read under one lock.
+        enum Check {
+            /// A retry of a send that already happened: the first result.
+            Done(MessageId, u64),
+            New {
+                from: AccountId,
+                to: AccountId,
+            },
         }
-        // A retry of a send that already happened returns the first result.
-        if let Some((id, at_ms)) = self
-            .node
-            .sm
-            .state()
-            .message_by_key(from, &req.client_msg_id)
-        {
-            return Ok(pb::SendResponse {
-                message_id: id.0,
-                sent_at_ms: at_ms,
-                log_position: id.0,
-            });
-        }
-        let to = self.peer(&req.to)?;
-        if to == from {
-            return Err(ChatError::invalid("you cannot send a message to yourself"));
-        }
+        let check = self.node.read(|state| {
+            let (_, from) = self.signed_in(state, &req.token)?;
+            validate_body(&req.body)?;
+            if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID {
+                return Err(ChatError::invalid(format!(
+                    "client_msg_id is required: 1 to {MAX_CLIENT_MSG_ID} bytes that identify this message among the sender's (a UUID works)"
+                )));
+            }
+            if let Some((id, at_ms)) = state.message_by_key(from, &req.client_msg_id) {
+                return Ok(Check::Done(id, at_ms));
+            }
+            let to = peer(state, &req.to)?;
+            if to == from {
+                return Err(ChatError::invalid("you cannot send a message to yourself"));
+            }
+            Ok(Check::New { from, to })
+        })?;
+        let (from, to) = match check {
+            Check::Done(id, at_ms) => {
+                return Ok(pb::SendResponse {
+                    message_id: id.0,
+                    sent_at_ms: at_ms,
+                    log_position: id.0,
+                });
+            }
+            Check::New { from, to } => (from, to),
+        };
         let event = Event::MessageSent {
             from,
             to,
@@ -407,11 +421,13 @@ impl ChatService {
 
     async fn history(&self, req: pb::HistoryRequest) -> Result<pb::HistoryResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (_, account) = self.authenticate(&req.token)?;
-        let limit = page_limit(req.limit, DEFAULT_HISTORY_PAGE)?;
-        let peer = self.peer(&req.peer)?;
         let before = (req.before != 0).then_some(MessageId(req.before));
-        let (messages, next) = self.node.sm.state().history(account, peer, before, limit);
+        let (messages, next) = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            let limit = page_limit(req.limit, DEFAULT_HISTORY_PAGE)?;
+            let peer = peer(state, &req.peer)?;
+            Ok::<_, ChatError>(state.history(account, peer, before, limit))
+        })?;
         Ok(pb::HistoryResponse {
             messages: messages.into_iter().map(convert::message).collect(),
             next_before: next.map_or(0, |m| m.0),
@@ -423,19 +439,15 @@ impl ChatService {
         req: pb::ConversationsRequest,
     ) -> Result<pb::ConversationsResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (_, account) = self.authenticate(&req.token)?;
-        let state = self.node.sm.state();
-        let total_unread = state.account(account).map_or(0, |a| a.unread);
+        let (conversations, total_unread) = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            let total_unread = state.account(account).map_or(0, |a| a.unread);
+            Ok::<_, ChatError>((state.conversations(account), total_unread))
+        })?;
         Ok(pb::ConversationsResponse {
-            conversations: state
-                .conversations(account)
+            conversations: conversations
                 .into_iter()
-                .map(|c| pb::Conversation {
-                    peer: c.peer_name,
-                    peer_account_id: c.peer.0,
-                    last_message: c.last.map(convert::message),
-                    unread_count: c.unread,
-                })
+                .map(convert::conversation)
                 .collect(),
             total_unread,
         })
@@ -443,7 +455,7 @@ impl ChatService {
 
     /// Fails when `up_to` lies beyond the end of the log.
     fn check_cursor(&self, up_to: u64) -> Result<(), ChatError> {
-        let last = self.node.sm.applied_cursor();
+        let last = self.node.applied_cursor();
         if up_to > last {
             return Err(ChatError::invalid(format!(
                 "cursor {up_to} is beyond the end of the log ({last}); use a message id you received"
@@ -454,17 +466,15 @@ impl ChatService {
 
     async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (_, account) = self.authenticate(&req.token)?;
-        self.check_cursor(req.up_to)?;
-        let current = self
-            .node
-            .sm
-            .state()
-            .account(account)
-            .map_or(0, |a| a.delivered_up_to.0);
+        let (account, current) = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            self.check_cursor(req.up_to)?;
+            let current = state.account(account).map_or(0, |a| a.delivered_up_to.0);
+            Ok::<_, ChatError>((account, current))
+        })?;
         if req.up_to <= current {
             return Ok(pb::AckResponse {
-                log_position: self.node.sm.applied_cursor(),
+                log_position: self.node.applied_cursor(),
             });
         }
         let event = Event::DeliveredUpTo {
@@ -480,9 +490,12 @@ impl ChatService {
 
     async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::MarkReadResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (_, account) = self.authenticate(&req.token)?;
-        let peer = self.peer(&req.peer)?;
-        self.check_cursor(req.up_to)?;
+        let (account, peer) = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            let peer = peer(state, &req.peer)?;
+            self.check_cursor(req.up_to)?;
+            Ok::<_, ChatError>((account, peer))
+        })?;
         let event = Event::ReadUpTo {
             account,
             peer,
@@ -528,21 +541,20 @@ impl ChatService {
         req: pb::SubscribeRequest,
     ) -> Result<ReceiverStream<Result<pb::Event, Status>>, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (session, account) = self.authenticate(&req.token)?;
-        // Register before reading the backlog, so nothing falls between the
-        // two; anything seen twice is dropped by its index below.
-        let mut sub =
-            self.node
-                .sm
-                .hub()
-                .subscribe(account, session, self.node.config.stream_buffer);
-        // Everything up to `applied` is in the backlog, so it is the cursor
-        // the caught-up marker reports (live events start after it).
-        let applied = self.node.sm.applied_cursor();
-        let backlog = self.node.sm.state().feed_after(account, req.after);
+        let (session, mut sub, applied, backlog) = self.node.read(|state| {
+            let (session, account) = self.signed_in(state, &req.token)?;
+            // Registered before the backlog is read, so nothing falls
+            // between the two; anything seen twice is dropped by its id
+            // below.
+            let sub = self.node.open_stream(account, session);
+            // Everything up to `applied` is in the backlog, so it is the
+            // cursor the caught-up marker reports (live events start after).
+            let applied = self.node.applied_cursor();
+            Ok::<_, ChatError>((session, sub, applied, state.feed_after(account, req.after)))
+        })?;
         let (tx, rx) = mpsc::channel(64);
         let shutdown = self.shutdown.clone();
-        let node = Arc::clone(&self.node);
+        let node = self.node.clone();
         tokio::spawn(async move {
             let mut last = req.after;
             for event in backlog {
@@ -561,16 +573,16 @@ impl ChatService {
             loop {
                 let push = tokio::select! {
                     () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable(format!(
+                        let _ = tx.send(Err(ChatError::Unavailable(format!(
                             "the server is shutting down; resubscribe elsewhere with after={last}"
-                        )))).await;
+                        )).into())).await;
                         return;
                     }
                     () = tx.closed() => return,
                     push = sub.rx.recv() => push,
                 };
                 match push {
-                    Some(Push::Event(event)) => {
+                    Some(StreamItem::Entry(event)) => {
                         if event.index <= last {
                             continue;
                         }
@@ -579,7 +591,7 @@ impl ChatService {
                             return;
                         }
                     }
-                    Some(Push::Ended(Ended::SessionClosed)) => {
+                    Some(StreamItem::Ended(Ended::SessionClosed)) => {
                         let _ = tx
                             .send(Err(ChatError::Unauthenticated(
                                 "the session has ended; log in again".into(),
@@ -588,7 +600,7 @@ impl ChatService {
                             .await;
                         return;
                     }
-                    Some(Push::Ended(Ended::Resync)) => {
+                    Some(StreamItem::Ended(Ended::Resync)) => {
                         let _ = tx
                             .send(Err(ChatError::Aborted(format!(
                                 "this server caught up from a snapshot; resubscribe with after={last}"
@@ -602,7 +614,7 @@ impl ChatService {
                             ChatError::Aborted(format!(
                                 "this subscriber fell behind and was dropped; resubscribe with after={last}"
                             ))
-                        } else if node.sm.state().session(session).is_none() {
+                        } else if node.read(|state| state.session(session).is_none()) {
                             ChatError::Unauthenticated("the session has ended; log in again".into())
                         } else {
                             ChatError::Aborted(format!(

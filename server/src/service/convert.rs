@@ -1,9 +1,13 @@
-//! Domain types to protobuf messages. Protobuf stays at the edge: nothing
-//! here is stored, and nothing else builds these messages.
+//! Domain values to the protobuf messages several calls share (a message,
+//! a feed entry, a conversation, the cluster's members). Protobuf stays at
+//! the edge: nothing here is stored, and nothing below `service` sees it.
 
 use chat_proto as pb;
+use openraft::ServerState;
 
-use crate::state::{FeedEvent, FeedKind, MessageView};
+use crate::node::ClusterView;
+use crate::raft::Member;
+use crate::state::{ConversationSummary, FeedEntry, FeedKind, MessageView};
 
 pub fn message(m: MessageView) -> pb::Message {
     pb::Message {
@@ -19,7 +23,7 @@ pub fn message(m: MessageView) -> pb::Message {
     }
 }
 
-pub fn event(e: FeedEvent) -> pb::Event {
+pub fn event(e: FeedEntry) -> pb::Event {
     let kind = match e.kind {
         FeedKind::Message(m) => pb::event::Kind::Message(pb::Message {
             // Receipts travel as their own events on the stream.
@@ -60,5 +64,43 @@ pub fn caught_up(cursor: u64) -> pb::Event {
     pb::Event {
         id: cursor,
         kind: Some(pb::event::Kind::CaughtUp(pb::CaughtUp { cursor })),
+    }
+}
+
+pub fn conversation(c: ConversationSummary) -> pb::Conversation {
+    pb::Conversation {
+        peer: c.peer_name,
+        peer_account_id: c.peer.0,
+        last_message: c.last.map(message),
+        unread_count: c.unread,
+    }
+}
+
+pub fn member(m: Member) -> pb::Member {
+    pb::Member {
+        node_id: m.node_id,
+        address: m.address,
+        voter: m.voter,
+    }
+}
+
+pub fn status(s: ClusterView) -> pb::StatusResponse {
+    let role = match s.role {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Follower => pb::Role::Follower,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Learner => pb::Role::Learner,
+        ServerState::Shutdown => pb::Role::Shutdown,
+    };
+    pb::StatusResponse {
+        node_id: s.node_id,
+        leader_id: s.leader_id.unwrap_or(0),
+        leader_address: s.leader_address.unwrap_or_default(),
+        members: s.members.into_iter().map(member).collect(),
+        last_log_index: s.last_log_index,
+        applied_index: s.applied_index,
+        committed_index: s.committed_index,
+        term: s.term,
+        role: role as i32,
     }
 }

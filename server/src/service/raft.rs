@@ -1,63 +1,70 @@
-//! The `chat.v1.Raft` service: Raft traffic from the other servers, and
-//! writes they forward to this node while it leads. Every call must carry
-//! the cluster secret; without it nothing is decoded.
+//! The `chat.v1.Raft` service: calls from the other servers of the cluster
+//! (openraft's traffic, writes and membership changes they hand to this
+//! node, session activity). Every call must carry the cluster secret in its
+//! metadata; without it nothing is decoded.
 
 use std::sync::Arc;
 
 use chat_proto as pb;
 use log_format::events::{Event, SessionId};
+use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Guard;
-use crate::node::Node;
-use crate::raft::network::{decode, encode};
+use crate::auth::SessionActivity;
+use crate::error::ChatError;
+use crate::node::{Node, RaftCall};
+use crate::peers::{ChangeRequest, decode, encode};
 
 #[derive(Debug, Clone)]
 pub struct RaftService {
-    node: Arc<Node>,
-    guard: Arc<Guard>,
+    node: Node,
+    activity: Arc<SessionActivity>,
 }
 
-/// Checks the cluster secret of a request from another server.
-pub fn check_secret<T>(request: &Request<T>, secret: Option<&str>) -> Result<(), Status> {
+/// Checks a cluster secret `given` by another server or an operator
+/// against this server's own, in constant time.
+pub fn check_secret(given: Option<&str>, secret: Option<&str>) -> Result<(), ChatError> {
     let Some(secret) = secret else {
-        return Err(Status::permission_denied(
-            "this server has no cluster secret, so it takes no cluster traffic; start it with --cluster-secret-file",
+        return Err(ChatError::PermissionDenied(
+            "this server has no cluster secret, so it takes no cluster traffic; start it with --cluster-secret-file".into(),
         ));
     };
-    let given = request
-        .metadata()
-        .get(chat_proto::CLUSTER_SECRET_METADATA_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+    let given = given.unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
         Ok(())
     } else {
-        Err(Status::permission_denied(
-            "wrong or missing cluster secret; pass the cluster's --cluster-secret-file",
+        Err(ChatError::PermissionDenied(
+            "wrong or missing cluster secret; pass the cluster's --cluster-secret-file".into(),
         ))
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn undecodable(e: postcard::Error) -> ChatError {
+    ChatError::invalid(format!(
+        "undecodable payload ({e}); are both servers the same version?"
+    ))
 }
 
-fn bad_payload(e: postcard::Error) -> Status {
-    Status::invalid_argument(format!("undecodable Raft payload: {e}"))
-}
-
-fn encoded<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
-    encode(value).map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))
+fn encoded<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ChatError> {
+    encode(value).map_err(|e| ChatError::Internal(format!("cannot encode the reply: {e}")))
 }
 
 impl RaftService {
-    pub fn new(node: Arc<Node>, guard: Arc<Guard>) -> Self {
-        RaftService { node, guard }
+    pub fn new(node: Node, activity: Arc<SessionActivity>) -> Self {
+        RaftService { node, activity }
     }
 
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        check_secret(request, self.node.config.cluster_secret.as_deref())
+    /// The request's payload, once its secret checks out.
+    fn authorized<T>(&self, request: Request<T>) -> Result<T, ChatError> {
+        let given = (request.metadata())
+            .get(chat_proto::CLUSTER_SECRET_METADATA_KEY)
+            .and_then(|v| v.to_str().ok());
+        check_secret(given, self.node.config().cluster_secret.as_deref())?;
+        Ok(request.into_inner())
+    }
+
+    async fn raft_call(&self, call: RaftCall, payload: &[u8]) -> Result<Vec<u8>, Status> {
+        Ok(self.node.raft_call(call, payload).await?)
     }
 }
 
@@ -67,47 +74,54 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
-        self.authorize(&request)?;
-        let rpc = decode(&request.into_inner().payload).map_err(bad_payload)?;
-        let result = self.node.raft.append_entries(rpc).await;
-        Ok(Response::new(pb::AppendEntriesResponse {
-            payload: encoded(&result)?,
-        }))
+        let request = self.authorized(request)?;
+        let payload = self
+            .raft_call(RaftCall::AppendEntries, &request.payload)
+            .await?;
+        Ok(Response::new(pb::AppendEntriesResponse { payload }))
     }
 
     async fn vote(
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
-        self.authorize(&request)?;
-        let rpc = decode(&request.into_inner().payload).map_err(bad_payload)?;
-        let result = self.node.raft.vote(rpc).await;
-        Ok(Response::new(pb::VoteResponse {
-            payload: encoded(&result)?,
-        }))
+        let request = self.authorized(request)?;
+        let payload = self.raft_call(RaftCall::Vote, &request.payload).await?;
+        Ok(Response::new(pb::VoteResponse { payload }))
     }
 
     async fn install_snapshot(
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        self.authorize(&request)?;
-        let rpc = decode(&request.into_inner().payload).map_err(bad_payload)?;
-        let result = self.node.raft.install_snapshot(rpc).await;
-        Ok(Response::new(pb::InstallSnapshotResponse {
-            payload: encoded(&result)?,
-        }))
+        let request = self.authorized(request)?;
+        let payload = self
+            .raft_call(RaftCall::InstallSnapshot, &request.payload)
+            .await?;
+        Ok(Response::new(pb::InstallSnapshotResponse { payload }))
     }
 
     async fn forward(
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        self.authorize(&request)?;
-        let events: Vec<Event> = decode(&request.into_inner().payload).map_err(bad_payload)?;
-        let result = self.node.propose_forwarded(events).await;
+        let request = self.authorized(request)?;
+        let events: Vec<Event> = decode(&request.payload).map_err(undecodable)?;
+        let answers = self.node.propose_forwarded(events).await;
         Ok(Response::new(pb::ForwardResponse {
-            payload: encoded(&result)?,
+            payload: encoded(&answers)?,
+        }))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
+        let request = self.authorized(request)?;
+        let change: ChangeRequest = decode(&request.payload).map_err(undecodable)?;
+        let answer = self.node.change_membership(change).await;
+        Ok(Response::new(pb::ChangeMembershipResponse {
+            payload: encoded(&answer)?,
         }))
     }
 
@@ -115,10 +129,9 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::TouchRequest>,
     ) -> Result<Response<pb::TouchResponse>, Status> {
-        self.authorize(&request)?;
-        let sessions: Vec<SessionId> =
-            decode(&request.into_inner().payload).map_err(bad_payload)?;
-        self.guard.touched_elsewhere(&sessions);
+        let request = self.authorized(request)?;
+        let sessions: Vec<SessionId> = decode(&request.payload).map_err(undecodable)?;
+        self.activity.touched_elsewhere(&sessions);
         Ok(Response::new(pb::TouchResponse {}))
     }
 }
