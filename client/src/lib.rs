@@ -43,13 +43,15 @@
 mod client;
 mod config;
 mod error;
+mod failover;
 mod model;
 mod retry;
 mod subscription;
 
-pub use client::{Client, ConnectionState};
+pub use client::Client;
 pub use config::{ClientConfig, DEFAULT_SERVER, endpoint_uri};
 pub use error::{ClientError, Result};
+pub use failover::ConnectionState;
 pub use model::{
     Account, AccountId, AccountPage, ClusterStatus, Conversation, Conversations, CreatedAccount,
     Event, EventId, HistoryPage, LogIndex, LogPosition, Member, Message, MessageId, Role,

@@ -78,6 +78,13 @@ impl Retry {
         self.backoff.delay(self.attempt)
     }
 
+    /// The failures counted since the last [`reset`](Self::reset): the
+    /// number of the attempt the last [`next_delay`](Self::next_delay) was
+    /// for.
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
     /// Runs `call` until it succeeds or fails for a reason that will not
     /// pass by waiting; that error is returned. Before each wait,
     /// `on_retry(error, wait)` is told why and for how long (to show it).

@@ -7,34 +7,40 @@
 //! subscribes again after that id, on the next server if the old one failed,
 //! so the consumer sees every event once, in order. It also drops any event
 //! whose id is not above the last one, in case a server replays.
+//!
+//! It calls and fails over through the client's `failover::Connection`, not
+//! through the [`Client`](crate::Client), and paces repeated resubscribes
+//! with a [`Retry`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto as proto;
+use chat_proto::chat_client::ChatClient;
 use tokio::time::{self, Instant};
 use tonic::{Code, Status};
 
-use crate::client::{Client, Route};
 use crate::error::{ClientError, Result};
+use crate::failover::{Connection, Route};
 use crate::model::{Event, EventId};
-use crate::retry::{Fault, classify};
+use crate::retry::{Backoff, Fault, Retry, Rpc, classify};
 
 /// A live, resumable stream of a session's events, from
 /// [`Client::subscribe`](crate::Client::subscribe).
 ///
 /// Read it with [`next`](Self::next). Dropping it ends the stream.
 pub struct Subscription {
-    client: Client,
+    /// The connection of the client that opened it, shared with that client.
+    connection: Arc<Connection>,
     /// The session token the stream is opened with.
     token: String,
     /// The last event id handed out: where to resume.
     cursor: Cursor,
     /// The stream in use; `None` between a failure and the resubscribe.
     stream: Option<OpenStream>,
-    /// Streams that ended early without news, and resubscribes that
-    /// failed, in a row: a server that keeps ending streams is not hammered.
-    quiet_ends: u32,
+    /// The pause before each resubscribe.
+    resubscribes: Resubscribes,
     /// How long to wait before the next resubscribe.
     resume_delay: Duration,
     /// Set once the stream cannot go on (e.g. the session expired).
@@ -51,12 +57,66 @@ struct OpenStream {
 }
 
 impl OpenStream {
-    fn new((events, route): (tonic::Streaming<proto::Event>, Route)) -> Self {
-        Self {
+    /// Opens the event stream after `after`, with the same failover and
+    /// retries as any read.
+    async fn open(connection: &Connection, token: &str, after: EventId) -> Result<Self> {
+        let request = || proto::SubscribeRequest {
+            token: token.to_owned(),
+            after,
+            // A replica that has not applied `after` yet would announce
+            // CaughtUp before it has what the cursor says was seen. A cursor
+            // saved by an earlier run is not in `read_cursor`.
+            min_applied: connection.read_cursor().max(after),
+        };
+        let (events, route) = connection
+            .call(Rpc::Subscribe, request, |channel, request, _| async move {
+                ChatClient::new(channel).subscribe(request).await
+            })
+            .await?;
+        Ok(Self {
             events,
             route,
             opened_at: Instant::now(),
+        })
+    }
+}
+
+/// The pause before each resubscribe: none after the first end of a stream
+/// since the last news (a server may drop a slow subscriber, or restart),
+/// then growing by the backoff with each stream that ends, or resubscribe
+/// that fails, before any news: a server that keeps ending streams is not
+/// hammered.
+#[derive(Debug, Clone)]
+struct Resubscribes {
+    /// Whether a stream ended, or a resubscribe failed, since the last news.
+    ended_without_news: bool,
+    /// The backoff of the ends after the first.
+    backoff: Retry,
+}
+
+impl Resubscribes {
+    fn new(backoff: Backoff) -> Self {
+        Self {
+            ended_without_news: false,
+            backoff: Retry::new(backoff),
         }
+    }
+
+    /// Counts a stream's end, or a failed resubscribe; returns the pause
+    /// before the next resubscribe.
+    fn ended(&mut self) -> Duration {
+        if std::mem::replace(&mut self.ended_without_news, true) {
+            self.backoff.next_delay()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Records that a stream brought news, or lasted long enough to count
+    /// as healthy: the next end resubscribes at once again.
+    fn news(&mut self) {
+        self.ended_without_news = false;
+        self.backoff.reset();
     }
 }
 
@@ -115,14 +175,19 @@ fn resume_after(status: &Status) -> Resume {
 
 impl Subscription {
     /// Opens the first stream; fails like any read if no server accepts it.
-    pub(crate) async fn open(client: Client, token: &str, after: EventId) -> Result<Self> {
-        let stream = OpenStream::new(client.open_events(token, after).await?);
+    pub(crate) async fn open(
+        connection: Arc<Connection>,
+        token: &str,
+        after: EventId,
+    ) -> Result<Self> {
+        let stream = OpenStream::open(&connection, token, after).await?;
+        let resubscribes = Resubscribes::new(connection.backoff());
         Ok(Self {
-            client,
+            connection,
             token: token.to_owned(),
             cursor: Cursor::after(after),
             stream: Some(stream),
-            quiet_ends: 0,
+            resubscribes,
             resume_delay: Duration::ZERO,
             finished: false,
         })
@@ -188,15 +253,11 @@ impl Subscription {
         if !self.resume_delay.is_zero() {
             time::sleep(self.resume_delay).await;
         }
-        match self
-            .client
-            .open_events(&self.token, self.cursor.last())
-            .await
-        {
+        match OpenStream::open(&self.connection, &self.token, self.cursor.last()).await {
             Ok(opened) => {
                 tracing::debug!(cursor = self.cursor.last(), "resubscribed");
                 self.resume_delay = Duration::ZERO;
-                self.stream = Some(OpenStream::new(opened));
+                self.stream = Some(opened);
                 Ok(())
             }
             Err(error) => {
@@ -223,7 +284,7 @@ impl Subscription {
         let new = self.cursor.admit(id);
         let caught_up = matches!(event.kind, Some(proto::event::Kind::CaughtUp(_)));
         if caught_up {
-            self.client.observed(self.cursor.last());
+            self.connection.observed(self.cursor.last());
             return Some(Event::CaughtUp {
                 id: self.cursor.last(),
             });
@@ -232,8 +293,8 @@ impl Subscription {
             tracing::debug!(id, cursor = self.cursor.last(), "dropped a replayed event");
             return None;
         }
-        self.quiet_ends = 0;
-        self.client.observed(id);
+        self.resubscribes.news();
+        self.connection.observed(id);
         let event = Event::from_proto(event);
         if event.is_none() {
             tracing::debug!(id, "skipped an event of an unknown kind");
@@ -244,12 +305,11 @@ impl Subscription {
     /// Counts a stream that ended without news (one opened at `opened_at`,
     /// or none), and sets the pause before the next resubscribe.
     fn ended_quietly(&mut self, opened_at: Option<Instant>) {
-        let backoff = self.client.backoff();
-        if opened_at.is_some_and(|at| at.elapsed() >= backoff.max) {
-            self.quiet_ends = 0;
+        let longest_wait = self.connection.backoff().max;
+        if opened_at.is_some_and(|at| at.elapsed() >= longest_wait) {
+            self.resubscribes.news();
         }
-        self.quiet_ends = self.quiet_ends.saturating_add(1);
-        self.resume_delay = backoff.delay(self.quiet_ends - 1);
+        self.resume_delay = self.resubscribes.ended();
     }
 
     /// Handles a stream that ended with `status`: the error to report if it
@@ -265,12 +325,12 @@ impl Subscription {
         );
         match resume {
             Resume::FailOver => {
-                // The failover waits its own backoff.
-                self.quiet_ends = self.quiet_ends.saturating_add(1);
+                // Counted, but the failover waits its own backoff instead.
+                let _pause = self.resubscribes.ended();
                 self.resume_delay = Duration::ZERO;
                 // If the next server cannot be reached either, the resubscribe
                 // goes on to the one after, like any call.
-                let _reached = self.client.fail_over(open.route.generation()).await;
+                let _reached = self.connection.fail_over(open.route.generation()).await;
                 None
             }
             Resume::Resubscribe => {
@@ -279,7 +339,7 @@ impl Subscription {
             }
             Resume::Stop => {
                 self.finished = true;
-                let server = self.client.route_address(&open.route);
+                let server = self.connection.address(&open.route);
                 Some(ClientError::from_status(&status, server))
             }
         }
@@ -292,7 +352,7 @@ impl fmt::Debug for Subscription {
             .field("token", &"<redacted>")
             .field("cursor", &self.cursor.last())
             .field("open", &self.stream.is_some())
-            .field("quiet_ends", &self.quiet_ends)
+            .field("resubscribes", &self.resubscribes)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
@@ -329,6 +389,22 @@ mod tests {
         assert_eq!(cursor.last(), 10);
         assert!(cursor.admit(12));
         assert_eq!(cursor.last(), 12);
+    }
+
+    #[test]
+    fn resubscribes_back_off_after_the_first_end_until_there_is_news() {
+        let mut resubscribes = Resubscribes::new(Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+        });
+        let pauses = |resubscribes: &mut Resubscribes, ends: usize| -> Vec<u128> {
+            (0..ends)
+                .map(|_| resubscribes.ended().as_millis())
+                .collect()
+        };
+        assert_eq!(pauses(&mut resubscribes, 5), [0, 100, 200, 300, 300]);
+        resubscribes.news();
+        assert_eq!(pauses(&mut resubscribes, 2), [0, 100]);
     }
 
     #[test]
