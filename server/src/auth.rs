@@ -4,13 +4,15 @@
 //! are judged by ([`SessionActivity`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use log_format::events::{PasswordHash, SessionId, TokenHash};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::HashingCost;
@@ -53,69 +55,202 @@ pub fn token_hash(token: &str) -> TokenHash {
     TokenHash(Sha256::digest(token.as_bytes()).into())
 }
 
-/// Failed logins per username on this replica, and the lockout they earn.
+/// The most usernames (or client addresses) a throttle tracks at once:
+/// about 100 bytes each, so a client trying millions of names cannot grow
+/// the server's memory past a few MiB.
+pub const MAX_TRACKED: usize = 100_000;
+
+/// Login attempts per username on this replica, and the lockout they earn.
+/// An attempt is counted before its password is checked, so concurrent
+/// guesses cannot slip past the limit while the first ones are verified.
 #[derive(Debug)]
 pub struct LoginThrottle {
     attempts: u32,
     lockout: Duration,
-    failures: Mutex<HashMap<String, Failures>>,
+    tracked: Mutex<HashMap<String, Attempts>>,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Failures {
+struct Attempts {
     count: u32,
     /// When the current window started, or the lockout began.
     since: Instant,
 }
 
 impl LoginThrottle {
-    /// Allows `attempts` failures per username, then refuses it for
-    /// `lockout` from the last failure.
+    /// Allows `attempts` attempts per username without a success, then
+    /// refuses it for `lockout` from the last one.
     pub fn new(attempts: u32, lockout: Duration) -> Self {
         LoginThrottle {
             attempts,
             lockout,
-            failures: Mutex::default(),
+            tracked: Mutex::default(),
         }
     }
 
-    /// Refuses a login for a username that failed too often recently.
-    pub fn check_login_allowed(&self, username: &str) -> Result<(), ChatError> {
-        let mut failures = self.failures.lock().expect("lock");
+    /// Counts a login attempt for `username`, or refuses it if the name has
+    /// had its attempts within the lockout.
+    pub fn begin_attempt(&self, username: &str) -> Result<(), ChatError> {
+        let mut tracked = self.tracked.lock().expect("lock");
         let key = username.to_lowercase();
-        if let Some(f) = failures.get(&key) {
-            let elapsed = f.since.elapsed();
-            if elapsed >= self.lockout {
-                failures.remove(&key);
-            } else if f.count >= self.attempts {
-                let wait = (self.lockout - elapsed).as_secs().max(1);
-                return Err(ChatError::RateLimited(format!(
-                    "too many failed logins for this username; try again in {wait} s"
-                )));
+        if !tracked.contains_key(&key) && tracked.len() >= MAX_TRACKED {
+            tracked.retain(|_, a| a.since.elapsed() < self.lockout);
+            if tracked.len() >= MAX_TRACKED {
+                return Err(ChatError::RateLimited(
+                    "too many logins are failing on this server right now; try again in a minute"
+                        .into(),
+                ));
             }
+        }
+        let now = Instant::now();
+        let a = tracked.entry(key).or_insert(Attempts {
+            count: 0,
+            since: now,
+        });
+        let elapsed = a.since.elapsed();
+        if elapsed >= self.lockout {
+            *a = Attempts {
+                count: 0,
+                since: now,
+            };
+        } else if a.count >= self.attempts {
+            let wait = (self.lockout - elapsed).as_secs().max(1);
+            return Err(ChatError::RateLimited(format!(
+                "too many failed logins for this username; try again in {wait} s"
+            )));
+        }
+        a.count += 1;
+        if a.count >= self.attempts {
+            // The lockout runs from the last attempt.
+            a.since = now;
         }
         Ok(())
     }
 
-    pub fn login_failed(&self, username: &str) {
-        let mut failures = self.failures.lock().expect("lock");
-        let now = Instant::now();
-        let f = failures.entry(username.to_lowercase()).or_insert(Failures {
-            count: 0,
-            since: now,
-        });
-        f.count += 1;
-        if f.count >= self.attempts {
-            // The lockout runs from the last failure.
-            f.since = now;
-        }
-    }
-
+    /// A correct password clears the name's attempts.
     pub fn login_succeeded(&self, username: &str) {
-        self.failures
+        self.tracked
             .lock()
             .expect("lock")
             .remove(&username.to_lowercase());
+    }
+
+    /// Forgets names whose attempts are older than the lockout.
+    pub fn forget_expired(&self) {
+        let mut tracked = self.tracked.lock().expect("lock");
+        tracked.retain(|_, a| a.since.elapsed() < self.lockout);
+        if tracked.capacity() > 4 * tracked.len().max(1024) {
+            tracked.shrink_to_fit();
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.tracked.lock().expect("lock").len()
+    }
+}
+
+/// Accounts created per client address, per minute: a token bucket per
+/// address (one minute's allowance as its burst), tracked for at most
+/// [`MAX_TRACKED`] addresses.
+#[derive(Debug)]
+pub struct CreationLimit {
+    /// Allowed per minute per address; 0 for no limit.
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl CreationLimit {
+    pub fn new(per_minute: u32) -> Self {
+        CreationLimit {
+            per_minute,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one creation from `address`'s allowance, or refuses.
+    pub fn take(&self, address: Option<IpAddr>) -> Result<(), ChatError> {
+        let (Some(address), true) = (address, self.per_minute > 0) else {
+            return Ok(());
+        };
+        let per_minute = f64::from(self.per_minute);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("lock");
+        if !buckets.contains_key(&address) && buckets.len() >= MAX_TRACKED {
+            // A full bucket is as good as none.
+            buckets.retain(|_, b| {
+                b.tokens + per_minute * now.duration_since(b.at).as_secs_f64() / 60.0 < per_minute
+            });
+            if buckets.len() >= MAX_TRACKED {
+                return Err(ChatError::RateLimited(
+                    "the server is creating too many accounts right now; try again in a minute"
+                        .into(),
+                ));
+            }
+        }
+        let b = buckets.entry(address).or_insert(Bucket {
+            tokens: per_minute,
+            at: now,
+        });
+        let refill = per_minute * now.duration_since(b.at).as_secs_f64() / 60.0;
+        b.tokens = (b.tokens + refill).min(per_minute);
+        b.at = now;
+        if b.tokens < 1.0 {
+            let wait = ((1.0 - b.tokens) * 60.0 / per_minute).ceil().max(1.0);
+            return Err(ChatError::RateLimited(format!(
+                "too many accounts created from this address; try again in {wait} s"
+            )));
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// Bounds the password hashing (argon2id: CPU and memory heavy) running at
+/// once: `workers` at a time on blocking threads, `queue` more waiting;
+/// past that a request is refused with RESOURCE_EXHAUSTED rather than
+/// growing the server's memory and starving every other request.
+#[derive(Debug)]
+pub struct Hashing {
+    workers: Arc<Semaphore>,
+    queue: Semaphore,
+}
+
+impl Hashing {
+    pub fn new(workers: usize, queue: usize) -> Self {
+        Hashing {
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            queue: Semaphore::new(workers.max(1) + queue),
+        }
+    }
+
+    /// Runs `f` (a hash or a verification) when a worker is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ChatError> {
+        let _waiting = self.queue.try_acquire().map_err(|_| {
+            ChatError::RateLimited(
+                "the server is busy checking passwords; try again in a few seconds".into(),
+            )
+        })?;
+        let worker = Arc::clone(&self.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| ChatError::Unavailable("the server is shutting down".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(worker);
+            out
+        })
+        .await
+        .map_err(|e| ChatError::Internal(format!("a password worker failed: {e}")))
     }
 }
 
@@ -219,16 +354,94 @@ mod tests {
     async fn failed_logins_lock_a_username_for_a_while() {
         let g = LoginThrottle::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            g.check_login_allowed("Alice").unwrap();
-            g.login_failed("alice");
+            g.begin_attempt("Alice").unwrap();
         }
         assert!(matches!(
-            g.check_login_allowed("ALICE"),
+            g.begin_attempt("ALICE"),
             Err(ChatError::RateLimited(_))
         ));
-        g.check_login_allowed("bob").unwrap();
+        g.begin_attempt("bob").unwrap();
+        // A success clears the count.
+        g.login_succeeded("bob");
+        for _ in 0..3 {
+            g.begin_attempt("bob").unwrap();
+        }
         tokio::time::advance(Duration::from_secs(61)).await;
-        g.check_login_allowed("alice").unwrap();
+        g.begin_attempt("alice").unwrap();
+        // Expired names are forgotten.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        g.forget_expired();
+        assert_eq!(g.tracked(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_login_table_is_bounded() {
+        let g = LoginThrottle::new(3, Duration::from_secs(60));
+        for i in 0..MAX_TRACKED {
+            g.begin_attempt(&format!("u{i}")).unwrap();
+        }
+        // Full of recent names: a new one is refused, a known one counted.
+        assert!(matches!(
+            g.begin_attempt("newcomer"),
+            Err(ChatError::RateLimited(_))
+        ));
+        g.begin_attempt("u1").unwrap();
+        assert_eq!(g.tracked(), MAX_TRACKED);
+        // Once they expire, they make room.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        g.begin_attempt("newcomer").unwrap();
+        assert_eq!(g.tracked(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn account_creation_is_limited_per_address() {
+        let limit = CreationLimit::new(3);
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 2]));
+        for _ in 0..3 {
+            limit.take(a).unwrap();
+        }
+        assert!(matches!(limit.take(a), Err(ChatError::RateLimited(_))));
+        limit.take(b).unwrap();
+        // One minute refills the allowance, 20 s one creation of it.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        limit.take(a).unwrap();
+        assert!(limit.take(a).is_err());
+        CreationLimit::new(0).take(a).unwrap();
+    }
+
+    #[tokio::test]
+    async fn hashing_refuses_past_its_queue() {
+        let hashing = Arc::new(Hashing::new(1, 1));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hold = Arc::new(Mutex::new(hold));
+        let busy = {
+            let (hashing, hold) = (Arc::clone(&hashing), Arc::clone(&hold));
+            tokio::spawn(async move {
+                hashing
+                    .run(move || hold.lock().unwrap().recv().unwrap())
+                    .await
+            })
+        };
+        // Wait until the worker is taken, then one may queue and a third
+        // is refused at once.
+        while hashing.workers.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = {
+            let hashing = Arc::clone(&hashing);
+            tokio::spawn(async move { hashing.run(|| 7).await })
+        };
+        while hashing.queue.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            hashing.run(|| 8).await,
+            Err(ChatError::RateLimited(_))
+        ));
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        assert_eq!(queued.await.unwrap().unwrap(), 7);
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,6 +27,14 @@ pub struct Config {
     pub login_lockout: Duration,
     /// argon2 cost; tests lower it to stay fast.
     pub password_hashing: HashingCost,
+    /// Password hashes and checks running at once (each takes a core and
+    /// `password_hashing.memory_kib` of memory).
+    pub hash_workers: usize,
+    /// Password hashes and checks that may wait for a worker; past that a
+    /// request is refused with RESOURCE_EXHAUSTED.
+    pub hash_queue: usize,
+    /// Accounts one client address may create per minute (0: no limit).
+    pub account_creations_per_minute: u32,
     /// Segment size of the log.
     pub segment_size: u64,
     /// How often the leader sends heartbeats.
@@ -115,6 +123,9 @@ impl Config {
             advertise_addr: String::new(),
             stream_buffer: 1024,
             read_wait: Duration::from_secs(5),
+            hash_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_queue: 64,
+            account_creations_per_minute: 30,
             login_attempts: 5,
             login_lockout: Duration::from_secs(60),
             password_hashing: HashingCost::DEFAULT,

@@ -28,9 +28,9 @@ mod transport;
 pub use config::{Config, Faults, HashingCost};
 pub use transport::Tls;
 
-use crate::auth::{LoginThrottle, SessionActivity};
+use crate::auth::{CreationLimit, Hashing, LoginThrottle, SessionActivity};
 use crate::node::Node;
-use crate::service::chat::ChatService;
+use crate::service::chat::{ChatService, Guards};
 use crate::service::cluster::ClusterService;
 use crate::service::raft::RaftService;
 
@@ -88,6 +88,7 @@ impl Server {
         tasks.spawn(sweep_idle_sessions(
             node.clone(),
             Arc::clone(&activity),
+            Arc::clone(&throttle),
             stop.clone(),
         ));
         tasks.spawn(share_activity(
@@ -109,7 +110,12 @@ impl Server {
         let reflection_v1 = (reflection().build_v1()).context("cannot build reflection v1")?;
         let reflection_v1alpha =
             (reflection().build_v1alpha()).context("cannot build reflection v1alpha")?;
-        let chat = ChatService::new(node.clone(), throttle, Arc::clone(&activity), stop.clone());
+        let guards = Arc::new(Guards {
+            throttle: Arc::clone(&throttle),
+            hashing: Hashing::new(config.hash_workers, config.hash_queue),
+            creations: CreationLimit::new(config.account_creations_per_minute),
+        });
+        let chat = ChatService::new(node.clone(), guards, Arc::clone(&activity), stop.clone());
         let cluster = ClusterService::new(node.clone());
         let raft = RaftService::new(node.clone(), Arc::clone(&activity));
         if let Some(seed) = config.join.clone()
@@ -183,13 +189,20 @@ async fn share_activity(node: Node, activity: Arc<SessionActivity>, stop: Cancel
 /// On the leader, ends sessions that have been idle too long, judged by
 /// activity here and reported by the other replicas. A session with an open
 /// stream is not idle: [`share_activity`] touches those every period.
-async fn sweep_idle_sessions(node: Node, activity: Arc<SessionActivity>, stop: CancellationToken) {
+/// Also forgets usernames whose failed logins have expired.
+async fn sweep_idle_sessions(
+    node: Node,
+    activity: Arc<SessionActivity>,
+    throttle: Arc<LoginThrottle>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(activity.period());
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        throttle.forget_expired();
         if !node.is_leader() {
             continue;
         }

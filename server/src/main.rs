@@ -55,6 +55,23 @@ struct RunArgs {
     /// The authority that signed every server's certificate (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// Take a snapshot of the state after this many new events (bounds the
+    /// log replayed at start-up)
+    #[arg(long, value_name = "N", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every: u64,
+    /// Log entries kept behind the latest snapshot before the rest is purged
+    /// (lets a briefly lagging replica catch up from the log, not a snapshot)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    snapshot_keep: u64,
+    /// Password hashes and checks run at once (default: one per core)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    hash_workers: Option<u64>,
+    /// Password hashes and checks that may wait; past that RESOURCE_EXHAUSTED
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    hash_queue: usize,
+    /// Accounts one client address may create per minute (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    account_creations_per_minute: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +187,13 @@ async fn main() -> std::process::ExitCode {
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut config = chat_server::Config::new(&args.data);
     config.session_idle = args.session_idle;
+    config.snapshot_every = args.snapshot_every;
+    config.snapshot_keep = args.snapshot_keep;
+    if let Some(n) = args.hash_workers {
+        config.hash_workers = n as usize;
+    }
+    config.hash_queue = args.hash_queue;
+    config.account_creations_per_minute = args.account_creations_per_minute;
     config.node_id = args.id;
     if args.id == 0 {
         bail!("--id must be 1 or more");

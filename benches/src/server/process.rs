@@ -89,6 +89,9 @@ impl ServerProcess {
         let child = Command::new(binary)
             .arg("--data")
             .arg(data_dir)
+            // The load generator creates all its accounts from one address,
+            // faster than the per-address limit allows real clients.
+            .args(["--account-creations-per-minute", "0"])
             .args(args)
             .env("RUST_LOG", log_filter)
             .env("NO_COLOR", "1")

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::auth::{self, LoginThrottle, SessionActivity};
+use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity};
 use crate::error::ChatError;
 use crate::hub::{Ended, StreamItem};
 use crate::node::Node;
@@ -34,9 +34,19 @@ pub const MAX_DELETE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct ChatService {
     node: Node,
-    throttle: Arc<LoginThrottle>,
+    guards: Arc<Guards>,
     activity: Arc<SessionActivity>,
     shutdown: CancellationToken,
+}
+
+/// What keeps one client from exhausting the server for everyone: the
+/// login throttle, the bound on password hashing, the per-address limit on
+/// account creation.
+#[derive(Debug)]
+pub struct Guards {
+    pub throttle: Arc<LoginThrottle>,
+    pub hashing: Hashing,
+    pub creations: CreationLimit,
 }
 
 /// Milliseconds since the Unix epoch, decided before an event is proposed.
@@ -83,8 +93,14 @@ fn validate_body(body: &str) -> Result<(), ChatError> {
     Ok(())
 }
 
-/// The account named `name` in `state`, or NOT_FOUND.
+/// The account named `name` in `state`, or NOT_FOUND. A name no account
+/// could have is refused before any look-up, and never echoed.
 fn peer(state: &ChatState, name: &str) -> Result<AccountId, ChatError> {
+    if name.is_empty() || name.len() > MAX_USERNAME {
+        return Err(ChatError::invalid(format!(
+            "give the other person's username: 1 to {MAX_USERNAME} characters"
+        )));
+    }
     state
         .account_by_name(name)
         .map(|(id, _)| id)
@@ -102,13 +118,13 @@ fn page_limit(limit: u32, default: u32) -> Result<usize, ChatError> {
 impl ChatService {
     pub fn new(
         node: Node,
-        throttle: Arc<LoginThrottle>,
+        guards: Arc<Guards>,
         activity: Arc<SessionActivity>,
         shutdown: CancellationToken,
     ) -> Self {
         ChatService {
             node,
-            throttle,
+            guards,
             activity,
             shutdown,
         }
@@ -169,27 +185,22 @@ impl ChatService {
         });
     }
 
-    async fn run_blocking<T: Send + 'static>(
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ChatError> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ChatError::Internal(format!("worker failed: {e}")))
-    }
-
     async fn create_account(
         &self,
         req: pb::CreateAccountRequest,
+        from: Option<std::net::IpAddr>,
     ) -> Result<pb::CreateAccountResponse, ChatError> {
         validate_username(&req.username)?;
         validate_password(&req.password)?;
         if (self.node).read(|state| state.account_by_name(&req.username).is_some()) {
             return Err(name_taken(&req.username));
         }
+        self.guards.creations.take(from)?;
         let cost = self.node.config().password_hashing;
         let password = req.password;
-        let password_hash =
-            Self::run_blocking(move || auth::hash_password(&password, cost)).await??;
+        let password_hash = (self.guards.hashing)
+            .run(move || auth::hash_password(&password, cost))
+            .await??;
         let event = Event::AccountCreated {
             username: req.username.clone(),
             password_hash,
@@ -215,24 +226,23 @@ impl ChatService {
         {
             return Err(denied());
         }
-        self.throttle.check_login_allowed(&req.username)?;
+        self.guards.throttle.begin_attempt(&req.username)?;
         let found = self.node.read(|state| {
             (state.account_by_name(&req.username)).map(|(id, a)| (id, a.password_hash.clone()))
         });
         let password = req.password;
         let (account, matches) = match found {
             Some((id, hash)) => {
-                let ok =
-                    Self::run_blocking(move || auth::verify_password(&hash, &password)).await?;
+                let check = move || auth::verify_password(&hash, &password);
+                let ok = self.guards.hashing.run(check).await?;
                 (Some(id), ok)
             }
             None => (None, false),
         };
         let Some(account) = account.filter(|_| matches) else {
-            self.throttle.login_failed(&req.username);
             return Err(denied());
         };
-        self.throttle.login_succeeded(&req.username);
+        self.guards.throttle.login_succeeded(&req.username);
         let (token, token_hash) = auth::new_token()?;
         let event = Event::SessionOpened {
             account,
@@ -292,7 +302,8 @@ impl ChatService {
             Ok::<_, ChatError>((account, hash))
         })?;
         let password = req.password;
-        if !Self::run_blocking(move || auth::verify_password(&hash, &password)).await? {
+        let check = move || auth::verify_password(&hash, &password);
+        if !self.guards.hashing.run(check).await? {
             return Err(ChatError::PermissionDenied(
                 "wrong password; the account was not deleted".into(),
             ));
@@ -665,7 +676,8 @@ impl pb::chat_server::Chat for ChatService {
         &self,
         r: Request<pb::CreateAccountRequest>,
     ) -> RpcResult<pb::CreateAccountResponse> {
-        self.answer(ChatService::create_account(self, r.into_inner()).await)
+        let from = r.remote_addr().map(|a| a.ip());
+        self.answer(ChatService::create_account(self, r.into_inner(), from).await)
     }
 
     async fn login(&self, r: Request<pb::LoginRequest>) -> RpcResult<pb::LoginResponse> {
