@@ -35,6 +35,19 @@ pub struct Config {
     pub hash_queue: usize,
     /// Accounts one client address may create per minute (0: no limit).
     pub account_creations_per_minute: u32,
+    /// Client and server connections open at once (lowered at start to fit
+    /// the descriptor limit, with descriptors kept for the log).
+    pub max_connections: usize,
+    /// How long a new connection may stay silent before its first byte.
+    pub handshake_timeout: Duration,
+    /// How often the server pings each connection over HTTP/2; a client
+    /// that does not answer within a third of it is dropped, and a
+    /// connection that sends nothing for two of it is closed.
+    pub keepalive: Duration,
+    /// Calls (streams) open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Subscriptions open at once for one session.
+    pub max_streams_per_session: usize,
     /// Segment size of the log.
     pub segment_size: u64,
     /// How often the leader sends heartbeats.
@@ -126,6 +139,11 @@ impl Config {
             hash_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hash_queue: 64,
             account_creations_per_minute: 30,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(30),
+            max_streams_per_connection: 128,
+            max_streams_per_session: 16,
             login_attempts: 5,
             login_lockout: Duration::from_secs(60),
             password_hashing: HashingCost::DEFAULT,

@@ -78,34 +78,36 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    /// Registers a stream for `account`'s session with a buffer of `capacity`.
+    /// Registers a stream for `account`'s session with a buffer of
+    /// `capacity`, unless the session already has `max_per_session` open.
     pub fn subscribe(
         self: &Arc<Self>,
         account: AccountId,
         session: SessionId,
         capacity: usize,
-    ) -> Subscription {
+        max_per_session: usize,
+    ) -> Option<Subscription> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let overflowed = Arc::new(AtomicBool::new(false));
-        self.streams
-            .lock()
-            .expect("hub lock")
-            .entry(account)
-            .or_default()
-            .push(Stream {
-                id,
-                session,
-                tx,
-                overflowed: Arc::clone(&overflowed),
-            });
-        Subscription {
+        let mut streams = self.streams.lock().expect("hub lock");
+        let list = streams.entry(account).or_default();
+        if list.iter().filter(|s| s.session == session).count() >= max_per_session {
+            return None;
+        }
+        list.push(Stream {
+            id,
+            session,
+            tx,
+            overflowed: Arc::clone(&overflowed),
+        });
+        Some(Subscription {
             rx,
             overflowed,
             hub: Arc::clone(self),
             account,
             id,
-        }
+        })
     }
 
     /// The sessions that have an open stream (they count as active).

@@ -18,6 +18,7 @@ mod auth;
 mod config;
 mod error;
 mod hub;
+mod listener;
 mod node;
 mod peers;
 mod raft;
@@ -29,6 +30,7 @@ pub use config::{Config, Faults, HashingCost};
 pub use transport::Tls;
 
 use crate::auth::{CreationLimit, Hashing, LoginThrottle, SessionActivity};
+use crate::listener::ConnectionLimits;
 use crate::node::Node;
 use crate::service::chat::{ChatService, Guards};
 use crate::service::cluster::ClusterService;
@@ -124,16 +126,39 @@ impl Server {
             tasks.spawn(join_cluster(node.clone(), seed, stop.clone()));
         }
 
-        tracing::info!(addr = %local, data = %config.data_dir.display(), "serving");
+        let limits = ConnectionLimits {
+            max: config.max_connections.min(listener::connection_budget()),
+            handshake: config.handshake_timeout,
+            idle: config.keepalive * 2,
+        };
+        if limits.max < config.max_connections {
+            tracing::warn!(
+                max_connections = limits.max,
+                "fewer connections than asked fit below this process's descriptor limit (ulimit -n)"
+            );
+        }
+        tracing::info!(addr = %local, data = %config.data_dir.display(), max_connections = limits.max, "serving");
         let stop_serving = stop.clone();
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.keepalive))
+            .http2_keepalive_timeout(Some(config.keepalive / 3))
+            .max_concurrent_streams(config.max_streams_per_connection);
         if let Some(tls) = &config.tls {
             builder = builder
                 .tls_config(tls.server_config())
                 .context("the TLS certificate or key is not usable")?;
         }
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = listener::incoming(listener, limits, stop.clone());
+        // Set if Raft stops by itself while serving.
+        let failed = Arc::new(std::sync::Mutex::new(None::<String>));
+        let stopped_replicating = {
+            let (node, failed) = (node.clone(), Arc::clone(&failed));
+            async move {
+                let why = node.stopped_replicating().await;
+                tracing::error!("replication stopped: {why}");
+                *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+        };
         let served = builder
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -145,13 +170,11 @@ impl Server {
                     .max_decoding_message_size(peers::MAX_MESSAGE)
                     .max_encoding_message_size(peers::MAX_MESSAGE),
             )
-            // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
-            // them back up to 40 ms behind a delayed ACK. The builder's
-            // `tcp_nodelay` does not apply to an incoming stream we pass in,
-            // so it is set on the incoming side.
             .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
-                tracing::info!("shutting down");
+                tokio::select! {
+                    () = shutdown => tracing::info!("shutting down"),
+                    () = stopped_replicating => {}
+                }
                 // Ends the streams, so the server can finish.
                 stop_serving.cancel();
             })
@@ -160,6 +183,12 @@ impl Server {
         while tasks.join_next().await.is_some() {}
         let stopped = node.shutdown().await;
         served.context("the gRPC server failed")?;
+        if let Some(why) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            anyhow::bail!(
+                "replication stopped ({why}), so this server can no longer write; it exits so that \
+                 its supervisor restarts it (nothing acknowledged is lost: the log is replayed at start)"
+            );
+        }
         stopped
     }
 }

@@ -72,6 +72,23 @@ struct RunArgs {
     /// Accounts one client address may create per minute (0: no limit)
     #[arg(long, value_name = "N", default_value_t = 30)]
     account_creations_per_minute: u32,
+    /// Connections open at once (lowered to fit `ulimit -n`, keeping 256
+    /// descriptors for the log)
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Close a new connection that sends nothing for this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// Ping every connection this often; drop one that does not answer
+    /// within a third of it or sends nothing for twice it
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    keepalive: Duration,
+    /// Calls open at once on one connection
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_streams_per_connection: u32,
+    /// Subscriptions open at once for one session
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_streams_per_session: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +211,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     config.hash_queue = args.hash_queue;
     config.account_creations_per_minute = args.account_creations_per_minute;
+    config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    config.handshake_timeout = args.handshake_timeout;
+    if args.keepalive < Duration::from_millis(300) {
+        bail!("--keepalive must be at least 300ms");
+    }
+    config.keepalive = args.keepalive;
+    config.max_streams_per_connection = args.max_streams_per_connection;
+    config.max_streams_per_session = args.max_streams_per_session;
     config.node_id = args.id;
     if args.id == 0 {
         bail!("--id must be 1 or more");

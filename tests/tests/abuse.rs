@@ -166,3 +166,99 @@ async fn errors_never_echo_oversized_input() {
         .unwrap_err();
     check(read, "MarkRead.peer");
 }
+
+async fn signed_in(c: &mut common::Client, name: &str) -> String {
+    create(c, name).await.unwrap();
+    c.login(pb::LoginRequest {
+        username: name.into(),
+        password: format!("{name}-password"),
+        min_applied: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .token
+}
+
+/// One session holds a bounded number of subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_session_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.max_streams_per_session = 2;
+    let server = TestServer::start_with(cfg).await;
+    let mut c = server.client().await;
+    let token = signed_in(&mut c, "ann").await;
+    let subscribe = |c: &mut common::Client| {
+        let mut c = c.clone();
+        let token = token.clone();
+        async move {
+            c.subscribe(pb::SubscribeRequest {
+                token,
+                after: 0,
+                min_applied: 0,
+            })
+            .await
+        }
+    };
+    let first = subscribe(&mut c).await.unwrap();
+    let _second = subscribe(&mut c).await.unwrap();
+    let third = subscribe(&mut c).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    // Closing one makes room.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match subscribe(&mut c).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(tokio::time::Instant::now() < deadline, "no room made");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+}
+
+/// A quiet but live client keeps its connection: it answers the server's
+/// keepalive pings, so a subscription that sees nothing for many idle
+/// periods still gets the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_live_subscription_is_not_cut() {
+    use tokio_stream::StreamExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.keepalive = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with(cfg).await;
+    let mut c = server.client().await;
+    let ann = signed_in(&mut c, "ann").await;
+    let bob = signed_in(&mut c, "bob").await;
+    let mut listener = server.client().await;
+    let mut stream = listener
+        .subscribe(pb::SubscribeRequest {
+            token: bob,
+            after: 0,
+            min_applied: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let caught_up = stream.next().await.unwrap().unwrap();
+    assert!(matches!(caught_up.kind, Some(pb::event::Kind::CaughtUp(_))));
+    // Five idle periods (twice the keepalive each) with nothing to say.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    c.send(pb::SendRequest {
+        token: ann,
+        to: "bob".into(),
+        body: "still there?".into(),
+        client_msg_id: "k".into(),
+        min_applied: 0,
+    })
+    .await
+    .unwrap();
+    let next = stream.next().await.unwrap().unwrap();
+    let Some(pb::event::Kind::Message(m)) = next.kind else {
+        panic!("{next:?}");
+    };
+    assert_eq!(m.body, "still there?");
+}

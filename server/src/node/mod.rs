@@ -288,8 +288,26 @@ impl Node {
     /// inside [`Node::read`] before reading the backlog: an event applied in
     /// between is then both in the backlog and on the stream (and dropped
     /// by its id), never in neither.
-    pub fn open_stream(&self, account: AccountId, session: SessionId) -> Subscription {
-        (self.shared.sm.hub()).subscribe(account, session, self.shared.config.stream_buffer)
+    /// At most `max_streams_per_session` per session.
+    pub fn open_stream(
+        &self,
+        account: AccountId,
+        session: SessionId,
+    ) -> Result<Subscription, ChatError> {
+        let config = &self.shared.config;
+        let hub = self.shared.sm.hub();
+        (hub.subscribe(
+            account,
+            session,
+            config.stream_buffer,
+            config.max_streams_per_session,
+        ))
+        .ok_or_else(|| {
+            ChatError::RateLimited(format!(
+                "this session already has {} subscriptions open; close one first",
+                config.max_streams_per_session
+            ))
+        })
     }
 
     /// The sessions that have an open stream here (they count as active).
@@ -523,6 +541,21 @@ impl Node {
             }
         };
         reply.map_err(|e| ChatError::Internal(format!("cannot encode the reply: {e}")))
+    }
+
+    /// Resolves, with the reason, if this node's Raft stops by itself (a
+    /// storage error it cannot go past): the node can no longer write, and
+    /// the process should end so that a supervisor restarts it.
+    pub async fn stopped_replicating(&self) -> String {
+        let mut metrics = self.shared.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".into();
+            }
+        }
     }
 
     /// Stops Raft and writes what is still in memory.

@@ -557,7 +557,7 @@ impl ChatService {
             // Registered before the backlog is read, so nothing falls
             // between the two; anything seen twice is dropped by its id
             // below.
-            let sub = self.node.open_stream(account, session);
+            let sub = self.node.open_stream(account, session)?;
             // Everything up to `applied` is in the backlog, so it is the
             // cursor the caught-up marker reports (live events start after).
             let applied = self.node.applied_cursor();

@@ -28,9 +28,30 @@ impl ServerProcess {
 
     /// Starts the server with extra arguments.
     pub fn try_start_with(dir: &Path, args: &[&str]) -> Result<ServerProcess, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        command.args(["--data", dir.to_str().unwrap()]).args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts the server with at most `descriptors` open files (`ulimit -n`).
+    /// The shell execs the server, so the child's pid is the server's.
+    pub fn try_start_limited(
+        dir: &Path,
+        descriptors: u32,
+        args: &[&str],
+    ) -> Result<ServerProcess, String> {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {descriptors} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_chat-server"))
             .args(["--data", dir.to_str().unwrap()])
-            .args(args)
+            .args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Result<ServerProcess, String> {
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
