@@ -36,6 +36,24 @@ pub enum Error {
         "the log stopped accepting writes after an I/O failure ({reason}); restart to recover from disk"
     )]
     Failed { reason: String },
+    /// The log ends before the committed mark saved beside it: records the
+    /// cluster acknowledged are gone from this replica (a lost or cut
+    /// segment tail), so it cannot rejoin Raft as it is.
+    #[error(
+        "the log in {} ends before record {first}, but its {} file says records up to {last} were committed: \
+         acknowledged records {first}..{last} are missing. Restore the directory from a backup, \
+         or rebuild this replica from its cluster: remove it with `chat-server cluster remove`, \
+         move the directory aside, and start it again with `--join`",
+        dir.display(),
+        crate::format::COMMITTED_FILE
+    )]
+    CommittedMissing {
+        dir: PathBuf,
+        /// The first missing record: where the log (and its snapshot) ends.
+        first: u64,
+        /// The last missing record: the saved committed index.
+        last: u64,
+    },
     #[error("{what} in {}: {source}", path.display())]
     Decode {
         what: &'static str,

@@ -33,6 +33,15 @@ pub const TEMP_EXTENSION: &str = "tmp";
 /// File name extension of damaged bytes cut from a torn tail.
 pub const BROKEN_EXTENSION: &str = "broken";
 
+/// State file holding the Raft vote.
+pub const VOTE_FILE: &str = "raft-vote";
+/// State file holding the last committed Raft log id the server saved, as
+/// `Option<`[`RaftLogId`](crate::RaftLogId)`>`.
+pub const COMMITTED_FILE: &str = "raft-committed";
+/// State file holding the last Raft log id purged from the log into a
+/// snapshot, as `Option<`[`RaftLogId`](crate::RaftLogId)`>`.
+pub const PURGED_FILE: &str = "raft-purged";
+
 /// Header flag: this segment begins the log. Segments older than a segment
 /// with this flag are left over from an interrupted purge.
 pub const FLAG_BASE: u16 = 1;

@@ -1,6 +1,7 @@
 //! The `log-inspect` command: an offline dumper, verifier and summary of a
 //! log directory. It only reads; it never changes, repairs or locks a file,
-//! so it is safe to run beside a live server.
+//! so it is safe to run beside a live server. Its exit statuses are the
+//! `EXIT_*` constants below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -14,8 +15,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 use crate::events::{self, EntryBody, Event, KINDS, LogEntry};
-use crate::format::{RECORD_HEADER_LEN, SEGMENT_EXTENSION};
+use crate::format::{COMMITTED_FILE, PURGED_FILE, RECORD_HEADER_LEN, SEGMENT_EXTENSION};
 use crate::scan::{Scan, scan_dir};
+use crate::state::{RaftLogId, RaftMarks};
 
 /// The log is clean.
 pub const EXIT_CLEAN: u8 = 0;
@@ -27,6 +29,11 @@ pub const EXIT_TORN_TAIL: u8 = 3;
 pub const EXIT_CORRUPT: u8 = 4;
 /// Every frame is intact but some payloads do not decode with this build.
 pub const EXIT_UNDECODABLE: u8 = 5;
+/// The log ends before its committed mark (the `raft-committed` file):
+/// records the cluster acknowledged are missing, and chat-server will not
+/// start on this directory. Takes precedence over a torn tail and over
+/// undecodable payloads.
+pub const EXIT_COMMITTED_MISSING: u8 = 6;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,11 +54,14 @@ pub struct Cli {
 pub enum Command {
     /// Print every record: index, term, kind and the decoded event (secrets redacted)
     Dump(DumpArgs),
-    /// Check every segment header, the chain between segments and every record's CRC
+    /// Check every segment header, the chain between segments, every record's CRC,
+    /// and that the log still holds every record its raft-committed file says was committed
     #[command(
         after_help = "Exit status: 0 clean; 3 torn tail only (a crash mid-write, \
         which chat-server repairs at its next start); 4 corrupted; 5 intact but with \
-        payloads this build cannot decode; 1 the check could not run."
+        payloads this build cannot decode; 6 acknowledged records missing (the log \
+        ends before the index in raft-committed; chat-server will not start on it); \
+        1 the check could not run."
     )]
     Verify {
         /// The data directory
@@ -262,6 +272,8 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
             undecodable.push((frame.index, e.to_string()));
         }
     });
+    // The Raft marks only mean something beside a log that scanned.
+    let marks = result.as_ref().ok().map(|_| RaftMarks::load(dir));
     let mut out = Out::new();
     if let Ok(scan) = &result {
         for path in &scan.stale_temp_files {
@@ -294,13 +306,33 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(Ok(marks)) = &marks {
+        let show = |id: &RaftLogId| {
+            format!(
+                "up to record {} (term {}, leader node {})",
+                id.index, id.term, id.node_id
+            )
+        };
+        if let Some(id) = &marks.committed {
+            out.line(format_args!("{COMMITTED_FILE}  {}", show(id)));
+        }
+        if let Some(id) = &marks.purged {
+            out.line(format_args!("{PURGED_FILE}  {}", show(id)));
+        }
+    }
     for (index, why) in undecodable.iter().take(20) {
         out.line(format_args!(
             "record {index}: payload does not decode: {why}"
         ));
     }
     out.finish()?;
+    let next_index = result.as_ref().ok().and_then(Scan::next_index);
     let status = report_outcome(result, true)?;
+    if let (Some(marks), Some(next_index)) = (marks, next_index)
+        && let Some(code) = report_marks(dir, marks, next_index)?
+    {
+        return Ok(code);
+    }
     if status != ExitCode::from(EXIT_CLEAN) {
         return Ok(status);
     }
@@ -313,6 +345,26 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     eprintln!("clean: {records} records, every header, chain link and checksum verified");
     Ok(ExitCode::from(EXIT_CLEAN))
+}
+
+/// Explains on stderr a log that lost committed records, or a state file
+/// that cannot be read, and picks the exit status; `None` when all is well.
+fn report_marks(
+    dir: &Path,
+    marks: crate::Result<RaftMarks>,
+    next_index: u64,
+) -> anyhow::Result<Option<ExitCode>> {
+    let Err(err) = marks.and_then(|m| m.check(dir, next_index)) else {
+        return Ok(None);
+    };
+    let code = match &err {
+        Error::CommittedMissing { .. } => EXIT_COMMITTED_MISSING,
+        Error::Corrupt(_) => EXIT_CORRUPT,
+        Error::Decode { .. } => EXIT_UNDECODABLE,
+        _ => return Err(err.into()),
+    };
+    eprintln!("{err}");
+    Ok(Some(ExitCode::from(code)))
 }
 
 fn stats(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -1,10 +1,11 @@
 //! The chat system's event log on disk, readable by any tool offline.
 //!
-//! A log is a directory of segment files ([`format`]) holding CRC-checked
+//! A log is a directory of segment files ([`format`](mod@format)) holding CRC-checked
 //! records with contiguous indexes. [`Log`] appends with group commit, reads
 //! by index, recovers from a crash at open and refuses corrupted data;
 //! [`scan_dir`] reads a log without changing it; [`StateFile`] keeps small
-//! durable values beside it; [`events`] says what the payloads mean.
+//! durable values beside it, and [`check_committed`] checks the log against
+//! the Raft committed mark kept there; [`events`] says what the payloads mean.
 //!
 //! This crate knows nothing of tokio, tonic, prost or openraft.
 
@@ -19,7 +20,7 @@ mod state;
 pub mod inspect;
 
 pub use crate::error::{Corruption, CorruptionKind, Error, Result};
-pub use crate::format::Record;
+pub use crate::format::{COMMITTED_FILE, PURGED_FILE, Record, VOTE_FILE};
 pub use crate::log::{LOCK_FILE_NAME, Log, LogConfig, LogIter, OpenReport, Ticket};
 pub use crate::scan::{SPARSE_EVERY, Scan, ScannedSegment, TornTail, scan_dir};
-pub use crate::state::{STATE_HEADER_LEN, StateFile};
+pub use crate::state::{RaftLogId, RaftMarks, STATE_HEADER_LEN, StateFile, check_committed};

@@ -2,17 +2,24 @@
 //! last-purged ids, snapshots): one value per file, in the same CRC framing
 //! as records, replaced atomically so a crash leaves the old or the new value
 //! and never a mix.
+//!
+//! [`RaftMarks`] reads the committed and purged ids without openraft, so a
+//! log that lost records the cluster had acknowledged is caught (by the
+//! server at start-up and by `log-inspect verify`) with a message that says
+//! which records and what to do.
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
-    FORMAT_VERSION, FrameRead, STATE_MAGIC, TEMP_EXTENSION, encode_frame, read_frame_up_to,
+    COMMITTED_FILE, FORMAT_VERSION, FrameRead, PURGED_FILE, STATE_MAGIC, TEMP_EXTENSION,
+    encode_frame, read_frame_up_to,
 };
 use crate::log::sync_dir;
 
@@ -137,9 +144,186 @@ impl StateFile {
     }
 }
 
+/// A Raft log id as the server's state files hold it, with the same postcard
+/// bytes as openraft 0.9's `LogId<u64>` (`{ leader_id: { term, node_id },
+/// index }`, default features). Postcard writes a struct as its fields in
+/// order with nothing around them, so these flat fields read the nested ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftLogId {
+    /// The term of the leader that proposed the record.
+    pub term: u64,
+    /// The node id of that leader.
+    pub node_id: u64,
+    pub index: u64,
+}
+
+/// How far the log was committed and purged, as saved beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaftMarks {
+    /// The last committed id the server saved; records up to it were
+    /// acknowledged by the cluster.
+    pub committed: Option<RaftLogId>,
+    /// The last id purged from the log; records up to it are in a snapshot
+    /// instead.
+    pub purged: Option<RaftLogId>,
+}
+
+impl RaftMarks {
+    /// Reads [`COMMITTED_FILE`] and [`PURGED_FILE`] in `dir`; a missing file
+    /// is no mark.
+    pub fn load(dir: &Path) -> Result<RaftMarks> {
+        let load = |name| {
+            StateFile::new(dir, name)
+                .load::<Option<RaftLogId>>()
+                .map(Option::flatten)
+        };
+        Ok(RaftMarks {
+            committed: load(COMMITTED_FILE)?,
+            purged: load(PURGED_FILE)?,
+        })
+    }
+
+    /// The committed records that neither the log (whose records end before
+    /// `next_index`) nor the snapshot holds, if any.
+    pub fn missing(&self, next_index: u64) -> Option<RangeInclusive<u64>> {
+        let committed = self.committed?.index;
+        let held_until = self
+            .purged
+            .map_or(next_index, |p| next_index.max(p.index.saturating_add(1)));
+        (committed >= held_until).then_some(held_until..=committed)
+    }
+
+    /// Fails with [`Error::CommittedMissing`] if committed records are
+    /// missing from the log in `dir`, whose records end before `next_index`.
+    pub fn check(&self, dir: &Path, next_index: u64) -> Result<()> {
+        match self.missing(next_index) {
+            None => Ok(()),
+            Some(range) => Err(Error::CommittedMissing {
+                dir: dir.to_path_buf(),
+                first: *range.start(),
+                last: *range.end(),
+            }),
+        }
+    }
+}
+
+/// Checks that the log in `dir`, whose records end before `next_index`
+/// ([`Log::next_index`](crate::Log::next_index) after open), still holds
+/// every record its committed mark says the cluster acknowledged (those
+/// purged into a snapshot count as held). A directory without a committed
+/// mark passes; a log cut inside its uncommitted tail passes.
+///
+/// Fails with [`Error::CommittedMissing`], or with the error of a state file
+/// that cannot be read.
+pub fn check_committed(dir: &Path, next_index: u64) -> Result<()> {
+    RaftMarks::load(dir)?.check(dir, next_index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(index: u64) -> RaftLogId {
+        RaftLogId {
+            term: 2,
+            node_id: 1,
+            index,
+        }
+    }
+
+    /// openraft's `Option<LogId<u64>>` in postcard: option tag, then term,
+    /// node id and index as varints. A change here breaks reading the
+    /// server's files.
+    #[test]
+    fn log_id_bytes_match_openraft() {
+        let some = Some(RaftLogId {
+            term: 3,
+            node_id: 1,
+            index: 204,
+        });
+        assert_eq!(
+            postcard::to_stdvec(&some).unwrap(),
+            [0x01, 0x03, 0x01, 0xcc, 0x01]
+        );
+        assert_eq!(postcard::to_stdvec(&None::<RaftLogId>).unwrap(), [0x00]);
+
+        let dir = tempfile::tempdir().unwrap();
+        StateFile::new(dir.path(), COMMITTED_FILE)
+            .store_bytes(&[0x01, 0x03, 0x01, 0xcc, 0x01])
+            .unwrap();
+        StateFile::new(dir.path(), PURGED_FILE)
+            .store_bytes(&[0x00])
+            .unwrap();
+        assert_eq!(
+            RaftMarks::load(dir.path()).unwrap(),
+            RaftMarks {
+                committed: some,
+                purged: None
+            }
+        );
+    }
+
+    #[test]
+    fn missing_counts_the_log_and_the_snapshot_as_held() {
+        #[track_caller]
+        fn check(
+            committed: Option<u64>,
+            purged: Option<u64>,
+            next_index: u64,
+            expected: Option<RangeInclusive<u64>>,
+        ) {
+            let marks = RaftMarks {
+                committed: committed.map(id),
+                purged: purged.map(id),
+            };
+            assert_eq!(marks.missing(next_index), expected);
+        }
+        // No committed mark: nothing can be known missing.
+        check(None, None, 0, None);
+        check(None, Some(50), 10, None);
+        // The log holds 0..=204, or a cut left only the uncommitted tail short.
+        check(Some(204), None, 205, None);
+        check(Some(204), None, 300, None);
+        // A lost tail under the committed mark.
+        check(Some(204), None, 204, Some(204..=204));
+        check(Some(204), None, 201, Some(201..=204));
+        check(Some(0), None, 0, Some(0..=0));
+        // Everything up to the purged mark is in a snapshot.
+        check(Some(204), Some(204), 0, None);
+        check(Some(204), Some(300), 120, None);
+        check(Some(204), Some(199), 150, Some(200..=204));
+        check(Some(204), Some(100), 202, Some(202..=204));
+    }
+
+    #[test]
+    fn check_names_the_directory_the_range_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_committed(dir.path(), 0).is_ok(), "no committed file");
+        StateFile::new(dir.path(), COMMITTED_FILE)
+            .store(&Some(id(204)))
+            .unwrap();
+        assert!(check_committed(dir.path(), 205).is_ok());
+        let err = check_committed(dir.path(), 201).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::CommittedMissing {
+                first: 201,
+                last: 204,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the log in {} ends before record 201, but its raft-committed file says records \
+                 up to 204 were committed: acknowledged records 201..204 are missing. Restore the \
+                 directory from a backup, or rebuild this replica from its cluster: remove it with \
+                 `chat-server cluster remove`, move the directory aside, and start it again with \
+                 `--join`",
+                dir.path().display()
+            )
+        );
+    }
 
     /// A snapshot of a large state is far bigger than any log record.
     #[test]

@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 use log_format::events::{
     self, AccountId, EntryBody, Event, LogEntry, MessageId, PasswordHash, TokenHash,
 };
-use log_format::{Log, LogConfig, Record};
+use log_format::inspect::{EXIT_CLEAN, EXIT_COMMITTED_MISSING, EXIT_TORN_TAIL};
+use log_format::{COMMITTED_FILE, Log, LogConfig, RaftLogId, Record, StateFile};
 
 fn inspect(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_log-inspect"))
@@ -242,6 +243,136 @@ fn verify_reports_clean_torn_and_corrupt_with_distinct_codes() {
     assert_eq!(out.status.code(), Some(4));
 }
 
+/// A log of blank records `0..total` in one segment, then cut at the start
+/// of record `keep` as a lost tail leaves it (no torn record to see).
+/// Returns the segment.
+fn log_cut_at(dir: &Path, keep: u64, total: u64) -> std::path::PathBuf {
+    let (log, _) = Log::open(dir, LogConfig::default()).unwrap();
+    let blank = events::encode(&LogEntry {
+        leader_node: 1,
+        body: EntryBody::Blank,
+    });
+    let records = |range: std::ops::Range<u64>| -> Vec<Record> {
+        range
+            .map(|index| Record {
+                index,
+                term: 2,
+                payload: blank.clone(),
+            })
+            .collect()
+    };
+    log.append(&records(0..keep)).unwrap();
+    log.append(&records(keep..total)).unwrap();
+    drop(log);
+    let seg = segments(dir).pop().unwrap();
+    let record_len = (fs::metadata(&seg).unwrap().len() - 48) / total;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(48 + keep * record_len)
+        .unwrap();
+    seg
+}
+
+fn commit(dir: &Path, index: u64) {
+    let id = RaftLogId {
+        term: 2,
+        node_id: 1,
+        index,
+    };
+    StateFile::new(dir, COMMITTED_FILE)
+        .store(&Some(id))
+        .unwrap();
+}
+
+#[test]
+fn verify_reports_committed_records_missing_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    log_cut_at(dir.path(), 8, 12);
+    commit(dir.path(), 10);
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_COMMITTED_MISSING.into()),
+        "{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains(&format!("the log in {d} ")), "{err}");
+    assert!(err.contains("raft-committed"), "{err}");
+    assert!(
+        err.contains("acknowledged records 8..10 are missing"),
+        "{err}"
+    );
+    assert!(err.contains("`chat-server cluster remove`"), "{err}");
+    assert!(err.contains("`--join`"), "{err}");
+    assert!(!err.contains("clean"), "{err}");
+    assert!(
+        stdout(&out).contains("raft-committed  up to record 10 (term 2, leader node 1)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The same cut under a committed mark it still holds is clean.
+    for committed in [7, 3] {
+        commit(dir.path(), committed);
+        let out = inspect(&["verify", d]);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_CLEAN.into()),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("clean: 8 records"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_torn_tail_is_missing_records_only_when_they_were_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let seg = log_cut_at(dir.path(), 6, 6);
+    // Tear the last record (5).
+    let len = fs::metadata(&seg).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+
+    commit(dir.path(), 4);
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_TORN_TAIL.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("acknowledged"), "{}", stderr(&out));
+
+    commit(dir.path(), 5);
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_COMMITTED_MISSING.into()),
+        "{}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("torn tail"), "{err}");
+    assert!(
+        err.contains("acknowledged records 5..5 are missing"),
+        "{err}"
+    );
+}
+
 #[test]
 fn stats_counts_kinds() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,5 +424,7 @@ fn every_command_has_help() {
         assert!(out.status.success(), "{args:?}");
         assert!(stdout(&out).contains("Usage:"), "{args:?}");
     }
-    assert!(stdout(&inspect(&["verify", "--help"])).contains("Exit status"));
+    let help = stdout(&inspect(&["verify", "--help"]));
+    assert!(help.contains("Exit status"), "{help}");
+    assert!(help.contains("6 acknowledged records missing"), "{help}");
 }
