@@ -39,6 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // (the client crate does failover), so no `connect` helper and no
         // dependency on tonic's `channel` feature here.
         .build_transport(false)
+        // Our codec, not `tonic_prost::ProstCodec`, in every client and
+        // server: it reports a message that does not decode as
+        // INVALID_ARGUMENT instead of INTERNAL. `crate::` because the
+        // generated code is included into this crate (`lib.rs`).
+        .codec_path("crate::codec::Codec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -15,10 +15,16 @@
 //! and carried into the rustdoc of the generated items. Protobuf types belong
 //! at the edge: convert them to domain types and never persist them.
 //!
+//! Every stub encodes and decodes with [`codec::Codec`], which reports a
+//! message that does not decode (random bytes, a `string` that is not UTF-8)
+//! as INVALID_ARGUMENT rather than INTERNAL.
+//!
 //! The stubs are generated without tonic's transport helpers (no `connect`):
 //! build a `tonic::transport::Channel` and wrap it with `ChatClient::new`.
 
 #![warn(missing_docs)]
+
+pub mod codec;
 
 // `unused_qualifications` is one of the workspace lints and the generated code
 // trips it on nearly every line; clippy's verdicts on generated code are not
