@@ -4,14 +4,17 @@
 //! other sees the message arrive, answers, and both quit with the terminal
 //! restored.
 //!
-//! The server binary is not a dependency of this crate: it is found next to
-//! the test executable (`target/<profile>/chat-server`), which `cargo test
-//! --workspace` builds because the server has integration tests of its own.
+//! The server binary is not a dependency of this crate (chat-tui must never
+//! depend on chat-server), so cargo does not build it for these tests: the
+//! test builds it once itself, with the cargo that runs it, into the same
+//! target directory and profile, and finds it next to its own executable
+//! (`target/<profile>/chat-server`). Under `cargo test --workspace` that
+//! build finds the binary up to date.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
@@ -38,21 +41,58 @@ impl Drop for Server {
 }
 
 /// `target/<profile>/chat-server`, beside the directory of this test's
-/// executable (`target/<profile>/deps/`).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let profile_dir = exe
+/// executable (`target/<profile>/deps/`), built (or found up to date) by
+/// the first caller.
+fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test runs from target/<profile>/deps");
+        build_server(profile_dir);
+        let binary = profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.exists(),
+            "{} is missing after building it",
+            binary.display()
+        );
+        binary
+    })
+}
+
+/// Builds `chat-server` into `profile_dir` (`<target dir>/<profile>`): the
+/// target directory and profile of this test, so the build shares what is
+/// already compiled and a binary that is up to date is only checked.
+fn build_server(profile_dir: &Path) {
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        // The dev and test profiles build into `debug`.
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let target_dir = profile_dir
         .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test runs from target/<profile>/deps");
-    let binary = profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build -p chat-server` first \
-         (`cargo test --workspace` builds it too)",
-        binary.display()
-    );
-    binary
+        .expect("the profile directory is inside the target directory");
+    // The cargo running this test, so the toolchain is the same.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "--package",
+            "chat-server",
+            "--bin",
+            "chat-server",
+        ])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("cargo starts");
+    assert!(status.success(), "building chat-server failed: {status}");
 }
 
 /// Starts a server on a free port of 127.0.0.1 with a fresh data directory
