@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use chat_client::{HistoryPage, Message};
 use chat_tui::action::Action;
 use chat_tui::app::{App, AppConfig};
-use chat_tui::net::ServerEvent;
+use chat_tui::message::ServerEvent;
 use chat_tui::state::Pane;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratatui::Terminal;

@@ -1,10 +1,12 @@
 //! The vocabulary between the parts of the UI: [`Action`]s are what a key
 //! (or a pane) asks the app to do; [`Effect`]s are what the app asks the
 //! outside world to do (the client task, the terminal, the config file).
+//! What goes to and comes from the client task is in
+//! [`message`](crate::message).
 
 use chat_client::MessageId;
 
-use crate::net::Command;
+use crate::message::{Command, SignInRequest};
 use crate::state::Pane;
 
 /// A step through a list.
@@ -39,30 +41,6 @@ pub enum Scroll {
     Top,
     /// To the newest message.
     Bottom,
-}
-
-/// What the sign-in form asks for.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SignInRequest {
-    /// The servers, in order.
-    pub servers: Vec<String>,
-    /// The username.
-    pub username: String,
-    /// The password.
-    pub password: String,
-    /// Create the account first.
-    pub create: bool,
-}
-
-impl std::fmt::Debug for SignInRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignInRequest")
-            .field("servers", &self.servers)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("create", &self.create)
-            .finish()
-    }
 }
 
 /// Something the user asked for.

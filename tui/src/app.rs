@@ -27,7 +27,7 @@ use crate::components::sign_in::SignIn;
 use crate::components::status_bar::StatusBar;
 use crate::components::users::Users;
 use crate::editor::Editor;
-use crate::net::{Command, ServerEvent};
+use crate::message::{Command, ServerEvent};
 use crate::state::{
     Conversation, Directory, History, Link, Me, Pane, Pending, Screen, State, effective_pattern,
 };
@@ -286,12 +286,7 @@ impl App {
                 self.state.servers.clone_from(&request.servers);
                 self.sign_in.busy = true;
                 self.sign_in.notice = None;
-                self.command(Command::SignIn {
-                    servers: request.servers,
-                    username: request.username,
-                    password: request.password,
-                    create: request.create,
-                });
+                self.command(Command::SignIn(request));
             }
             Action::MoveSelection(step) => self.move_selection(step),
             Action::StartFilter | Action::EndFilter => {}
@@ -527,11 +522,7 @@ impl App {
             body,
             retrying: None,
         };
-        self.command(Command::Send {
-            to: pending.peer.clone(),
-            body: pending.body.clone(),
-            client_msg_id: pending.client_msg_id.clone(),
-        });
+        self.command(Command::Send(pending.outgoing()));
         self.state.outbox.push(pending);
         self.compose.editor.take();
         self.inbox.scroll(Scroll::Bottom);
@@ -741,11 +732,7 @@ impl App {
             .state
             .outbox
             .iter()
-            .map(|p| Command::Send {
-                to: p.peer.clone(),
-                body: p.body.clone(),
-                client_msg_id: p.client_msg_id.clone(),
-            })
+            .map(|p| Command::Send(p.outgoing()))
             .collect();
         for command in resend {
             self.command(command);

@@ -11,7 +11,7 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 
 use super::*;
 use crate::components::sign_in::Focus;
-use crate::net::Field;
+use crate::message::{Field, Outgoing, SignInRequest};
 use crate::state::Receipt;
 
 const ME: AccountId = 1;
@@ -126,12 +126,12 @@ fn sign_in_sends_the_form_and_waits() {
     assert!(app.sign_in.busy);
     assert_eq!(
         commands(&app.take_effects()),
-        [Command::SignIn {
+        [Command::SignIn(SignInRequest {
             servers: vec![chat_client::DEFAULT_SERVER.to_owned()],
             username: "alice".to_owned(),
             password: "secret-pw".to_owned(),
             create: false,
-        }]
+        })]
     );
     // A second Enter while busy sends nothing.
     app.handle_key(key(KeyCode::Enter));
@@ -395,11 +395,11 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
     assert!(app.compose.editor.is_empty());
     let sent = commands(&app.take_effects());
     let [
-        Command::Send {
+        Command::Send(Outgoing {
             to,
             body,
             client_msg_id,
-        },
+        }),
     ] = sent.as_slice()
     else {
         panic!("{sent:?}");
@@ -432,7 +432,7 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
     app.update(Action::Send("again".to_owned()));
     let again = commands(&app.take_effects());
     assert!(
-        matches!(&again[..], [Command::Send { client_msg_id: other, .. }] if other != client_msg_id)
+        matches!(&again[..], [Command::Send(Outgoing { client_msg_id: other, .. })] if other != client_msg_id)
     );
 }
 
@@ -787,11 +787,13 @@ fn an_expired_session_returns_to_sign_in_and_keeps_the_outbox() {
         account_id: ME,
         server: "a:1".to_owned(),
     });
-    assert!(commands(&app.take_effects()).contains(&Command::Send {
-        to: "bob".to_owned(),
-        body: "pending".to_owned(),
-        client_msg_id: key_before,
-    }));
+    assert!(
+        commands(&app.take_effects()).contains(&Command::Send(Outgoing {
+            to: "bob".to_owned(),
+            body: "pending".to_owned(),
+            client_msg_id: key_before,
+        }))
+    );
     app.open(BOB, "bob");
     assert_eq!(app.compose.editor.text(), "half written");
 }
@@ -818,7 +820,7 @@ fn another_user_signing_in_gets_a_clean_slate() {
     assert!(
         !commands(&app.take_effects())
             .iter()
-            .any(|c| matches!(c, Command::Send { .. }))
+            .any(|c| matches!(c, Command::Send(_)))
     );
 }
 

@@ -2,15 +2,17 @@
 //!
 //! Two loops run side by side. The **UI loop** ([`run`]) waits for a
 //! terminal event or an event from the client task, applies it to the
-//! [`App`](app::App), carries out the effects that asks for and draws a
-//! frame; it never awaits the network, and with nothing happening it sleeps
-//! (no timer, no polling). The **client task** ([`net`]) owns the
-//! connection and the session: it turns [`Command`](net::Command)s into
-//! calls and the subscription into [`ServerEvent`](net::ServerEvent)s.
+//! [`App`], carries out the effects that asks for and draws a frame; it
+//! never awaits the network, and with nothing happening it sleeps (no
+//! timer, no polling). The **client task** ([`net`]) owns the
+//! connection and the session: it turns [`Command`](message::Command)s into
+//! calls and the subscription into [`ServerEvent`]s.
 //!
 //! - [`app`]: the state machine tying state, panes and effects together.
 //! - [`state`]: what the client knows, as plain data.
 //! - [`components`]: the panes and dialogs, each drawing itself.
+//! - [`action`], [`message`]: what keys ask of the app, and what the app
+//!   and the client task tell each other.
 //! - [`net`]: the client task.
 //! - [`terminal`]: entering and always restoring the terminal.
 //! - [`editor`], [`text`]: text editing, measuring and wrapping.
@@ -21,6 +23,7 @@ pub mod app;
 pub mod cli;
 pub mod components;
 pub mod editor;
+pub mod message;
 pub mod net;
 pub mod settings;
 pub mod state;
@@ -36,7 +39,7 @@ use tokio_stream::StreamExt;
 use crate::action::{Action, Effect};
 use crate::app::{App, AppConfig};
 use crate::cli::Cli;
-use crate::net::ServerEvent;
+use crate::message::ServerEvent;
 use crate::settings::Settings;
 use crate::terminal::Tui;
 use crate::theme::Theme;

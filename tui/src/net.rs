@@ -12,249 +12,17 @@
 
 use std::time::Duration;
 
-use chat_client::{
-    AccountId, AccountPage, Backoff, Client, ClientConfig, ClientError, Code, ConnectionState,
-    Conversations, Event, HistoryPage, MessageId, SentMessage,
-};
+use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
+
+use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
 
 /// How many messages one history page asks for.
 pub const HISTORY_PAGE: u32 = 100;
 
 /// How many accounts one page of the directory asks for.
 pub const ACCOUNTS_PAGE: u32 = 100;
-
-/// What the UI asks the client task to do.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Connect to `servers` (reusing the connection if the list is the
-    /// same), create the account first if `create`, then log in and start
-    /// the session.
-    SignIn {
-        /// The servers to try, in order.
-        servers: Vec<String>,
-        /// The account's username.
-        username: String,
-        /// The account's password.
-        password: String,
-        /// Create the account before logging in.
-        create: bool,
-    },
-    /// Fetch a page of the accounts matching `pattern`.
-    ListAccounts {
-        /// The wildcard pattern (`*`, `?`).
-        pattern: String,
-        /// The page to continue from; `None` for the first.
-        page_token: Option<String>,
-    },
-    /// Fetch a page of the conversation with `peer`, older than `before`.
-    LoadHistory {
-        /// The other party's account id, to file the answer under.
-        peer_id: AccountId,
-        /// The other party's username, which the API takes.
-        peer: String,
-        /// Only messages below this id; `None` for the newest.
-        before: Option<MessageId>,
-    },
-    /// Send a message (queued behind earlier sends, retried until answered).
-    Send {
-        /// The recipient's username.
-        to: String,
-        /// The text.
-        body: String,
-        /// The idempotency key: every retry reuses it.
-        client_msg_id: String,
-    },
-    /// Acknowledge delivery of every message up to this id.
-    Ack {
-        /// The highest message id received.
-        up_to: MessageId,
-    },
-    /// Mark the conversation with `peer` read up to this id.
-    MarkRead {
-        /// The other party's username.
-        peer: String,
-        /// The highest message id shown.
-        up_to: MessageId,
-    },
-    /// Delete messages from the user's own view.
-    DeleteMessages {
-        /// The messages.
-        ids: Vec<MessageId>,
-    },
-    /// Delete the signed-in account, checking its password again.
-    DeleteAccount {
-        /// The password.
-        password: String,
-    },
-    /// Close the session.
-    SignOut,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::SignIn {
-                servers,
-                username,
-                create,
-                ..
-            } => f
-                .debug_struct("SignIn")
-                .field("servers", servers)
-                .field("username", username)
-                .field("password", &"<redacted>")
-                .field("create", create)
-                .finish(),
-            Self::DeleteAccount { .. } => f
-                .debug_struct("DeleteAccount")
-                .field("password", &"<redacted>")
-                .finish(),
-            Self::ListAccounts {
-                pattern,
-                page_token,
-            } => f
-                .debug_struct("ListAccounts")
-                .field("pattern", pattern)
-                .field("page_token", page_token)
-                .finish(),
-            Self::LoadHistory {
-                peer_id,
-                peer,
-                before,
-            } => f
-                .debug_struct("LoadHistory")
-                .field("peer_id", peer_id)
-                .field("peer", peer)
-                .field("before", before)
-                .finish(),
-            Self::Send {
-                to, client_msg_id, ..
-            } => f
-                .debug_struct("Send")
-                .field("to", to)
-                .field("client_msg_id", client_msg_id)
-                .finish_non_exhaustive(),
-            Self::Ack { up_to } => f.debug_struct("Ack").field("up_to", up_to).finish(),
-            Self::MarkRead { peer, up_to } => f
-                .debug_struct("MarkRead")
-                .field("peer", peer)
-                .field("up_to", up_to)
-                .finish(),
-            Self::DeleteMessages { ids } => {
-                f.debug_struct("DeleteMessages").field("ids", ids).finish()
-            }
-            Self::SignOut => f.write_str("SignOut"),
-        }
-    }
-}
-
-/// Which sign-in field an error concerns, so the form can show it there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// The server list.
-    Servers,
-    /// The username.
-    Username,
-    /// The password.
-    Password,
-}
-
-/// What the client task tells the UI.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ServerEvent {
-    /// The session is open.
-    SignedIn {
-        /// The account's username as registered.
-        username: String,
-        /// The account's id.
-        account_id: AccountId,
-        /// The server that answered.
-        server: String,
-    },
-    /// Signing in failed; `field` says which input it concerns, if any.
-    SignInFailed {
-        /// The field to show the error next to; `None` for the form.
-        field: Option<Field>,
-        /// What went wrong and what to do.
-        message: String,
-    },
-    /// The conversation list, sent before the first event of the stream.
-    Conversations(Conversations),
-    /// A page of the directory.
-    Accounts {
-        /// The pattern it answers.
-        pattern: String,
-        /// True when it continues earlier pages, false for a first page.
-        appended: bool,
-        /// The accounts.
-        page: AccountPage,
-    },
-    /// A page of a conversation.
-    History {
-        /// The other party.
-        peer_id: AccountId,
-        /// The page, or what went wrong loading it.
-        page: Result<HistoryPage, String>,
-    },
-    /// An event of the subscription, in log order.
-    Live(Event),
-    /// A send was stored by the server.
-    Sent(SentMessage),
-    /// A send failed for a reason that may pass; it is retried in `retry_in`
-    /// with the same key.
-    SendRetrying {
-        /// The send's idempotency key.
-        client_msg_id: String,
-        /// What went wrong.
-        error: String,
-        /// When it is tried again.
-        retry_in: Duration,
-    },
-    /// A send was refused (unknown recipient, bad body): it will not be
-    /// retried.
-    SendFailed {
-        /// The send's idempotency key.
-        client_msg_id: String,
-        /// The server's reason.
-        error: String,
-    },
-    /// Messages were deleted by this session's request.
-    Deleted {
-        /// The messages.
-        ids: Vec<MessageId>,
-    },
-    /// Where the client stands with the cluster.
-    Connection(ConnectionState),
-    /// The event stream broke and is being resumed.
-    StreamInterrupted {
-        /// What broke it.
-        error: String,
-    },
-    /// The account was deleted; the session is over.
-    AccountDeleted,
-    /// Deleting the account failed (e.g. a wrong password).
-    DeleteAccountFailed {
-        /// The server's reason.
-        error: String,
-    },
-    /// The session is over: it expired, was closed elsewhere, or the account
-    /// is gone. The user has to sign in again.
-    SessionEnded {
-        /// Why, for the sign-in screen.
-        reason: String,
-    },
-    /// The session was closed at the user's request.
-    SignedOut,
-    /// A call failed; shown in the status bar.
-    Error {
-        /// What was being done ("mark read", ...).
-        action: &'static str,
-        /// The error.
-        error: String,
-    },
-}
 
 /// Starts the client task. Returns where to send commands and where events
 /// come out. The task ends when the command sender is dropped.
@@ -286,7 +54,7 @@ impl Drop for Connection {
 struct Session {
     token: String,
     /// Queue of the outbox sender.
-    outbox: UnboundedSender<(String, String, String)>,
+    outbox: UnboundedSender<Outgoing>,
     /// The subscription, the sender, and every call in flight.
     tasks: JoinSet<()>,
     /// The highest id acknowledged, so an ack that moves nothing is not sent.
@@ -307,12 +75,12 @@ async fn run(
             while session.tasks.try_join_next().is_some() {}
         }
         match command {
-            Command::SignIn {
+            Command::SignIn(SignInRequest {
                 servers,
                 username,
                 password,
                 create,
-            } => {
+            }) => {
                 session = None;
                 if connection.as_ref().is_none_or(|c| c.servers != servers) {
                     connection = None;
@@ -500,12 +268,8 @@ fn handle(
     let token = session.token.clone();
     let events = events.clone();
     match command {
-        Command::Send {
-            to,
-            body,
-            client_msg_id,
-        } => {
-            let _ = session.outbox.send((to, body, client_msg_id));
+        Command::Send(outgoing) => {
+            let _ = session.outbox.send(outgoing);
         }
         Command::ListAccounts {
             pattern,
@@ -575,7 +339,7 @@ fn handle(
             });
         }
         // Handled by the loop itself.
-        Command::SignIn { .. } | Command::SignOut | Command::DeleteAccount { .. } => {}
+        Command::SignIn(_) | Command::SignOut | Command::DeleteAccount { .. } => {}
     }
 }
 
@@ -684,14 +448,19 @@ async fn stream(
 async fn send_in_order(
     client: Client,
     token: String,
-    mut queue: UnboundedReceiver<(String, String, String)>,
+    mut queue: UnboundedReceiver<Outgoing>,
     events: UnboundedSender<ServerEvent>,
 ) {
     let backoff = Backoff {
         initial: Duration::from_millis(500),
         max: Duration::from_secs(30),
     };
-    while let Some((to, body, client_msg_id)) = queue.recv().await {
+    while let Some(Outgoing {
+        to,
+        body,
+        client_msg_id,
+    }) = queue.recv().await
+    {
         let mut attempt = 0;
         loop {
             let event = match client
@@ -779,20 +548,5 @@ mod tests {
             failure("ack", &status(Code::InvalidArgument, "beyond the log")),
             ServerEvent::Error { action: "ack", .. }
         ));
-    }
-
-    #[test]
-    fn commands_never_show_passwords() {
-        let command = Command::SignIn {
-            servers: vec!["a:1".to_owned()],
-            username: "alice".to_owned(),
-            password: "hunter22".to_owned(),
-            create: false,
-        };
-        assert!(!format!("{command:?}").contains("hunter22"));
-        let delete = Command::DeleteAccount {
-            password: "hunter22".to_owned(),
-        };
-        assert!(!format!("{delete:?}").contains("hunter22"));
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chat_client::{Account, AccountId, Message, MessageId};
 use chrono::FixedOffset;
 
+use crate::message::Outgoing;
 use crate::theme::Theme;
 
 /// The most a message body may hold, in bytes (the server's limit).
@@ -213,6 +214,18 @@ pub struct Pending {
     pub body: String,
     /// The last failure, while it is being retried.
     pub retrying: Option<String>,
+}
+
+impl Pending {
+    /// What the client task is given to send (again, after a new sign-in):
+    /// always with the same key.
+    pub fn outgoing(&self) -> Outgoing {
+        Outgoing {
+            to: self.peer.clone(),
+            body: self.body.clone(),
+            client_msg_id: self.client_msg_id.clone(),
+        }
+    }
 }
 
 /// The accounts of the server, a page at a time, matching the filter.

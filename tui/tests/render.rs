@@ -11,7 +11,7 @@ use chat_client::{
 };
 use chat_tui::action::Action;
 use chat_tui::app::{App, AppConfig};
-use chat_tui::net::{Field, ServerEvent};
+use chat_tui::message::{Command, Field, Outgoing, ServerEvent};
 use chat_tui::state::Pane;
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
@@ -162,10 +162,9 @@ fn conversation_with_bob() -> App {
         .iter()
         .rev()
         .find_map(|e| match e {
-            chat_tui::action::Effect::Command(chat_tui::net::Command::Send {
-                client_msg_id,
-                ..
-            }) => Some(client_msg_id.clone()),
+            chat_tui::action::Effect::Command(Command::Send(Outgoing {
+                client_msg_id, ..
+            })) => Some(client_msg_id.clone()),
             _ => None,
         })
         .unwrap();

@@ -11,9 +11,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use super::{Component, centered};
-use crate::action::{Action, SignInRequest};
+use crate::action::Action;
 use crate::editor::Editor;
-use crate::net::Field;
+use crate::message::{Field, SignInRequest};
 use crate::state::State;
 
 /// The shortest password the server accepts for a new account, in bytes.
