@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId};
+use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId, Retry};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
@@ -363,35 +363,18 @@ fn ended(error: &ClientError) -> ServerEvent {
     }
 }
 
-/// Runs `call` until it succeeds, retrying failures that may pass with
-/// backoff (and telling the UI); any other failure is reported as `what`
-/// and gives `None`. `attempt` carries the backoff across calls.
-async fn until_ok<T, Fut>(
+/// The value of a call that [`Retry::run`] finished, or `None` once its
+/// failure (one that waiting would not cure) is reported as `what`.
+fn reported<T>(
+    result: Result<T, ClientError>,
     what: &'static str,
-    attempt: &mut u32,
     events: &UnboundedSender<ServerEvent>,
-    mut call: impl FnMut() -> Fut,
-) -> Option<T>
-where
-    Fut: Future<Output = Result<T, ClientError>>,
-{
-    let backoff = Backoff::default();
-    loop {
-        match call().await {
-            Ok(value) => return Some(value),
-            Err(error) if error.is_transient() => {
-                *attempt += 1;
-                let _ = events.send(ServerEvent::StreamInterrupted {
-                    error: error.to_string(),
-                });
-                tokio::time::sleep(backoff.delay(*attempt)).await;
-            }
-            Err(error) => {
-                let _ = events.send(failure(what, &error));
-                return None;
-            }
-        }
-    }
+) -> Option<T> {
+    result
+        .inspect_err(|error| {
+            let _ = events.send(failure(what, error));
+        })
+        .ok()
 }
 
 /// The session's view of the world: the conversation list first (so every
@@ -403,12 +386,18 @@ async fn stream(
     after: MessageId,
     events: UnboundedSender<ServerEvent>,
 ) {
-    let mut attempt = 0;
-    let Some(conversations) = until_ok("load conversations", &mut attempt, &events, || {
-        client.conversations(&token)
-    })
-    .await
-    else {
+    // One backoff for both steps: a cluster that failed the list is no
+    // healthier for the subscription.
+    let mut retry = Retry::new(Backoff::default());
+    let interrupted = |error: &ClientError, _: Duration| {
+        let _ = events.send(ServerEvent::StreamInterrupted {
+            error: error.to_string(),
+        });
+    };
+    let loaded = retry
+        .run(interrupted, || client.conversations(&token))
+        .await;
+    let Some(conversations) = reported(loaded, "load conversations", &events) else {
         return;
     };
     if events
@@ -417,11 +406,10 @@ async fn stream(
     {
         return;
     }
-    let Some(mut subscription) = until_ok("subscribe", &mut attempt, &events, || {
-        client.subscribe(&token, after)
-    })
-    .await
-    else {
+    let subscribed = retry
+        .run(interrupted, || client.subscribe(&token, after))
+        .await;
+    let Some(mut subscription) = reported(subscribed, "subscribe", &events) else {
         return;
     };
     while let Some(next) = subscription.next().await {
@@ -451,48 +439,46 @@ async fn send_in_order(
     mut queue: UnboundedReceiver<Outgoing>,
     events: UnboundedSender<ServerEvent>,
 ) {
-    let backoff = Backoff {
+    let mut retry = Retry::new(Backoff {
         initial: Duration::from_millis(500),
         max: Duration::from_secs(30),
-    };
-    while let Some(Outgoing {
-        to,
-        body,
-        client_msg_id,
-    }) = queue.recv().await
-    {
-        let mut attempt = 0;
-        loop {
-            let event = match client
-                .send_with_id(&token, &to, &body, &client_msg_id)
-                .await
-            {
-                Ok(sent) => ServerEvent::Sent(sent),
-                Err(error) if error.is_unauthenticated() => {
-                    // The outbox keeps the message; it is sent again, with
-                    // the same key, after the user signs in again.
-                    let _ = events.send(ended(&error));
-                    return;
-                }
-                Err(error) if error.is_transient() => {
-                    attempt += 1;
-                    let retry_in = backoff.delay(attempt);
+    });
+    while let Some(outgoing) = queue.recv().await {
+        // Each message starts from the shortest wait.
+        retry.reset();
+        let result = retry
+            .run(
+                |error, retry_in| {
                     let _ = events.send(ServerEvent::SendRetrying {
-                        client_msg_id: client_msg_id.clone(),
+                        client_msg_id: outgoing.client_msg_id.clone(),
                         error: error.to_string(),
                         retry_in,
                     });
-                    tokio::time::sleep(retry_in).await;
-                    continue;
-                }
-                Err(error) => ServerEvent::SendFailed {
-                    client_msg_id: client_msg_id.clone(),
-                    error: error.to_string(),
                 },
-            };
-            let _ = events.send(event);
-            break;
-        }
+                || {
+                    client.send_with_id(
+                        &token,
+                        &outgoing.to,
+                        &outgoing.body,
+                        &outgoing.client_msg_id,
+                    )
+                },
+            )
+            .await;
+        let event = match result {
+            Ok(sent) => ServerEvent::Sent(sent),
+            Err(error) if error.is_unauthenticated() => {
+                // The outbox keeps the message; it is sent again, with the
+                // same key, after the user signs in again.
+                let _ = events.send(ended(&error));
+                return;
+            }
+            Err(error) => ServerEvent::SendFailed {
+                client_msg_id: outgoing.client_msg_id,
+                error: error.to_string(),
+            },
+        };
+        let _ = events.send(event);
     }
 }
 
