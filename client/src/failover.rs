@@ -27,14 +27,6 @@ use crate::error::{ClientError, Result};
 use crate::model::LogPosition;
 use crate::retry::{Backoff, Failure, Fault, Retry, Rpc};
 
-/// How often an open connection is pinged, so a server that vanished without
-/// closing its sockets (power loss, partition) is noticed by a subscription
-/// that is otherwise only waiting.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
-
-/// How long a ping may go unanswered before the connection counts as dead.
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Where the client stands with the cluster, for a front end to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -435,9 +427,16 @@ impl Server {
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|_| invalid("expected host:port or http://host:port"))?
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+            .tcp_nodelay(true);
+        if let Some(keep_alive) = config.keep_alive {
+            // Idle too: a connection with no call in flight is the one whose
+            // death nobody would otherwise notice until the next call times
+            // out.
+            endpoint = endpoint
+                .http2_keep_alive_interval(keep_alive.interval)
+                .keep_alive_timeout(keep_alive.timeout)
+                .keep_alive_while_idle(true);
+        }
         if let Some(ca) = &config.tls_ca {
             let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
             endpoint = endpoint

@@ -49,7 +49,7 @@ mod retry;
 mod subscription;
 
 pub use client::Client;
-pub use config::{ClientConfig, DEFAULT_SERVER, endpoint_uri};
+pub use config::{ClientConfig, DEFAULT_SERVER, KeepAlive, endpoint_uri};
 pub use error::{ClientError, Result};
 pub use failover::ConnectionState;
 pub use model::{

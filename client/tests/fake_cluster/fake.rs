@@ -2,7 +2,9 @@
 //! state behind several gRPC servers on `127.0.0.1:0`, each of which can be
 //! told to fail in the ways a real replica does (answer UNAVAILABLE, apply a
 //! write and then fail, cut a subscription, replay from the start). It
-//! records every call, so a test can check what the client sent where.
+//! records every call, so a test can check what the client sent where. A
+//! [`Relay`] in front of a server can make it fall silent without closing a
+//! connection.
 //!
 //! It implements just enough of the API's meaning for the client's tests:
 //! accounts, sessions, idempotent sends, history and subscriptions.
@@ -15,7 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chat_proto::chat_server::{Chat, ChatServer};
 use chat_proto::cluster_server::{Cluster, ClusterServer};
 use chat_proto::{self as proto, event::Kind};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,6 +176,74 @@ impl RunningServer {
             let _ = shutdown.send(());
         }
         (&mut self.task).await.expect("fake server task");
+    }
+}
+
+/// A TCP relay in front of a server that can fall silent: it keeps every
+/// connection open but stops passing bytes either way, as a server does that
+/// lost power or sits behind a partition.
+#[derive(Debug)]
+pub struct Relay {
+    pub address: String,
+    silent: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Listens on 127.0.0.1 and relays every connection to `server`.
+    pub async fn start(server: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("local address").to_string();
+        let silent = Arc::new(AtomicBool::new(false));
+        let server = server.to_owned();
+        let task = tokio::spawn({
+            let silent = silent.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(upstream) = TcpStream::connect(&server).await else {
+                        continue;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = upstream.into_split();
+                    tokio::spawn(pass(from_client, to_server, silent.clone()));
+                    tokio::spawn(pass(from_server, to_client, silent.clone()));
+                }
+            }
+        });
+        Self {
+            address,
+            silent,
+            task,
+        }
+    }
+
+    /// From now on, bytes are read and dropped: no answer, no close.
+    pub fn fall_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies bytes from `from` to `to` until either side closes, dropping
+/// them once `silent` is set.
+async fn pass(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, silent: Arc<AtomicBool>) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if silent.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -9,10 +9,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use chat_client::{
-    Backoff, Client, ClientConfig, ClientError, Code, ConnectionState, Event, MessageId, Role,
-    Session, Subscription,
+    Backoff, Client, ClientConfig, ClientError, Code, ConnectionState, Event, KeepAlive, MessageId,
+    Role, Session, Subscription,
 };
-use fake::{FakeCluster, RunningServer, dead_address};
+use fake::{FakeCluster, Relay, RunningServer, dead_address};
 
 /// Long enough for any of these tests on a loaded machine; a hang fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -35,6 +35,7 @@ fn config(servers: &[&str]) -> ClientConfig {
         },
         failover_attempts: 6,
         tls_ca: None,
+        keep_alive: Some(KeepAlive::default()),
     }
 }
 
@@ -441,6 +442,38 @@ async fn a_subscription_fails_over_and_resumes_without_gap_or_duplicate() {
         assert_eq!(resubscribed.len(), 1);
         assert_eq!(resubscribed[0].after, sent[1]);
         assert!(resubscribed[0].min_applied >= sent[1]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_subscription_leaves_a_server_that_fell_silent() {
+    within(async {
+        let (_cluster, a, b) = two_servers().await;
+        let relay = Relay::start(&a.address).await;
+        let alice_client = connect(&[&b]).await;
+        let alice = user(&alice_client, "alice").await;
+        // Short pings, so the test is quick; the default's bound is a unit
+        // test of the config.
+        let bob_client = Client::connect(ClientConfig {
+            keep_alive: Some(KeepAlive {
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(500),
+            }),
+            ..config(&[&relay.address, &b.address])
+        })
+        .await
+        .unwrap();
+        let bob = user(&bob_client, "bob").await;
+        let mut events = bob_client.subscribe(&bob.token, 0).await.unwrap();
+
+        // A neither answers nor closes: only the missing ping answers tell.
+        relay.fall_silent();
+        let sent = send_messages(&alice_client, &alice, 2).await;
+        let received = messages(&mut events, 2).await;
+
+        assert_eq!(received, sent);
+        assert_eq!(bob_client.current_server(), b.address);
     })
     .await;
 }
