@@ -4,15 +4,19 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use chat_client::{
-    Account, AccountPage, ConnectionState, Conversation as Listed, Conversations, Event,
-    HistoryPage, Message, SentMessage,
+    Account, AccountId, AccountPage, ConnectionState, Conversation as Listed, Conversations, Event,
+    HistoryPage, Message, MessageId, SentMessage,
 };
-use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+};
 
-use super::*;
+use super::{App, AppConfig};
+use crate::action::{Action, Effect};
+use crate::components::dialog::Dialog;
 use crate::components::sign_in::Focus;
-use crate::message::{Field, Outgoing, SignInRequest};
-use crate::state::Receipt;
+use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
+use crate::state::{History, Link, Pane, Receipt, Screen};
 
 const ME: AccountId = 1;
 const BOB: AccountId = 2;

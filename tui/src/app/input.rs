@@ -1,0 +1,312 @@
+//! What the user does: keys, pastes and the mouse become [`Action`]s (most
+//! of them by the focused pane), and [`App::update`] carries each out.
+
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent,
+    MouseEventKind,
+};
+use ratatui::layout::Position;
+
+use super::App;
+use crate::action::{Action, Effect, Move, Scroll};
+use crate::components::Component;
+use crate::components::dialog::Dialog;
+use crate::editor::Editor;
+use crate::message::Command;
+use crate::state::{Pane, Pending, Screen, effective_pattern};
+
+/// Lines one turn of the mouse wheel scrolls.
+const WHEEL_LINES: usize = 3;
+
+impl App {
+    /// Handles one terminal event.
+    pub fn handle_event(&mut self, event: TermEvent) {
+        match event {
+            TermEvent::Key(key) => self.handle_key(key),
+            TermEvent::Paste(text) => self.paste(&text),
+            TermEvent::Mouse(mouse) => self.mouse(mouse),
+            // A resize needs only the redraw that follows every event.
+            _ => {}
+        }
+    }
+
+    /// Handles one key.
+    pub fn handle_key(&mut self, key: KeyEvent) {
+        if key.kind == KeyEventKind::Release {
+            return;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') {
+            return self.update(Action::Quit);
+        }
+        if let Some(dialog) = self.dialog.as_mut() {
+            if let Some(action) = dialog.handle_key_event(key, &self.state) {
+                self.update(action);
+            }
+            return;
+        }
+        if self.state.screen == Screen::SignIn {
+            if let Some(action) = self.sign_in.handle_key_event(key, &self.state) {
+                self.update(action);
+            }
+            return;
+        }
+        let typing = self.is_typing();
+        let global = match key.code {
+            KeyCode::Tab => Some(Action::FocusNext),
+            KeyCode::BackTab => Some(Action::FocusPrev),
+            KeyCode::F(1) => Some(Action::ShowHelp),
+            _ if typing || ctrl || key.modifiers.contains(KeyModifiers::ALT) => None,
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Char('?') => Some(Action::ShowHelp),
+            KeyCode::Char('L') => Some(Action::SignOut),
+            KeyCode::Char('D') => Some(Action::AskDeleteAccount),
+            KeyCode::Esc if self.state.last_error.is_some() => Some(Action::DismissError),
+            _ => None,
+        };
+        let action = global.or_else(|| match self.state.focus {
+            Pane::Users => self.users.handle_key_event(key, &self.state),
+            Pane::Inbox => self.inbox.handle_key_event(key, &self.state),
+            Pane::Compose => self.compose.handle_key_event(key, &self.state),
+        });
+        if let Some(action) = action {
+            self.update(action);
+        }
+    }
+
+    /// Pasted text (bracketed paste) goes, whole, into the field that has
+    /// the keys; a paste with the users pane focused goes to the draft.
+    fn paste(&mut self, text: &str) {
+        if let Some(dialog) = self.dialog.as_mut() {
+            if let Dialog::DeleteAccount { password, .. } = dialog {
+                password.insert_str(text.trim_end_matches(['\r', '\n']));
+            }
+            return;
+        }
+        match self.state.screen {
+            Screen::SignIn => self.sign_in.paste(text),
+            Screen::Main => {
+                if let Some(filter) = self.users.filter.as_mut() {
+                    filter.insert_str(&text.replace(['\r', '\n'], ""));
+                    let pattern = filter.text().to_owned();
+                    self.update(Action::SetFilter(pattern));
+                } else {
+                    self.state.focus = Pane::Compose;
+                    self.compose.editor.insert_str(text);
+                }
+            }
+        }
+    }
+
+    fn mouse(&mut self, mouse: MouseEvent) {
+        if self.state.screen != Screen::Main || self.dialog.is_some() {
+            return;
+        }
+        let areas = self.areas.get();
+        let at = Position::new(mouse.column, mouse.row);
+        match mouse.kind {
+            MouseEventKind::ScrollUp if areas.users.contains(at) => {
+                self.update(Action::MoveSelection(Move::Up));
+            }
+            MouseEventKind::ScrollDown if areas.users.contains(at) => {
+                self.update(Action::MoveSelection(Move::Down));
+            }
+            MouseEventKind::ScrollUp => self.update(Action::Scroll(Scroll::Up(WHEEL_LINES))),
+            MouseEventKind::ScrollDown => self.update(Action::Scroll(Scroll::Down(WHEEL_LINES))),
+            MouseEventKind::Down(MouseButton::Left) => {
+                for (area, pane) in [
+                    (areas.users, Pane::Users),
+                    (areas.inbox, Pane::Inbox),
+                    (areas.compose, Pane::Compose),
+                ] {
+                    if area.contains(at) {
+                        self.update(Action::Focus(pane));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Carries out an action.
+    pub fn update(&mut self, action: Action) {
+        self.users.update(&action, &self.state);
+        match action {
+            Action::Quit => self.effects.push(Effect::Quit),
+            Action::FocusNext => self.focus(self.state.focus.next()),
+            Action::FocusPrev => self.focus(self.state.focus.prev()),
+            Action::Focus(pane) => self.focus(pane),
+            Action::WriteToSelected => {
+                // Writing needs a conversation: open the first one if none is.
+                if self.state.selected.is_none() {
+                    self.move_selection(Move::First);
+                }
+                self.focus(Pane::Compose);
+            }
+            Action::ShowHelp => self.dialog = Some(Dialog::Help { scroll: 0 }),
+            Action::CloseDialog => self.dialog = None,
+            Action::DismissError => self.state.last_error = None,
+            Action::SignIn(request) => {
+                self.state.servers.clone_from(&request.servers);
+                self.sign_in.busy = true;
+                self.sign_in.notice = None;
+                self.command(Command::SignIn(request));
+            }
+            Action::MoveSelection(step) => self.move_selection(step),
+            Action::StartFilter | Action::EndFilter => {}
+            Action::SetFilter(pattern) => self.set_filter(pattern),
+            Action::RefreshDirectory => {
+                let pattern = self.state.directory.pattern.clone();
+                self.set_filter(pattern);
+            }
+            Action::ClearFilter => {
+                if !self.state.directory.pattern.is_empty() {
+                    self.set_filter(String::new());
+                }
+            }
+            Action::Scroll(scroll) => self.inbox.scroll(scroll),
+            Action::MoveMessage(step) => {
+                let Some(conversation) = self.state.open_conversation() else {
+                    return;
+                };
+                if self.inbox.move_selection(step, conversation) {
+                    self.load_older();
+                }
+            }
+            Action::AskDeleteMessage => self.ask_delete_message(),
+            Action::DeleteMessage(id) => {
+                self.dialog = None;
+                self.command(Command::DeleteMessages { ids: vec![id] });
+            }
+            Action::Send(body) => self.send(body),
+            Action::EditDraft => self
+                .effects
+                .push(Effect::EditDraft(self.compose.editor.text().to_owned())),
+            Action::DraftEdited(text) => {
+                self.compose.editor.set_text(&text);
+                self.state.focus = Pane::Compose;
+            }
+            Action::AskDeleteAccount => {
+                self.dialog = Some(Dialog::DeleteAccount {
+                    password: Editor::default(),
+                    error: None,
+                    busy: false,
+                });
+            }
+            Action::DeleteAccount(password) => {
+                if let Some(Dialog::DeleteAccount { busy, .. }) = self.dialog.as_mut() {
+                    *busy = true;
+                }
+                self.command(Command::DeleteAccount { password });
+            }
+            Action::SignOut => self.command(Command::SignOut),
+            Action::Error(message) => self.state.last_error = Some(message),
+        }
+    }
+
+    fn focus(&mut self, pane: Pane) {
+        self.state.focus = pane;
+        if pane == Pane::Inbox {
+            self.inbox.select_newest(self.state.open_conversation());
+            self.inbox.reveal.set(self.inbox.scroll.get() == 0);
+        }
+    }
+
+    fn move_selection(&mut self, step: Move) {
+        let rows = self.state.user_rows();
+        if rows.is_empty() {
+            return;
+        }
+        let last = rows.len() - 1;
+        let page = self.users.page.get().max(1);
+        let current = self
+            .state
+            .selected
+            .and_then(|id| rows.iter().position(|r| r.account_id == id));
+        let target = match (current, step) {
+            (None, Move::Last) => last,
+            (None, _) => 0,
+            (Some(at), Move::Up) => at.saturating_sub(1),
+            (Some(at), Move::Down) => (at + 1).min(last),
+            (Some(at), Move::PageUp) => at.saturating_sub(page),
+            (Some(at), Move::PageDown) => (at + page).min(last),
+            (Some(_), Move::First) => 0,
+            (Some(_), Move::Last) => last,
+        };
+        let row = &rows[target];
+        self.open(row.account_id, &row.name.clone());
+        // Near the end of what is loaded: fetch the next page of accounts.
+        if target + page >= last {
+            self.load_more_accounts();
+        }
+    }
+
+    fn load_more_accounts(&mut self) {
+        let directory = &mut self.state.directory;
+        if directory.loading {
+            return;
+        }
+        let Some(token) = directory.next_page.clone() else {
+            return;
+        };
+        directory.loading = true;
+        let pattern = effective_pattern(&directory.pattern);
+        self.command(Command::ListAccounts {
+            pattern,
+            page_token: Some(token),
+        });
+    }
+
+    fn set_filter(&mut self, pattern: String) {
+        self.state.directory.pattern = pattern;
+        self.state.directory.loading = true;
+        self.state.directory.next_page = None;
+        let pattern = effective_pattern(&self.state.directory.pattern);
+        self.command(Command::ListAccounts {
+            pattern,
+            page_token: None,
+        });
+    }
+
+    fn ask_delete_message(&mut self) {
+        let Some(conversation) = self.state.open_conversation() else {
+            return;
+        };
+        let Some(message) = self
+            .inbox
+            .selected
+            .and_then(|id| conversation.messages.get(&id))
+        else {
+            self.state.last_error = Some("select a message first (↑↓ in the inbox)".to_owned());
+            return;
+        };
+        self.dialog = Some(Dialog::ConfirmDelete {
+            id: message.id,
+            preview: message.body.lines().next().unwrap_or_default().to_owned(),
+            peer: conversation.peer.clone(),
+        });
+    }
+
+    fn send(&mut self, body: String) {
+        let (Some(peer_id), Some(me)) = (self.state.selected, self.state.me.as_ref()) else {
+            self.state.last_error = Some("pick someone in Users to write to first".to_owned());
+            return;
+        };
+        let Some(conversation) = self.state.conversations.get(&peer_id) else {
+            return;
+        };
+        self.sends += 1;
+        let pending = Pending {
+            client_msg_id: format!("{}-{}", self.id_prefix, self.sends),
+            author: me.username.clone(),
+            peer_id,
+            peer: conversation.peer.clone(),
+            body,
+            retrying: None,
+        };
+        self.command(Command::Send(pending.outgoing()));
+        self.state.outbox.push(pending);
+        self.compose.editor.take();
+        self.inbox.scroll(Scroll::Bottom);
+    }
+}
