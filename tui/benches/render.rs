@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use chat_client::{HistoryPage, Message};
-use chat_tui::action::Action;
+use chat_tui::action::{Action, Scroll};
 use chat_tui::app::{App, AppConfig};
 use chat_tui::message::ServerEvent;
 use chat_tui::state::Pane;
@@ -78,10 +78,9 @@ fn draw(c: &mut Criterion) {
                 terminal.draw(|frame| app.draw(frame)).unwrap();
             });
         });
-        let app = big_conversation();
-        // Not following the selection: scrolled 15,000 lines up.
-        app.inbox.reveal.set(false);
-        app.inbox.scroll.set(15_000);
+        let mut app = big_conversation();
+        // Scrolled 15,000 lines up (which stops following the selection).
+        app.update(Action::Scroll(Scroll::Up(15_000)));
         group.bench_function(format!("conversation_10k_middle_{width}x{height}"), |b| {
             b.iter(|| {
                 terminal.draw(|frame| app.draw(frame)).unwrap();

@@ -188,7 +188,9 @@ fn sign_in_with_errors() {
         reason: "ignored on the sign-in screen".to_owned(),
     });
     app.handle_event(key(KeyCode::Char('x')));
-    app.sign_in.busy = true;
+    // Signing in with the password typed: the session that ends now is the
+    // one being opened.
+    app.handle_event(key(KeyCode::Enter));
     app.on_server_event(ServerEvent::SessionEnded {
         reason: "the session ended after 30m of inactivity; log in again".to_owned(),
     });

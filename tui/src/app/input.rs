@@ -11,7 +11,6 @@ use super::App;
 use crate::action::{Action, Effect, Move, Scroll};
 use crate::components::Component;
 use crate::components::dialog::Dialog;
-use crate::editor::Editor;
 use crate::message::Command;
 use crate::state::{Pane, Pending, Screen, effective_pattern};
 
@@ -78,21 +77,17 @@ impl App {
     /// the keys; a paste with the users pane focused goes to the draft.
     fn paste(&mut self, text: &str) {
         if let Some(dialog) = self.dialog.as_mut() {
-            if let Dialog::DeleteAccount { password, .. } = dialog {
-                password.insert_str(text.trim_end_matches(['\r', '\n']));
-            }
+            dialog.paste(text);
             return;
         }
         match self.state.screen {
             Screen::SignIn => self.sign_in.paste(text),
             Screen::Main => {
-                if let Some(filter) = self.users.filter.as_mut() {
-                    filter.insert_str(&text.replace(['\r', '\n'], ""));
-                    let pattern = filter.text().to_owned();
-                    self.update(Action::SetFilter(pattern));
+                if let Some(action) = self.users.paste(text) {
+                    self.update(action);
                 } else {
                     self.state.focus = Pane::Compose;
-                    self.compose.editor.insert_str(text);
+                    self.compose.paste(text);
                 }
             }
         }
@@ -128,9 +123,16 @@ impl App {
         }
     }
 
-    /// Carries out an action.
+    /// Carries out an action: every pane first changes its own state, then
+    /// the app applies the rules that span panes and the shared state.
     pub fn update(&mut self, action: Action) {
+        self.sign_in.update(&action, &self.state);
         self.users.update(&action, &self.state);
+        self.inbox.update(&action, &self.state);
+        self.compose.update(&action, &self.state);
+        if let Some(dialog) = self.dialog.as_mut() {
+            dialog.update(&action, &self.state);
+        }
         match action {
             Action::Quit => self.effects.push(Effect::Quit),
             Action::FocusNext => self.focus(self.state.focus.next()),
@@ -143,17 +145,16 @@ impl App {
                 }
                 self.focus(Pane::Compose);
             }
-            Action::ShowHelp => self.dialog = Some(Dialog::Help { scroll: 0 }),
+            Action::ShowHelp => self.dialog = Some(Dialog::help()),
             Action::CloseDialog => self.dialog = None,
             Action::DismissError => self.state.last_error = None,
             Action::SignIn(request) => {
                 self.state.servers.clone_from(&request.servers);
-                self.sign_in.busy = true;
-                self.sign_in.notice = None;
                 self.command(Command::SignIn(request));
             }
             Action::MoveSelection(step) => self.move_selection(step),
-            Action::StartFilter | Action::EndFilter => {}
+            // Only the panes' own state changes.
+            Action::StartFilter | Action::EndFilter | Action::Scroll(_) => {}
             Action::SetFilter(pattern) => self.set_filter(pattern),
             Action::RefreshDirectory => {
                 let pattern = self.state.directory.pattern.clone();
@@ -164,7 +165,6 @@ impl App {
                     self.set_filter(String::new());
                 }
             }
-            Action::Scroll(scroll) => self.inbox.scroll(scroll),
             Action::MoveMessage(step) => {
                 let Some(conversation) = self.state.open_conversation() else {
                     return;
@@ -181,22 +181,10 @@ impl App {
             Action::Send(body) => self.send(body),
             Action::EditDraft => self
                 .effects
-                .push(Effect::EditDraft(self.compose.editor.text().to_owned())),
-            Action::DraftEdited(text) => {
-                self.compose.editor.set_text(&text);
-                self.state.focus = Pane::Compose;
-            }
-            Action::AskDeleteAccount => {
-                self.dialog = Some(Dialog::DeleteAccount {
-                    password: Editor::default(),
-                    error: None,
-                    busy: false,
-                });
-            }
+                .push(Effect::EditDraft(self.compose.draft().to_owned())),
+            Action::DraftEdited(_) => self.state.focus = Pane::Compose,
+            Action::AskDeleteAccount => self.dialog = Some(Dialog::delete_account()),
             Action::DeleteAccount(password) => {
-                if let Some(Dialog::DeleteAccount { busy, .. }) = self.dialog.as_mut() {
-                    *busy = true;
-                }
                 self.command(Command::DeleteAccount { password });
             }
             Action::SignOut => self.command(Command::SignOut),
@@ -207,8 +195,7 @@ impl App {
     fn focus(&mut self, pane: Pane) {
         self.state.focus = pane;
         if pane == Pane::Inbox {
-            self.inbox.select_newest(self.state.open_conversation());
-            self.inbox.reveal.set(self.inbox.scroll.get() == 0);
+            self.inbox.focused(self.state.open_conversation());
         }
     }
 
@@ -218,7 +205,7 @@ impl App {
             return;
         }
         let last = rows.len() - 1;
-        let page = self.users.page.get().max(1);
+        let page = self.users.page();
         let current = self
             .state
             .selected
@@ -274,17 +261,13 @@ impl App {
         };
         let Some(message) = self
             .inbox
-            .selected
+            .selected()
             .and_then(|id| conversation.messages.get(&id))
         else {
             self.state.last_error = Some("select a message first (↑↓ in the inbox)".to_owned());
             return;
         };
-        self.dialog = Some(Dialog::ConfirmDelete {
-            id: message.id,
-            preview: message.body.lines().next().unwrap_or_default().to_owned(),
-            peer: conversation.peer.clone(),
-        });
+        self.dialog = Some(Dialog::confirm_delete(message, &conversation.peer));
     }
 
     fn send(&mut self, body: String) {
@@ -306,7 +289,7 @@ impl App {
         };
         self.command(Command::Send(pending.outgoing()));
         self.state.outbox.push(pending);
-        self.compose.editor.take();
-        self.inbox.scroll(Scroll::Bottom);
+        self.compose.clear_draft();
+        self.inbox.follow_newest();
     }
 }

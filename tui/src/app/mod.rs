@@ -3,10 +3,13 @@
 //!
 //! [`App`] takes terminal events ([`App::handle_event`], in `input`) and
 //! the client task's events ([`App::on_server_event`], in `server`),
-//! changes its state, and queues [`Effect`]s for the UI loop to carry out
-//! ([`App::take_effects`]); `view` lays the panes out and draws them. It
-//! does no I/O and reads no clock, so every rule here is tested by feeding
-//! it events and looking at the state and the effects.
+//! changes the shared state, and queues [`Effect`]s for the UI loop to carry
+//! out ([`App::take_effects`]); `view` lays the panes out and draws them.
+//! The app never writes into a pane: it hands each pane every
+//! [`Action`](crate::action::Action) (`update`) or tells it what happened
+//! through the pane's own methods, and the pane changes itself. The app does
+//! no I/O and reads no clock, so every rule is tested by feeding it events
+//! and looking at the state and the effects.
 
 use std::cell::Cell;
 

@@ -2,12 +2,10 @@
 //! live events and the fate of sends into the state, and moves between the
 //! sign-in form and the main screen as sessions open and end.
 
-use chat_client::{AccountId, ConnectionState, Event, Message, MessageId};
+use chat_client::{AccountId, ConnectionState, Event, HistoryPage, Message, MessageId};
 
 use super::App;
 use crate::action::Effect;
-use crate::components::dialog::Dialog;
-use crate::components::inbox::message_height;
 use crate::components::users::Users;
 use crate::message::{Command, ServerEvent};
 use crate::state::{Conversation, Directory, History, Link, Me, Pane, Screen, effective_pattern};
@@ -21,10 +19,7 @@ impl App {
                 account_id,
                 server,
             } => self.signed_in(username, account_id, server),
-            ServerEvent::SignInFailed { field, message } => {
-                self.sign_in.busy = false;
-                self.sign_in.show_error(field, message);
-            }
+            ServerEvent::SignInFailed { field, message } => self.sign_in.refused(field, message),
             ServerEvent::Conversations(list) => {
                 let me = self.state.my_id();
                 for listed in list.conversations {
@@ -131,19 +126,19 @@ impl App {
                 self.compose.forget_all();
                 self.back_to_sign_in("The account was deleted.".to_owned());
                 self.state.me = None;
-                self.sign_in.username.take();
-                self.sign_in.focus = crate::components::sign_in::Focus::Username;
+                self.sign_in.forget_username();
             }
-            ServerEvent::DeleteAccountFailed { error: message } => {
-                if let Some(Dialog::DeleteAccount { error, busy, .. }) = self.dialog.as_mut() {
-                    *error = Some(message);
-                    *busy = false;
-                } else {
-                    self.state.last_error = Some(message);
+            ServerEvent::DeleteAccountFailed { error } => {
+                let shown = self
+                    .dialog
+                    .as_mut()
+                    .is_some_and(|dialog| dialog.show_refusal(&error));
+                if !shown {
+                    self.state.last_error = Some(error);
                 }
             }
             ServerEvent::SessionEnded { reason } => {
-                if self.state.screen == Screen::Main || self.sign_in.busy {
+                if self.state.screen == Screen::Main || self.sign_in.is_busy() {
                     let kept = if self.state.outbox.is_empty() {
                         String::new()
                     } else {
@@ -200,10 +195,7 @@ impl App {
         self.dialog = None;
         self.users = Users::default();
         self.inbox.reset();
-        self.sign_in.busy = false;
-        self.sign_in.password.take();
-        self.sign_in.notice = None;
-        self.sign_in.username.set_text(&username);
+        self.sign_in.signed_in(&username);
         self.effects.push(Effect::Remember {
             servers: self.state.servers.clone(),
             username,
@@ -230,10 +222,7 @@ impl App {
         self.state.live = false;
         self.state.stream_error = None;
         self.dialog = None;
-        self.sign_in.busy = false;
-        self.sign_in.notice = Some(notice);
-        self.sign_in.password.take();
-        self.sign_in.focus = crate::components::sign_in::Focus::Password;
+        self.sign_in.back(notice);
     }
 
     /// After the conversation list changed, the open conversation is read.
@@ -249,7 +238,7 @@ impl App {
         }
     }
 
-    fn history(&mut self, peer_id: AccountId, page: Result<chat_client::HistoryPage, String>) {
+    fn history(&mut self, peer_id: AccountId, page: Result<HistoryPage, String>) {
         let me = self.state.my_id();
         let Some(conversation) = self.state.conversations.get_mut(&peer_id) else {
             return;
@@ -329,22 +318,15 @@ impl App {
             (message.from_account_id, message.from.clone())
         };
         let on_screen = self.state.screen == Screen::Main && self.state.selected == Some(peer_id);
-        let width = usize::from(self.inbox.viewport.get().width);
         let conversation = self.state.conversation_mut(peer_id, &peer);
         // The conversation list counted everything up to its last message;
         // only what comes after is news.
         let news = id > conversation.last_id;
         conversation.last_id = conversation.last_id.max(id);
         let fresh = !conversation.messages.contains_key(&id);
-        if on_screen && fresh && self.inbox.scroll.get() > 0 {
-            let conversation = &self.state.conversations[&peer_id];
-            let older = conversation
-                .messages
-                .range(..id)
-                .next_back()
-                .map(|(_, m)| m);
-            let lines = message_height(&message, older, conversation, &self.state, width);
-            self.inbox.keep_position(lines);
+        if on_screen && fresh {
+            self.inbox
+                .keep_position(&message, &self.state.conversations[&peer_id], &self.state);
         }
         self.state
             .conversation_mut(peer_id, &peer)
@@ -376,24 +358,11 @@ impl App {
                 conversation.messages.remove(id);
             }
         }
-        if let Some(selected) = self.inbox.selected
-            && ids.contains(&selected)
-        {
-            self.inbox.selected = None;
-            let conversation = self.state.open_conversation();
-            let next = conversation.and_then(|c| {
-                c.messages
-                    .range(selected..)
-                    .next()
-                    .or_else(|| c.messages.range(..selected).next_back())
-                    .map(|(&id, _)| id)
-            });
-            self.inbox.selected = next;
-        }
+        self.inbox.removed(ids, self.state.open_conversation());
     }
 
     fn connection(&mut self, connection: ConnectionState) {
-        if self.state.screen == Screen::SignIn && !self.sign_in.busy {
+        if self.state.screen == Screen::SignIn && !self.sign_in.is_busy() {
             return;
         }
         self.state.link = match connection {

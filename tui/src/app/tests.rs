@@ -122,12 +122,12 @@ fn sign_in_sends_the_form_and_waits() {
         username: Some("alice".to_owned()),
         ..AppConfig::default()
     });
-    assert_eq!(app.sign_in.focus, Focus::Password);
+    assert_eq!(app.sign_in.focus(), Focus::Password);
     for c in "secret-pw".chars() {
         app.handle_key(key(KeyCode::Char(c)));
     }
     app.handle_key(key(KeyCode::Enter));
-    assert!(app.sign_in.busy);
+    assert!(app.sign_in.is_busy());
     assert_eq!(
         commands(&app.take_effects()),
         [Command::SignIn(SignInRequest {
@@ -145,28 +145,37 @@ fn sign_in_sends_the_form_and_waits() {
 #[test]
 fn a_refused_sign_in_shows_next_to_its_field() {
     let mut app = App::new(AppConfig::default());
-    app.sign_in.busy = true;
+    app.update(Action::SignIn(SignInRequest {
+        servers: vec![chat_client::DEFAULT_SERVER.to_owned()],
+        username: "alice".to_owned(),
+        password: "secret-pw".to_owned(),
+        create: false,
+    }));
+    assert!(app.sign_in.is_busy());
     app.on_server_event(ServerEvent::SignInFailed {
         field: Some(Field::Password),
         message: "wrong username or password".to_owned(),
     });
-    assert!(!app.sign_in.busy);
+    assert!(!app.sign_in.is_busy());
     assert_eq!(
-        app.sign_in.password_error.as_deref(),
+        app.sign_in.error(Some(Field::Password)),
         Some("wrong username or password")
     );
-    assert_eq!(app.sign_in.focus, Focus::Password);
+    assert_eq!(app.sign_in.focus(), Focus::Password);
     app.on_server_event(ServerEvent::SignInFailed {
         field: None,
         message: "internal".to_owned(),
     });
-    assert_eq!(app.sign_in.form_error.as_deref(), Some("internal"));
+    assert_eq!(app.sign_in.error(None), Some("internal"));
 }
 
 #[test]
 fn signing_in_opens_the_main_screen_and_remembers_the_user() {
     let mut app = App::new(AppConfig::default());
-    app.sign_in.password.set_text("pw");
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Char('p')));
+    app.handle_key(key(KeyCode::Char('w')));
+    assert_eq!(app.sign_in.password(), "pw");
     app.on_server_event(ServerEvent::SignedIn {
         username: "alice".to_owned(),
         account_id: ME,
@@ -174,7 +183,10 @@ fn signing_in_opens_the_main_screen_and_remembers_the_user() {
     });
     assert_eq!(app.state.screen, Screen::Main);
     assert_eq!(app.state.focus, Pane::Users);
-    assert!(app.sign_in.password.is_empty(), "the password is not kept");
+    assert!(
+        app.sign_in.password().is_empty(),
+        "the password is not kept"
+    );
     let effects = app.take_effects();
     assert!(effects.contains(&Effect::Remember {
         servers: vec![chat_client::DEFAULT_SERVER.to_owned()],
@@ -358,7 +370,7 @@ fn tab_cycles_the_panes_and_q_quits_only_when_not_typing() {
     assert_eq!(app.state.focus, Pane::Compose);
     app.handle_key(key(KeyCode::Char('q')));
     assert!(app.take_effects().is_empty());
-    assert_eq!(app.compose.editor.text(), "q");
+    assert_eq!(app.compose.draft(), "q");
     app.handle_key(key(KeyCode::BackTab));
     assert_eq!(app.state.focus, Pane::Inbox);
     app.update(Action::Focus(Pane::Users));
@@ -396,7 +408,7 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
         app.handle_key(key(KeyCode::Char(c)));
     }
     app.handle_key(key(KeyCode::Enter));
-    assert!(app.compose.editor.is_empty());
+    assert!(app.compose.draft().is_empty());
     let sent = commands(&app.take_effects());
     let [
         Command::Send(Outgoing {
@@ -458,7 +470,7 @@ fn sending_needs_an_open_conversation_and_keeps_the_draft() {
     app.handle_key(key(KeyCode::Char('x')));
     app.handle_key(key(KeyCode::Enter));
     assert!(commands(&app.take_effects()).is_empty());
-    assert_eq!(app.compose.editor.text(), "x");
+    assert_eq!(app.compose.draft(), "x");
     assert!(app.state.last_error.is_some());
     app.handle_key(key(KeyCode::Esc));
     assert_eq!(app.state.last_error, None);
@@ -470,13 +482,13 @@ fn a_refused_send_puts_the_text_back_in_the_draft() {
     open_with_history(&mut app, BOB, vec![]);
     app.update(Action::Send("lost?".to_owned()));
     let id = app.state.outbox[0].client_msg_id.clone();
-    app.compose.editor.set_text("newer draft");
+    app.handle_event(TermEvent::Paste("newer draft".to_owned()));
     app.on_server_event(ServerEvent::SendFailed {
         client_msg_id: id,
         error: "no account named bob".to_owned(),
     });
     assert!(app.state.outbox.is_empty());
-    assert_eq!(app.compose.editor.text(), "lost?\nnewer draft");
+    assert_eq!(app.compose.draft(), "lost?\nnewer draft");
     assert!(
         app.state
             .last_error
@@ -491,19 +503,19 @@ fn pasted_text_goes_into_the_draft_whole() {
     let mut app = signed_in();
     app.handle_event(TermEvent::Paste("line one\r\nline two".to_owned()));
     assert_eq!(app.state.focus, Pane::Compose);
-    assert_eq!(app.compose.editor.text(), "line one\nline two");
+    assert_eq!(app.compose.draft(), "line one\nline two");
     assert!(app.take_effects().is_empty(), "a paste never sends");
 }
 
 #[test]
 fn the_draft_goes_to_the_editor_and_comes_back() {
     let mut app = signed_in();
-    app.compose.editor.set_text("draft");
+    app.handle_event(TermEvent::Paste("draft".to_owned()));
     app.update(Action::Focus(Pane::Compose));
     app.handle_key(KeyEvent::new(KeyCode::Char('e'), KeyModifiers::CONTROL));
     assert_eq!(app.take_effects(), [Effect::EditDraft("draft".to_owned())]);
     app.update(Action::DraftEdited("edited\ntext".to_owned()));
-    assert_eq!(app.compose.editor.text(), "edited\ntext");
+    assert_eq!(app.compose.draft(), "edited\ntext");
 }
 
 #[test]
@@ -630,7 +642,7 @@ fn deleting_a_message_asks_first() {
     );
     app.take_effects();
     app.update(Action::Focus(Pane::Inbox));
-    assert_eq!(app.inbox.selected, Some(6), "the newest is selected");
+    assert_eq!(app.inbox.selected(), Some(6), "the newest is selected");
     app.handle_key(key(KeyCode::Char('d')));
     assert!(
         matches!(&app.dialog, Some(Dialog::ConfirmDelete { id: 6, preview, .. }) if preview == "drop")
@@ -646,7 +658,7 @@ fn deleting_a_message_asks_first() {
     );
     app.on_server_event(ServerEvent::Deleted { ids: vec![6] });
     assert!(!app.state.conversations[&BOB].messages.contains_key(&6));
-    assert_eq!(app.inbox.selected, Some(5));
+    assert_eq!(app.inbox.selected(), Some(5));
     // Another session's deletion arrives through the stream.
     app.on_server_event(ServerEvent::Live(Event::Deleted {
         id: 9,
@@ -672,7 +684,7 @@ fn message_selection_walks_and_loads_older_at_the_top() {
     app.take_effects();
     app.update(Action::Focus(Pane::Inbox));
     app.handle_key(key(KeyCode::Char('k')));
-    assert_eq!(app.inbox.selected, Some(10));
+    assert_eq!(app.inbox.selected(), Some(10));
     assert_eq!(
         commands(&app.take_effects()),
         [Command::LoadHistory {
@@ -683,7 +695,7 @@ fn message_selection_walks_and_loads_older_at_the_top() {
     );
     assert_eq!(app.state.conversations[&BOB].history, History::Loading);
     app.handle_key(key(KeyCode::Char('G')));
-    assert_eq!(app.inbox.selected, Some(11));
+    assert_eq!(app.inbox.selected(), Some(11));
     // A failed page puts the conversation back so it can be tried again.
     app.on_server_event(ServerEvent::History {
         peer_id: BOB,
@@ -707,11 +719,11 @@ fn scrolling_keys_move_the_inbox_and_reaching_the_top_loads_more() {
     app.take_effects();
     app.update(Action::Focus(Pane::Inbox));
     app.handle_key(key(KeyCode::PageUp));
-    assert!(app.inbox.scroll.get() > 0);
+    assert!(app.inbox.scroll() > 0);
     app.handle_key(key(KeyCode::End));
-    assert_eq!(app.inbox.scroll.get(), 0);
+    assert_eq!(app.inbox.scroll(), 0);
     app.handle_key(key(KeyCode::Home));
-    assert!(app.inbox.scroll.get() > 0);
+    assert!(app.inbox.scroll() > 0);
     app.handle_event(TermEvent::Mouse(MouseEvent {
         kind: MouseEventKind::ScrollDown,
         column: 50,
@@ -773,17 +785,17 @@ fn an_expired_session_returns_to_sign_in_and_keeps_the_outbox() {
     open_with_history(&mut app, BOB, vec![]);
     app.update(Action::Send("pending".to_owned()));
     let key_before = app.state.outbox[0].client_msg_id.clone();
-    app.compose.editor.set_text("half written");
+    app.handle_event(TermEvent::Paste("half written".to_owned()));
     app.take_effects();
     app.on_server_event(ServerEvent::SessionEnded {
         reason: "the session ended after 30m of inactivity; log in again".to_owned(),
     });
     assert_eq!(app.state.screen, Screen::SignIn);
-    let notice = app.sign_in.notice.clone().unwrap();
+    let notice = app.sign_in.notice().unwrap().to_owned();
     assert!(notice.contains("inactivity"), "{notice}");
     assert!(notice.contains("1 unsent"), "{notice}");
-    assert_eq!(app.sign_in.username.text(), "alice");
-    assert_eq!(app.sign_in.focus, Focus::Password);
+    assert_eq!(app.sign_in.username(), "alice");
+    assert_eq!(app.sign_in.focus(), Focus::Password);
     // Back as the same user: the pending send goes again with its key, and
     // the draft is still there.
     app.on_server_event(ServerEvent::SignedIn {
@@ -799,7 +811,7 @@ fn an_expired_session_returns_to_sign_in_and_keeps_the_outbox() {
         }))
     );
     app.open(BOB, "bob");
-    assert_eq!(app.compose.editor.text(), "half written");
+    assert_eq!(app.compose.draft(), "half written");
 }
 
 #[test]
@@ -814,7 +826,7 @@ fn another_user_signing_in_gets_a_clean_slate() {
     );
     app.on_server_event(ServerEvent::SignedOut);
     assert_eq!(app.state.screen, Screen::SignIn);
-    assert_eq!(app.sign_in.notice.as_deref(), Some("You signed out."));
+    assert_eq!(app.sign_in.notice(), Some("You signed out."));
     app.on_server_event(ServerEvent::SignedIn {
         username: "carol".to_owned(),
         account_id: CAROL,
@@ -852,11 +864,8 @@ fn deleting_the_account_asks_for_the_password() {
     assert_eq!(app.state.screen, Screen::SignIn);
     assert_eq!(app.dialog, None);
     assert_eq!(app.state.me, None);
-    assert!(app.sign_in.username.is_empty());
-    assert_eq!(
-        app.sign_in.notice.as_deref(),
-        Some("The account was deleted.")
-    );
+    assert!(app.sign_in.username().is_empty());
+    assert_eq!(app.sign_in.notice(), Some("The account was deleted."));
 }
 
 #[test]

@@ -74,7 +74,7 @@ impl App {
     /// Called after each frame: if the frame reached the oldest loaded
     /// message, older history is fetched.
     pub fn after_draw(&mut self) {
-        if self.state.screen == Screen::Main && self.inbox.viewport.get().near_top {
+        if self.state.screen == Screen::Main && self.inbox.near_top() {
             self.load_older();
         }
     }

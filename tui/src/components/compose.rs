@@ -25,7 +25,7 @@ const COUNTER_FROM: usize = MAX_BODY - 4 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Compose {
     /// The draft of the open conversation.
-    pub editor: Editor,
+    editor: Editor,
     /// The drafts of the other conversations, kept while the user looks
     /// elsewhere.
     drafts: HashMap<AccountId, Editor>,
@@ -34,6 +34,21 @@ pub struct Compose {
 }
 
 impl Compose {
+    /// The draft of the open conversation.
+    pub fn draft(&self) -> &str {
+        self.editor.text()
+    }
+
+    /// Pastes into the draft, whole: line breaks stay line breaks.
+    pub fn paste(&mut self, text: &str) {
+        self.editor.insert_str(text);
+    }
+
+    /// Empties the draft: it was sent.
+    pub fn clear_draft(&mut self) {
+        self.editor.take();
+    }
+
     /// Puts the current draft away and takes out the one for `peer`.
     pub fn switch_to(&mut self, peer: Option<AccountId>) {
         if peer == self.current {
@@ -135,6 +150,12 @@ impl Component for Compose {
             }
         }
         None
+    }
+
+    fn update(&mut self, action: &Action, _state: &State) {
+        if let Action::DraftEdited(text) = action {
+            self.editor.set_text(text);
+        }
     }
 
     fn draw(&self, frame: &mut Frame, area: Rect, state: &State) {

@@ -3,7 +3,7 @@
 //! the password again and says it cannot be undone). While one is open it
 //! gets every key.
 
-use chat_client::MessageId;
+use chat_client::{Message, MessageId};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
 use ratatui::layout::{Position, Rect};
@@ -92,9 +92,51 @@ pub enum Dialog {
 }
 
 impl Dialog {
+    /// The list of keys, from its top.
+    pub fn help() -> Self {
+        Self::Help { scroll: 0 }
+    }
+
+    /// Asks whether to delete `message` from the conversation with `peer`.
+    pub fn confirm_delete(message: &Message, peer: &str) -> Self {
+        Self::ConfirmDelete {
+            id: message.id,
+            preview: message.body.lines().next().unwrap_or_default().to_owned(),
+            peer: peer.to_owned(),
+        }
+    }
+
+    /// Asks for the password before deleting the account.
+    pub fn delete_account() -> Self {
+        Self::DeleteAccount {
+            password: Editor::default(),
+            error: None,
+            busy: false,
+        }
+    }
+
     /// True when keys type into the dialog.
     pub fn is_typing(&self) -> bool {
         matches!(self, Self::DeleteAccount { .. })
+    }
+
+    /// Pastes into the password field, if the dialog has one; a line break
+    /// at the end (copied with the password) is not part of it.
+    pub fn paste(&mut self, text: &str) {
+        if let Self::DeleteAccount { password, .. } = self {
+            password.insert_str(text.trim_end_matches(['\r', '\n']));
+        }
+    }
+
+    /// Shows why deleting the account failed, so the user can try again;
+    /// false when this is not the dialog that asked.
+    pub fn show_refusal(&mut self, message: &str) -> bool {
+        let Self::DeleteAccount { error, busy, .. } = self else {
+            return false;
+        };
+        *error = Some(message.to_owned());
+        *busy = false;
+        true
     }
 }
 
@@ -137,6 +179,12 @@ impl Component for Dialog {
                     None
                 }
             },
+        }
+    }
+
+    fn update(&mut self, action: &Action, _state: &State) {
+        if let (Self::DeleteAccount { busy, .. }, Action::DeleteAccount(_)) = (self, action) {
+            *busy = true;
         }
     }
 

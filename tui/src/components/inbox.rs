@@ -50,19 +50,36 @@ pub struct Viewport {
 pub struct Inbox {
     /// Lines between the bottom of the window and the newest line; 0 follows
     /// new messages. Clamped by the frame when it runs past the oldest.
-    pub scroll: Cell<usize>,
+    scroll: Cell<usize>,
     /// The selected message (what `d` deletes); shown while focused.
-    pub selected: Option<MessageId>,
+    selected: Option<MessageId>,
     /// Set when the selection moved: the next frame scrolls it into view.
-    pub reveal: Cell<bool>,
+    reveal: Cell<bool>,
     /// What the last frame saw.
-    pub viewport: Cell<Viewport>,
+    viewport: Cell<Viewport>,
     /// Body heights by message id at one width, so a frame scrolled far up
     /// measures the messages below the window without wrapping them again.
     heights: RefCell<(usize, HashMap<MessageId, usize>)>,
 }
 
 impl Inbox {
+    /// The selected message.
+    pub fn selected(&self) -> Option<MessageId> {
+        self.selected
+    }
+
+    /// Lines between the bottom of the window and the newest line (0 when
+    /// following new messages).
+    pub fn scroll(&self) -> usize {
+        self.scroll.get()
+    }
+
+    /// The last frame showed the oldest loaded message: time to load older
+    /// ones, if there are any.
+    pub fn near_top(&self) -> bool {
+        self.viewport.get().near_top
+    }
+
     /// Back to the bottom with nothing selected (another conversation).
     pub fn reset(&mut self) {
         self.scroll.set(0);
@@ -70,8 +87,13 @@ impl Inbox {
         self.reveal.set(false);
     }
 
+    /// Back to the newest message (the user just sent one).
+    pub fn follow_newest(&mut self) {
+        self.scroll_to(Scroll::Bottom);
+    }
+
     /// Applies a scroll.
-    pub fn scroll(&mut self, scroll: Scroll) {
+    fn scroll_to(&mut self, scroll: Scroll) {
         let page = usize::from(self.viewport.get().height.max(2)) - 1;
         let current = self.scroll.get();
         self.scroll.set(match scroll {
@@ -114,22 +136,48 @@ impl Inbox {
         hit_top
     }
 
-    /// Keeps the window on the same lines when a message of `lines` lines
-    /// arrives below while the user is scrolled up.
-    pub fn keep_position(&mut self, lines: usize) {
+    /// Keeps the window on the same lines when `message`, not yet in
+    /// `conversation`, is about to be added below while the user is
+    /// scrolled up.
+    pub fn keep_position(&mut self, message: &Message, conversation: &Conversation, state: &State) {
         let scroll = self.scroll.get();
-        if scroll > 0 {
-            self.scroll.set(scroll + lines);
+        if scroll == 0 {
+            return;
         }
+        let older = conversation
+            .messages
+            .range(..message.id)
+            .next_back()
+            .map(|(_, m)| m);
+        let width = usize::from(self.viewport.get().width);
+        let lines = message_height(message, older, conversation, state, width);
+        self.scroll.set(scroll + lines);
     }
 
-    /// Selects the newest message, when nothing is selected.
-    pub fn select_newest(&mut self, conversation: Option<&Conversation>) {
+    /// The pane got the focus: the newest message is selected when nothing
+    /// is, and shown if the window follows the newest.
+    pub fn focused(&mut self, conversation: Option<&Conversation>) {
         if self.selected.is_none()
             && let Some(conversation) = conversation
         {
             self.selected = conversation.messages.keys().next_back().copied();
         }
+        self.reveal.set(self.scroll.get() == 0);
+    }
+
+    /// Messages were deleted from `conversation` (the open one): a deleted
+    /// selection moves to the next newer message, else the next older.
+    pub fn removed(&mut self, ids: &[MessageId], conversation: Option<&Conversation>) {
+        let Some(selected) = self.selected.filter(|id| ids.contains(id)) else {
+            return;
+        };
+        self.selected = conversation.and_then(|c| {
+            c.messages
+                .range(selected..)
+                .next()
+                .or_else(|| c.messages.range(..selected).next_back())
+                .map(|(&id, _)| id)
+        });
     }
 }
 
@@ -250,6 +298,12 @@ impl Component for Inbox {
             KeyCode::Enter | KeyCode::Char('i') => Action::Focus(Pane::Compose),
             _ => return None,
         })
+    }
+
+    fn update(&mut self, action: &Action, _state: &State) {
+        if let Action::Scroll(scroll) = action {
+            self.scroll_to(*scroll);
+        }
     }
 
     fn draw(&self, frame: &mut Frame, area: Rect, state: &State) {
@@ -475,7 +529,7 @@ fn extra_lines(
 }
 
 /// The lines a message takes, as [`message_lines`] draws it.
-pub fn message_height(
+fn message_height(
     message: &Message,
     older: Option<&Message>,
     conversation: &Conversation,

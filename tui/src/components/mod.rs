@@ -1,7 +1,10 @@
 //! The panes and dialogs. Each turns keys into [`Action`]s
-//! (`handle_key_event`), keeps its own view state (a cursor, a scroll
+//! (`handle_key_event`), owns its own view state (a cursor, a scroll
 //! position, a draft), and draws itself from the shared [`State`] into the
-//! area it is given. None of them does I/O.
+//! area it is given. Only the component changes its state: the app hands it
+//! every action (`update`) and tells it what happened through its typed
+//! methods (a refused sign-in, a message arriving above the window). None
+//! of them does I/O.
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;

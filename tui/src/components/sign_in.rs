@@ -71,27 +71,27 @@ impl Focus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignIn {
     /// Comma-separated `host:port` list.
-    pub servers: Editor,
+    servers: Editor,
     /// The username.
-    pub username: Editor,
+    username: Editor,
     /// The password, drawn masked.
-    pub password: Editor,
+    password: Editor,
     /// Log in or create.
-    pub mode: Mode,
+    mode: Mode,
     /// The row keys go to.
-    pub focus: Focus,
+    focus: Focus,
     /// The error shown under the servers field.
-    pub servers_error: Option<String>,
+    servers_error: Option<String>,
     /// The error shown under the username field.
-    pub username_error: Option<String>,
+    username_error: Option<String>,
     /// The error shown under the password field.
-    pub password_error: Option<String>,
+    password_error: Option<String>,
     /// An error that concerns no field in particular.
-    pub form_error: Option<String>,
+    form_error: Option<String>,
     /// Why the user is here again (a session that ended, a deleted account).
-    pub notice: Option<String>,
+    notice: Option<String>,
     /// A sign-in is on its way: Enter does nothing until it answers.
-    pub busy: bool,
+    busy: bool,
 }
 
 impl SignIn {
@@ -122,8 +122,44 @@ impl SignIn {
         }
     }
 
+    /// The row keys go to.
+    pub fn focus(&self) -> Focus {
+        self.focus
+    }
+
+    /// True while a sign-in is on its way.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    /// The username as typed.
+    pub fn username(&self) -> &str {
+        self.username.text()
+    }
+
+    /// The password as typed.
+    pub fn password(&self) -> &str {
+        self.password.text()
+    }
+
+    /// Why the user is here again, if they are.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// The error shown next to `field` (or, for `None`, under the form).
+    pub fn error(&self, field: Option<Field>) -> Option<&str> {
+        match field {
+            Some(Field::Servers) => &self.servers_error,
+            Some(Field::Username) => &self.username_error,
+            Some(Field::Password) => &self.password_error,
+            None => &self.form_error,
+        }
+        .as_deref()
+    }
+
     /// The field editor that has focus, if a text field has it.
-    pub fn focused_editor(&mut self) -> Option<&mut Editor> {
+    fn focused_editor(&mut self) -> Option<&mut Editor> {
         match self.focus {
             Focus::Servers => Some(&mut self.servers),
             Focus::Username => Some(&mut self.username),
@@ -132,9 +168,10 @@ impl SignIn {
         }
     }
 
-    /// Shows an error next to `field` (or for the whole form) and moves
-    /// the cursor there.
-    pub fn show_error(&mut self, field: Option<Field>, message: String) {
+    /// The server refused the sign-in: the form is open again, with the
+    /// error next to `field` (or for the whole form) and the cursor there.
+    pub fn refused(&mut self, field: Option<Field>, message: String) {
+        self.busy = false;
         match field {
             Some(Field::Servers) => {
                 self.servers_error = Some(message);
@@ -150,6 +187,30 @@ impl SignIn {
             }
             None => self.form_error = Some(message),
         }
+    }
+
+    /// The session is open: the password is not kept, and the username is
+    /// as the server spells it, for the next sign-in.
+    pub fn signed_in(&mut self, username: &str) {
+        self.busy = false;
+        self.password.take();
+        self.notice = None;
+        self.username.set_text(username);
+    }
+
+    /// The user is back on the form for the reason in `notice`; the
+    /// username is kept, so only the password is asked.
+    pub fn back(&mut self, notice: String) {
+        self.busy = false;
+        self.notice = Some(notice);
+        self.password.take();
+        self.focus = Focus::Password;
+    }
+
+    /// The account is gone: its name is no use any more.
+    pub fn forget_username(&mut self) {
+        self.username.take();
+        self.focus = Focus::Username;
     }
 
     fn clear_errors(&mut self) {
@@ -281,6 +342,13 @@ impl Component for SignIn {
             }
         }
         None
+    }
+
+    fn update(&mut self, action: &Action, _state: &State) {
+        if let Action::SignIn(_) = action {
+            self.busy = true;
+            self.notice = None;
+        }
     }
 
     fn draw(&self, frame: &mut Frame, area: Rect, state: &State) {

@@ -21,18 +21,31 @@ use crate::text;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
     /// The filter being typed, while the user types it.
-    pub filter: Option<Editor>,
+    filter: Option<Editor>,
     /// The first row shown, kept between frames so the list scrolls only
     /// when the selection leaves the window.
-    pub offset: Cell<usize>,
+    offset: Cell<usize>,
     /// Rows that fit in the pane at the last frame: the size of a page.
-    pub page: Cell<usize>,
+    page: Cell<usize>,
 }
 
 impl Users {
     /// True while keys go into the filter.
     pub fn is_typing(&self) -> bool {
         self.filter.is_some()
+    }
+
+    /// Rows in a page, as the last frame had them (at least one).
+    pub fn page(&self) -> usize {
+        self.page.get().max(1)
+    }
+
+    /// Pastes into the filter being typed, on one line; `None` when no
+    /// filter is being typed, so the text belongs elsewhere.
+    pub fn paste(&mut self, text: &str) -> Option<Action> {
+        let filter = self.filter.as_mut()?;
+        filter.insert_str(&text.replace(['\r', '\n'], ""));
+        Some(Action::SetFilter(filter.text().to_owned()))
     }
 }
 
