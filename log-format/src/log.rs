@@ -243,6 +243,11 @@ impl Log {
         self.lock().next_index
     }
 
+    /// One past the last record that is on disk: written and synced.
+    pub fn durable_next_index(&self) -> u64 {
+        self.lock().written_index
+    }
+
     /// Appends `records` and returns once they are durable.
     pub fn append(&self, records: &[Record]) -> Result<()> {
         let ticket = self.submit(records)?;

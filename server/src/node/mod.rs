@@ -30,6 +30,9 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{Member, MembershipChange, NodeAddr, Raft};
 use crate::state::{Applied, ChatState};
 
+/// How long adding a member waits for it to catch up as a learner.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(60);
+
 /// Whether `me` is the only voter of the cluster.
 fn lone_voter(raft: &Raft, me: u64) -> bool {
     let voters: Vec<u64> = raft
@@ -153,6 +156,13 @@ impl Node {
                 "cut a torn tail left by a crash: {}",
                 torn.reason
             );
+        }
+        // A log that ends before its committed point lost acknowledged
+        // records: refuse, saying which and what to do, before Raft would
+        // fail to read them. (An unreadable hint is only a hint: LogStore
+        // warns and goes on without it.)
+        if let Ok(marks) = log_format::RaftMarks::load(dir) {
+            marks.check(dir, report.next_index)?;
         }
         let store = LogStore::open(log.clone(), dir).context("cannot read the Raft state files")?;
         let hub = Arc::new(Hub::default());
@@ -494,7 +504,17 @@ impl Node {
         let resp = match change {
             MembershipChange::Add { id, addr } => {
                 let node = NodeAddr { addr: addr.clone() };
-                raft.add_learner(*id, node, true).await?;
+                // Waits for the new server to catch up as a learner, but not
+                // for ever: a wrong or unreachable address would never do.
+                let added = raft.add_learner(*id, node, true);
+                tokio::time::timeout(LEARNER_CATCH_UP, added)
+                    .await
+                    .map_err(|_| {
+                        WriteError::Answer(ChatError::Unavailable(format!(
+                            "server {id} at {addr} did not catch up within {}s; check that it runs and that this address reaches it, then add it again",
+                            LEARNER_CATCH_UP.as_secs()
+                        )))
+                    })??;
                 let voters = ChangeMembers::AddVoterIds(BTreeSet::from([*id]));
                 raft.change_membership(voters, false).await?
             }

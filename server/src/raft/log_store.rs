@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use log_format::{Log, StateFile};
+use log_format::{COMMITTED_FILE, Log, PURGED_FILE, StateFile, VOTE_FILE};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, StorageIOError, Vote};
 
@@ -18,9 +18,6 @@ use super::{
 };
 
 /// State file names in the data directory.
-pub const VOTE_FILE: &str = "raft-vote";
-pub const COMMITTED_FILE: &str = "raft-committed";
-pub const PURGED_FILE: &str = "raft-purged";
 
 /// The committed id is only a hint for a faster restart (Raft re-learns it
 /// from a quorum), so it is written at most this often.
@@ -102,9 +99,17 @@ impl LogStore {
 
     /// Writes the latest committed id if it has not been written yet
     /// (called at shutdown).
+    ///
+    /// Never a record this replica has not synced: openraft 0.9 may tell a
+    /// follower an index is committed before its own copy is on disk, and
+    /// the hint must not claim what a crash could take (start-up refuses a
+    /// log that ends before it). Such a hint waits for a later call.
     pub fn persist_committed(&self) -> Result<(), log_format::Error> {
         let mut c = self.inner.committed.lock().expect("lock");
-        if c.value != c.persisted {
+        let durable = c
+            .value
+            .is_none_or(|id| id.index < self.inner.log.durable_next_index());
+        if c.value != c.persisted && durable {
             self.inner.committed_file.store(&c.value)?;
             c.persisted = c.value;
             c.last_write = Some(Instant::now());
