@@ -239,6 +239,7 @@ impl StateMachine {
     /// else by encoding the live state under its lock.
     fn snapshot_now(&self) -> Result<StoredSnapshot, StorageError> {
         let started = std::time::Instant::now();
+        tracing::info!("building a snapshot");
         let (target, base) = {
             // Nothing is applied while the state is read-locked: the
             // applied id, the count of events since the snapshot and the

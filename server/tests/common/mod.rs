@@ -50,9 +50,26 @@ impl ServerProcess {
         Self::spawn(command)
     }
 
+    /// Starts the server with `RUST_LOG=filter`; the caller reads (and
+    /// must keep reading) `child.stderr`.
+    pub fn try_start_logging(
+        dir: &Path,
+        filter: &str,
+        args: &[&str],
+    ) -> Result<ServerProcess, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+        command
+            .args(["--data", dir.to_str().unwrap()])
+            .args(args)
+            .env("RUST_LOG", filter);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Result<ServerProcess, String> {
+        if command.get_envs().all(|(k, _)| k != "RUST_LOG") {
+            command.env("RUST_LOG", "warn");
+        }
         let mut child = command
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
