@@ -2,6 +2,7 @@
 //! status codes. A user's mistake is never `INTERNAL`, and every message
 //! says what to do.
 
+use tonic::codegen::http;
 use tonic::{Code, Status};
 
 /// Serializable, so a leader's answer to a forwarded write reaches the
@@ -61,4 +62,32 @@ impl From<ChatError> for Status {
     fn from(e: ChatError) -> Self {
         Status::new(e.code(), e.to_string())
     }
+}
+
+/// tonic's `grpc-message` when a request is over the size limit, as it
+/// percent-encodes it.
+const TOO_LARGE: &[u8] = b"decoded%20message%20length%20too%20large";
+
+/// tonic refuses a request over the server's size limit before any of our
+/// code runs, with OUT_OF_RANGE; gRPC's convention for it is
+/// RESOURCE_EXHAUSTED. Applied to every response, it corrects that answer
+/// and leaves every other alone.
+pub fn oversized_request_status<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && (headers.get("grpc-message")).is_some_and(|m| {
+            m.as_bytes()
+                .windows(TOO_LARGE.len())
+                .any(|w| w == TOO_LARGE)
+        });
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the%20request%20is%20larger%20than%20this%20server%20accepts%20(4%20MiB%20for%20the%20client%20API);%20send%20less",
+            ),
+        );
+    }
+    response
 }

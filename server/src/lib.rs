@@ -34,7 +34,7 @@ use crate::listener::ConnectionLimits;
 use crate::node::Node;
 use crate::service::chat::{ChatService, Guards};
 use crate::service::cluster::ClusterService;
-use crate::service::raft::RaftService;
+use crate::service::raft::{RaftService, SecretCheck};
 
 /// Serves `config` on `listener` until `shutdown` resolves; then stops
 /// accepting, ends every stream, flushes the log and returns.
@@ -160,16 +160,20 @@ impl Server {
             }
         };
         let served = builder
+            .layer(tower::util::MapResponseLayer::new(
+                error::oversized_request_status::<tonic::body::Body>,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(chat_proto::chat_server::ChatServer::new(chat))
             .add_service(chat_proto::cluster_server::ClusterServer::new(cluster))
-            .add_service(
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 chat_proto::raft_server::RaftServer::new(raft)
                     .max_decoding_message_size(peers::MAX_MESSAGE)
                     .max_encoding_message_size(peers::MAX_MESSAGE),
-            )
+                SecretCheck::new(config.cluster_secret.as_deref()),
+            ))
             .serve_with_incoming_shutdown(incoming, async move {
                 tokio::select! {
                     () = shutdown => tracing::info!("shutting down"),

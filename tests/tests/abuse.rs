@@ -262,3 +262,24 @@ async fn a_quiet_live_subscription_is_not_cut() {
     };
     assert_eq!(m.body, "still there?");
 }
+
+/// A request over the size limit is RESOURCE_EXHAUSTED (gRPC's convention),
+/// and the server goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let huge = c
+        .send(pb::SendRequest {
+            token: "t".into(),
+            to: "bob".into(),
+            body: "x".repeat(5 << 20),
+            client_msg_id: "k".into(),
+            min_applied: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::ResourceExhausted, "{huge:?}");
+    assert!(huge.message().contains("send less"), "{huge:?}");
+    create(&mut c, "after").await.unwrap();
+}

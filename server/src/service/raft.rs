@@ -1,7 +1,8 @@
 //! The `chat.v1.Raft` service: calls from the other servers of the cluster
 //! (openraft's traffic, writes and membership changes they hand to this
 //! node, session activity). Every call must carry the cluster secret in its
-//! metadata; without it nothing is decoded.
+//! metadata; [`SecretCheck`] refuses a call without it before its body is
+//! decoded.
 
 use std::sync::Arc;
 
@@ -54,15 +55,6 @@ impl RaftService {
         RaftService { node, activity }
     }
 
-    /// The request's payload, once its secret checks out.
-    fn authorized<T>(&self, request: Request<T>) -> Result<T, ChatError> {
-        let given = (request.metadata())
-            .get(chat_proto::CLUSTER_SECRET_METADATA_KEY)
-            .and_then(|v| v.to_str().ok());
-        check_secret(given, self.node.config().cluster_secret.as_deref())?;
-        Ok(request.into_inner())
-    }
-
     async fn raft_call(&self, call: RaftCall, payload: &[u8]) -> Result<Vec<u8>, Status> {
         Ok(self.node.raft_call(call, payload).await?)
     }
@@ -74,7 +66,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
-        let request = self.authorized(request)?;
+        let request = request.into_inner();
         let payload = self
             .raft_call(RaftCall::AppendEntries, &request.payload)
             .await?;
@@ -85,7 +77,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
-        let request = self.authorized(request)?;
+        let request = request.into_inner();
         let payload = self.raft_call(RaftCall::Vote, &request.payload).await?;
         Ok(Response::new(pb::VoteResponse { payload }))
     }
@@ -94,7 +86,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        let request = self.authorized(request)?;
+        let request = request.into_inner();
         let payload = self
             .raft_call(RaftCall::InstallSnapshot, &request.payload)
             .await?;
@@ -105,7 +97,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let request = self.authorized(request)?;
+        let request = request.into_inner();
         let events: Vec<Event> = decode(&request.payload).map_err(undecodable)?;
         let answers = self.node.propose_forwarded(events).await;
         Ok(Response::new(pb::ForwardResponse {
@@ -117,7 +109,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
-        let request = self.authorized(request)?;
+        let request = request.into_inner();
         let change: ChangeRequest = decode(&request.payload).map_err(undecodable)?;
         let answer = self.node.change_membership(change).await;
         Ok(Response::new(pb::ChangeMembershipResponse {
@@ -129,9 +121,35 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: Request<pb::TouchRequest>,
     ) -> Result<Response<pb::TouchResponse>, Status> {
-        let request = self.authorized(request)?;
+        let request = request.into_inner();
         let sessions: Vec<SessionId> = decode(&request.payload).map_err(undecodable)?;
         self.activity.touched_elsewhere(&sessions);
         Ok(Response::new(pb::TouchResponse {}))
+    }
+}
+
+/// Refuses a call to the Raft service whose metadata lacks the cluster
+/// secret, before its body is decoded (a stranger learns nothing from how
+/// the server parses what it sent).
+#[derive(Debug, Clone)]
+pub struct SecretCheck {
+    secret: Option<Arc<str>>,
+}
+
+impl SecretCheck {
+    pub fn new(secret: Option<&str>) -> Self {
+        SecretCheck {
+            secret: secret.map(Arc::from),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for SecretCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let given = (request.metadata())
+            .get(chat_proto::CLUSTER_SECRET_METADATA_KEY)
+            .and_then(|v| v.to_str().ok());
+        check_secret(given, self.secret.as_deref())?;
+        Ok(request)
     }
 }
