@@ -268,7 +268,7 @@ impl Component for Dialog {
                         theme.error(),
                     ),
                     Line::raw(
-                        "You are signed out everywhere and the name becomes free. Messages you sent stay with the people you sent them to.",
+                        "You are signed out everywhere, every message you sent or received is erased for both sides, and the name becomes free.",
                     ),
                 ];
                 frame.render_widget(Clear, rect);
