@@ -68,26 +68,34 @@ impl From<ChatError> for Status {
 /// percent-encodes it.
 const TOO_LARGE: &[u8] = b"decoded%20message%20length%20too%20large";
 
-/// tonic refuses a request over the server's size limit before any of our
-/// code runs, with OUT_OF_RANGE; gRPC's convention for it is
-/// RESOURCE_EXHAUSTED. Applied to every response, it corrects that answer
-/// and leaves every other alone.
-pub fn oversized_request_status<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// prost's `grpc-message` for a body that does not decode, in the services
+/// that use tonic's own codec (health, reflection).
+const UNDECODABLE: &[u8] = b"failed%20to%20decode%20Protobuf%20message";
+
+/// Two answers tonic gives before any of our code runs are corrected here,
+/// on every response, leaving every other alone: a request over the size
+/// limit is RESOURCE_EXHAUSTED (gRPC's convention; tonic says OUT_OF_RANGE),
+/// and a body that does not decode in the health and reflection services
+/// is INVALID_ARGUMENT (tonic says INTERNAL; ours use `chat_proto::codec`).
+pub fn correct_transport_status<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && (headers.get("grpc-message")).is_some_and(|m| {
-            m.as_bytes()
-                .windows(TOO_LARGE.len())
-                .any(|w| w == TOO_LARGE)
-        });
-    if too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-        headers.insert(
-            "grpc-message",
-            http::HeaderValue::from_static(
-                "the%20request%20is%20larger%20than%20this%20server%20accepts%20(4%20MiB%20for%20the%20client%20API);%20send%20less",
-            ),
-        );
-    }
+    let says = |needle: &[u8]| {
+        (headers.get("grpc-message"))
+            .is_some_and(|m| m.as_bytes().windows(needle.len()).any(|w| w == needle))
+    };
+    let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    let (code, message) = match status.as_deref() {
+        Some(b"11") if says(TOO_LARGE) => (
+            "8",
+            "the%20request%20is%20larger%20than%20this%20server%20accepts%20(4%20MiB%20for%20the%20client%20API);%20send%20less",
+        ),
+        Some(b"13") if says(UNDECODABLE) => (
+            "3",
+            "the%20request%20is%20not%20a%20valid%20protobuf%20message%20for%20this%20call",
+        ),
+        _ => return response,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(code));
+    headers.insert("grpc-message", http::HeaderValue::from_static(message));
     response
 }

@@ -161,7 +161,7 @@ impl Server {
         };
         let served = builder
             .layer(tower::util::MapResponseLayer::new(
-                error::oversized_request_status::<tonic::body::Body>,
+                error::correct_transport_status::<tonic::body::Body>,
             ))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -82,6 +82,13 @@ fn schema() -> (Vec<Rpc>, Vec<DescriptorProto>) {
         }
     }
     assert!(rpcs.len() >= 20, "{rpcs:?}");
+    // The standard health service mounted beside ours (reflection's one
+    // call is a bidirectional stream this test does not drive).
+    rpcs.push(Rpc {
+        path: "/grpc.health.v1.Health/Check".into(),
+        input: "grpc.health.v1.HealthCheckRequest".into(),
+        streaming: false,
+    });
     (rpcs, messages)
 }
 

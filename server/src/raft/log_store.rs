@@ -17,8 +17,6 @@ use super::{
     NodeId, RaftEntry, StorageError, TypeConfig, entry_to_record, log_id_of, record_to_entry,
 };
 
-/// State file names in the data directory.
-
 /// The committed id is only a hint for a faster restart (Raft re-learns it
 /// from a quorum), so it is written at most this often.
 const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_millis(200);
