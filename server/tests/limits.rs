@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 use chat_proto as pb;
 use common::ServerProcess;
 
+/// These tests hold hundreds of sockets each, some at once: lift this
+/// process's soft descriptor limit to its hard one (often 1024 -> more).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// Waits until `done` holds, polling every 20 ms, or fails after `limit`.
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -75,6 +86,7 @@ fn send(token: &str, n: usize) -> pb::SendRequest {
 
 #[test]
 fn connections_that_send_nothing_are_closed() {
+    raise_descriptor_limit();
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::try_start_with(
         dir.path(),
@@ -99,6 +111,7 @@ fn connections_that_send_nothing_are_closed() {
 /// core quit and every later write was UNAVAILABLE until a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_cannot_take_the_descriptors_writes_need() {
+    raise_descriptor_limit();
     let dir = tempfile::tempdir().unwrap();
     let server =
         ServerProcess::try_start_limited(dir.path(), 512, &["--listen", "127.0.0.1:0"]).unwrap();
