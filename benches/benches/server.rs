@@ -1,8 +1,9 @@
 //! `cargo bench -p chat-benches --bench server`: the real `chat-server`
 //! binary under load from many gRPC clients (sends per second, send and
-//! delivery latency), and its restart time over a log of a million
-//! messages. Options after `--`, or `BENCH_*` environment variables;
-//! `--quick` for a run of well under a minute.
+//! delivery latency), its restart time over a log of a million messages,
+//! and (`--only abuse`) what silent connections and a `CreateAccount`
+//! flood cost a well-behaved client. Options after `--`, or `BENCH_*`
+//! environment variables; `--quick` for a run of well under a minute.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -14,16 +15,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use chat_benches::disk::{FlushCounter, load_average};
 use chat_benches::machine::{Machine, MachineArgs};
+use chat_benches::server::abuse;
 use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
-use chat_benches::server::process::{self, ReplayReport, ServerProcess};
+use chat_benches::server::process::{self, ACCOUNT_LIMIT_FLAG, ReplayReport, ServerProcess};
 use chat_benches::server::{Probe, Usage};
 use chat_benches::{Table, grouped, millis, percent};
 use chat_proto::chat_client::ChatClient;
 use chat_proto::cluster_client::ClusterClient;
 use chat_proto::{HistoryRequest, StatusRequest};
 use clap::{Parser, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 /// Sends per second that 64 closed-loop senders must get acknowledged.
 const THROUGHPUT_TARGET: f64 = 40_000.0;
@@ -37,6 +40,22 @@ const DELIVERY_TARGET_RATE: f64 = 5_000.0;
 const RESTART_TARGET: Duration = Duration::from_millis(1500);
 /// The log size the restart target is stated for, in messages.
 const RESTART_TARGET_MESSAGES: u64 = 1_000_000;
+/// TCP connections held open without a byte sent, in the abuse target.
+const ABUSE_SILENT_CONNECTIONS: usize = 1_000;
+/// Clients calling `CreateAccount` back to back, in the abuse target.
+const ABUSE_FLOODERS: usize = 16;
+/// How many times its idle p99 the probe's send p99 may reach under abuse.
+const ABUSE_P99_RATIO_TARGET: f64 = 2.0;
+/// How far the server's resident memory may grow under abuse.
+const ABUSE_RSS_TARGET: u64 = 512 * 1024 * 1024;
+/// The server's own default per-address limit, stated because the other
+/// parts turn it off: the flood must meet what a real deployment has.
+const ABUSE_ACCOUNT_CREATIONS_PER_MINUTE: &str = "30";
+/// Longer than the abuse phase, so that the silent connections stay open
+/// through it (the default, 10 s, would close them mid-window).
+const ABUSE_HANDSHAKE_TIMEOUT: &str = "10m";
+/// How often the server's resident memory is read under abuse.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Longest body the server accepts (16 KiB).
 const MAX_BODY: usize = 16 * 1024;
@@ -121,6 +140,10 @@ enum Part {
     /// The machine's floor: closed-loop calls of a no-op RPC (Cluster.Status)
     /// by as many clients as there are senders, no disk, no delivery.
     Floor,
+    /// One probe client's sends on an idle server, then with 1,000 silent
+    /// connections open and 16 clients flooding CreateAccount, on a server
+    /// with its default account-creation limit. Not part of `all`.
+    Abuse,
 }
 
 impl Part {
@@ -178,10 +201,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
+    if cli.only == Part::Abuse {
+        let dir = data_dir(machine, "server-abuse-")?;
+        let outcome = bench_abuse(cli, machine, dir.path()).await;
+        return keep_if_asked_or_failed(cli, dir, outcome);
+    }
     let seq = load::sequence();
     if cli.only == Part::Restart {
         let dir = data_dir(machine, "server-restart-")?;
-        let server = start_server(machine, dir.path())?;
+        let server = start_server(machine, dir.path(), &[])?;
         let (senders, recipients) = make_users(server.addr, cli.fill_users, cli.fill_users).await?;
         let names = names_of(&recipients);
         let restarted =
@@ -190,7 +218,7 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
     }
 
     let dir = data_dir(machine, "server-load-")?;
-    let server = start_server(machine, dir.path())?;
+    let server = start_server(machine, dir.path(), &[])?;
     if cli.only.floor() {
         rpc_floor(cli, server.addr).await?;
         if cli.only == Part::Floor {
@@ -335,8 +363,20 @@ fn data_dir(machine: &Machine, prefix: &str) -> anyhow::Result<tempfile::TempDir
         .context("cannot create the data directory")
 }
 
-fn start_server(machine: &Machine, dir: &Path) -> anyhow::Result<ServerProcess> {
-    let server = ServerProcess::start(&machine.binary, dir, START_TIMEOUT)?;
+/// Starts the server on `127.0.0.1:0` with `args` besides.
+fn start_server(machine: &Machine, dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
+    let args: Vec<String> = ["--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(args)
+        .map(|&a| a.to_owned())
+        .collect();
+    let server = ServerProcess::start_with(
+        &machine.binary,
+        dir,
+        &args,
+        process::SERVER_LOG_FILTER,
+        START_TIMEOUT,
+    )?;
     eprintln!(
         "server pid {} listening on {} after {} ms, data in {}",
         server.pid(),
@@ -395,7 +435,15 @@ fn print_machine(cli: &Cli, machine: &Machine) {
     println!("# Server (chat-server) benchmark");
     println!();
     machine.print();
-    if cli.only == Part::Restart {
+    if cli.only == Part::Abuse {
+        println!(
+            "probe: 1 sender, 1 subscriber, closed loop, {}-byte bodies; abuse: \
+             {ABUSE_SILENT_CONNECTIONS} silent connections, {ABUSE_FLOODERS} CreateAccount \
+             flooders; server: {ACCOUNT_LIMIT_FLAG} {ABUSE_ACCOUNT_CREATIONS_PER_MINUTE} \
+             (its default), --handshake-timeout {ABUSE_HANDSHAKE_TIMEOUT}",
+            cli.body
+        );
+    } else if cli.only == Part::Restart {
         println!(
             "users: {n} senders, {n} recipients (no streams), one connection each; \
              {}-byte bodies; every send durable",
@@ -834,4 +882,157 @@ fn dir_bytes(dir: &Path) -> u64 {
             .map(|m| m.len())
             .sum()
     })
+}
+
+/// The probe's sends, closed loop, on the idle server and then under abuse:
+/// silent connections held open and `CreateAccount` flooded. The flood
+/// starts as the abuse window opens, so the window holds the burst of
+/// argon2 hashes the per-address allowance still pays for.
+async fn bench_abuse(cli: &Cli, machine: &Machine, dir: &Path) -> anyhow::Result<()> {
+    let server = start_server(
+        machine,
+        dir,
+        &[
+            ACCOUNT_LIMIT_FLAG,
+            ABUSE_ACCOUNT_CREATIONS_PER_MINUTE,
+            "--handshake-timeout",
+            ABUSE_HANDSHAKE_TIMEOUT,
+        ],
+    )?;
+    let (probe, peer) = make_users(server.addr, 1, 1).await?;
+    let seq = load::sequence();
+    let phase = |warmup: f64| LoadConfig {
+        offered: Offered::ClosedLoop { per_sender: 1 },
+        warmup: Duration::from_secs_f64(warmup),
+        measure: Duration::from_secs_f64(cli.duration),
+        body_len: cli.body,
+        drain: Duration::from_secs_f64(cli.drain),
+    };
+    let probes = || prober(server.pid(), machine.flushes.clone());
+
+    eprintln!(
+        "idle: the probe's sends for {} s after {} s warm-up (load average {})",
+        cli.duration,
+        cli.warmup,
+        load_average()
+    );
+    let recipients = peer.into_iter().map(Recipient::new).collect();
+    let (idle, recipients) =
+        load::run_load(&probe, recipients, &phase(cli.warmup), &seq, probes()).await?;
+    let rss_idle = process::rss_of(server.pid()).context("read the server's VmRSS")?;
+
+    let stop = CancellationToken::new();
+    let peak_rss = abuse::sample_peak_rss(server.pid(), RSS_SAMPLE_EVERY, stop.clone());
+    let silent = abuse::open_silent(server.addr, ABUSE_SILENT_CONNECTIONS)?;
+    let flood = abuse::flood_create_account(server.addr, ABUSE_FLOODERS, stop.clone()).await?;
+    eprintln!(
+        "abuse: {ABUSE_SILENT_CONNECTIONS} silent connections, {ABUSE_FLOODERS} flooders; \
+         the probe's sends for {} s (load average {})",
+        cli.duration,
+        load_average()
+    );
+    let abused = load::run_load(&probe, recipients, &phase(0.0), &seq, probes()).await;
+    let open_at_end = abuse::still_open(&silent);
+    stop.cancel();
+    let answers = abuse::flood_answers(flood).await?;
+    let rss_peak = peak_rss.await?.max(rss_idle);
+    drop(silent);
+    let (abused, _) = abused?;
+
+    print_abuse(&idle, &abused, rss_idle, rss_peak, &answers, open_at_end);
+    let took = server.stop(STOP_TIMEOUT)?;
+    eprintln!("server stopped in {} ms", millis(took));
+    Ok(())
+}
+
+fn print_abuse(
+    idle: &LoadResult,
+    abused: &LoadResult,
+    rss_idle: u64,
+    rss_peak: u64,
+    answers: &abuse::FloodAnswers,
+    open_at_end: usize,
+) {
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1024.0 * 1024.0));
+    println!(
+        "## Abuse ({} s per phase, one probe sending closed loop)",
+        idle.window.as_secs_f64()
+    );
+    println!();
+    let mut table = Table::new(&[
+        "phase",
+        "sends",
+        "errors",
+        "send p50 ms",
+        "send p99 ms",
+        "send max ms",
+        "server CPU",
+        "server RSS MiB",
+    ]);
+    for (label, r, rss) in [
+        ("idle", idle, mib(rss_idle)),
+        ("abuse", abused, format!("{} (peak)", mib(rss_peak))),
+    ] {
+        table.row(vec![
+            label.to_owned(),
+            grouped(r.sends.acked_started as f64),
+            grouped(r.sends.errors as f64),
+            millis(r.send_latency_at(0.5)),
+            millis(r.send_latency_at(0.99)),
+            millis(Duration::from_nanos(r.sends.latency.max())),
+            r.usage
+                .as_ref()
+                .and_then(|u| u.cores(u.server_cpu))
+                .map_or("n/a".to_owned(), |c| format!("{c:.2}")),
+            rss,
+        ]);
+    }
+    println!("{table}");
+    let mut table = Table::new(&[
+        "CreateAccount calls",
+        "calls/s",
+        "OK",
+        "RESOURCE_EXHAUSTED",
+        "other",
+        "silent connections open at end",
+    ]);
+    table.row(vec![
+        grouped(answers.calls() as f64),
+        grouped(answers.calls() as f64 / answers.elapsed.as_secs_f64().max(1e-9)),
+        grouped(answers.ok as f64),
+        grouped(answers.resource_exhausted as f64),
+        grouped(answers.other as f64),
+        format!("{open_at_end} of {ABUSE_SILENT_CONNECTIONS}"),
+    ]);
+    println!("{table}");
+    for (label, r) in [("idle", idle), ("abuse", abused)] {
+        if let Some(error) = &r.sends.first_error {
+            println!("{label}: first send error: {error}");
+        }
+    }
+    if let Some(error) = &answers.first_other {
+        println!("flood: first answer other than OK or RESOURCE_EXHAUSTED: {error}");
+    }
+    println!();
+
+    let (p99_idle, p99_abused) = (idle.send_latency_at(0.99), abused.send_latency_at(0.99));
+    let ratio = p99_abused.as_secs_f64() / p99_idle.as_secs_f64().max(1e-9);
+    let met = |ok: bool| if ok { "MET" } else { "MISSED" };
+    println!(
+        "abuse target send p99 within {ABUSE_P99_RATIO_TARGET:.1}x of idle: {} ms against {} ms, \
+         {ratio:.2}x, {}",
+        millis(p99_abused),
+        millis(p99_idle),
+        met(ratio <= ABUSE_P99_RATIO_TARGET)
+    );
+    let delta = rss_peak.saturating_sub(rss_idle);
+    println!(
+        "abuse target RSS under {} MiB above idle: {} MiB idle, {} MiB peak, +{} MiB, {}",
+        mib(ABUSE_RSS_TARGET),
+        mib(rss_idle),
+        mib(rss_peak),
+        mib(delta),
+        met(delta < ABUSE_RSS_TARGET)
+    );
+    println!();
 }

@@ -1,7 +1,9 @@
 //! Workloads for `chat-server`: the real binary as a child process
 //! ([`process`]), driven over gRPC by many clients ([`load`]), and what the
-//! machine spent meanwhile ([`Probe`], [`Usage`]).
+//! machine spent meanwhile ([`Probe`], [`Usage`]); [`abuse`] holds silent
+//! connections and floods account creation to see what that costs others.
 
+pub mod abuse;
 pub mod load;
 pub mod process;
 

@@ -26,6 +26,9 @@ pub const LISTENING_PREFIX: &str = "listening on ";
 /// "replayed the log" line.
 pub const SERVER_LOG_FILTER: &str = "info,openraft=warn";
 
+/// The server's per-address limit on account creations.
+pub const ACCOUNT_LIMIT_FLAG: &str = "--account-creations-per-minute";
+
 /// Where `cargo build --release -p chat-server` puts the binary, seen from a
 /// bench executable in `target/release/deps/`.
 pub fn default_binary() -> anyhow::Result<PathBuf> {
@@ -85,13 +88,16 @@ impl ServerProcess {
                 binary.display()
             );
         }
+        let mut command = Command::new(binary);
+        command.arg("--data").arg(data_dir);
+        // The load generator creates all its accounts from one address,
+        // faster than the per-address limit allows real clients; a caller
+        // that states a limit (the abuse bench) gets that one.
+        if !args.iter().any(|a| a == ACCOUNT_LIMIT_FLAG) {
+            command.args([ACCOUNT_LIMIT_FLAG, "0"]);
+        }
         let spawned_at = Instant::now();
-        let child = Command::new(binary)
-            .arg("--data")
-            .arg(data_dir)
-            // The load generator creates all its accounts from one address,
-            // faster than the per-address limit allows real clients.
-            .args(["--account-creations-per-minute", "0"])
+        let child = command
             .args(args)
             .env("RUST_LOG", log_filter)
             .env("NO_COLOR", "1")
@@ -339,6 +345,19 @@ pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
     parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// Resident memory of process `pid` (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_rss(&status)
+}
+
+/// The `VmRSS:   1234 kB` line of a `status` file, in bytes.
+fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Fields 14 and 15 (utime, stime) of a `stat` line, counted after the
 /// command name, which is in parentheses and may itself hold spaces.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
@@ -386,6 +405,14 @@ mod tests {
         let stat = "4242 (chat server) S 1 4242 4242 0 -1 4194560 2718 0 0 0 150 25 0 0 20 0 9 0";
         assert_eq!(parse_cpu_ticks(stat), Some(175));
         assert!(cpu_time_of("/proc/self/stat").is_some());
+    }
+
+    #[test]
+    fn rss_is_read_in_bytes() {
+        let status = "Name:\tchat-server\nVmPeak:\t  9000 kB\nVmRSS:\t  5120 kB\nThreads:\t9\n";
+        assert_eq!(parse_rss(status), Some(5120 * 1024));
+        assert_eq!(parse_rss("Name:\tx\n"), None);
+        assert!(rss_of(std::process::id()).is_some());
     }
 
     #[test]
