@@ -83,8 +83,8 @@ pub fn correct_transport_status<B>(mut response: http::Response<B>) -> http::Res
         (headers.get("grpc-message"))
             .is_some_and(|m| m.as_bytes().windows(needle.len()).any(|w| w == needle))
     };
-    let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
-    let (code, message) = match status.as_deref() {
+    let status = headers.get("grpc-status").map(http::HeaderValue::as_bytes);
+    let (code, message) = match status {
         Some(b"11") if says(TOO_LARGE) => (
             "8",
             "the%20request%20is%20larger%20than%20this%20server%20accepts%20(4%20MiB%20for%20the%20client%20API);%20send%20less",
