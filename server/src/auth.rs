@@ -5,14 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use log_format::events::{PasswordHash, SessionId, TokenHash};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::config::HashingCost;
@@ -213,20 +213,53 @@ impl CreationLimit {
 }
 
 /// Bounds the password hashing (argon2id: CPU and memory heavy) running at
-/// once: `workers` at a time on blocking threads, `queue` more waiting;
-/// past that a request is refused with RESOURCE_EXHAUSTED rather than
-/// growing the server's memory and starving every other request.
+/// once: `workers` dedicated threads, `queue` more jobs waiting; past that a
+/// request is refused with RESOURCE_EXHAUSTED rather than growing the
+/// server's memory and starving every other request. The threads run at a
+/// lower scheduling priority (nice 10), so that a burst of account
+/// creations and logins takes the cores only while nothing else wants
+/// them: other users' sends stay fast meanwhile.
 #[derive(Debug)]
 pub struct Hashing {
-    workers: Arc<Semaphore>,
-    queue: Semaphore,
+    /// Jobs admitted, running or waiting: `workers + queue` permits.
+    admitted: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The nice value of the password threads (0 is everyone else's, 19 the
+/// lowest priority).
+const HASHING_NICE: i32 = 10;
+
 impl Hashing {
+    /// Starts the `workers` threads; they end when this is dropped.
     pub fn new(workers: usize, queue: usize) -> Self {
+        let workers = workers.max(1);
+        let (jobs, waiting) = mpsc::channel::<Job>();
+        let waiting = Arc::new(Mutex::new(waiting));
+        for n in 0..workers {
+            let waiting = Arc::clone(&waiting);
+            let spawned = std::thread::Builder::new()
+                .name(format!("passwords-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = waiting.lock().expect("lock").recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a password thread: {e}");
+            }
+        }
         Hashing {
-            workers: Arc::new(Semaphore::new(workers.max(1))),
-            queue: Semaphore::new(workers.max(1) + queue),
+            admitted: Arc::new(Semaphore::new(workers + queue)),
+            jobs,
         }
     }
 
@@ -235,22 +268,73 @@ impl Hashing {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ChatError> {
-        let _waiting = self.queue.try_acquire().map_err(|_| {
-            ChatError::RateLimited(
-                "the server is busy checking passwords; try again in a few seconds".into(),
-            )
-        })?;
-        let worker = Arc::clone(&self.workers)
-            .acquire_owned()
-            .await
+        let admitted = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ChatError::RateLimited(
+                    "the server is busy checking passwords; try again in a few seconds".into(),
+                )
+            })?;
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(f());
+            drop(admitted);
+        });
+        self.jobs
+            .send(job)
             .map_err(|_| ChatError::Unavailable("the server is shutting down".into()))?;
-        tokio::task::spawn_blocking(move || {
-            let out = f();
-            drop(worker);
-            out
-        })
-        .await
-        .map_err(|e| ChatError::Internal(format!("a password worker failed: {e}")))
+        answered
+            .await
+            .map_err(|_| ChatError::Internal("a password worker failed".into()))
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to [`HASHING_NICE`]
+/// (Linux keeps a nice value per thread); elsewhere, or if refused, the
+/// thread keeps its priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASHING_NICE)
+    {
+        tracing::debug!("password thread keeps its priority: {e}");
+    }
+}
+
+/// Holds a refusal of a rate limit for [`TARPIT_HOLD`] before it is sent, so
+/// that a client calling in a loop makes one call a second instead of
+/// thousands, each of which costs every other user some of the server. At
+/// most [`TARPIT_SLOTS`] refusals are held at once (each holds a request's
+/// memory); past that they are answered at once.
+#[derive(Debug)]
+pub struct Tarpit {
+    slots: Semaphore,
+    hold: Duration,
+}
+
+pub const TARPIT_HOLD: Duration = Duration::from_secs(1);
+pub const TARPIT_SLOTS: usize = 1024;
+
+impl Default for Tarpit {
+    fn default() -> Self {
+        Tarpit::new(TARPIT_SLOTS, TARPIT_HOLD)
+    }
+}
+
+impl Tarpit {
+    pub fn new(slots: usize, hold: Duration) -> Self {
+        Tarpit {
+            slots: Semaphore::new(slots),
+            hold,
+        }
+    }
+
+    /// Returns `refusal` after the hold, or at once when every slot is taken.
+    pub async fn hold(&self, refusal: ChatError) -> ChatError {
+        if let Ok(_slot) = self.slots.try_acquire() {
+            tokio::time::sleep(self.hold).await;
+        }
+        refusal
     }
 }
 
@@ -413,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn hashing_refuses_past_its_queue() {
         let hashing = Arc::new(Hashing::new(1, 1));
-        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (release, hold) = mpsc::channel::<()>();
         let hold = Arc::new(Mutex::new(hold));
         let busy = {
             let (hashing, hold) = (Arc::clone(&hashing), Arc::clone(&hold));
@@ -423,16 +507,16 @@ mod tests {
                     .await
             })
         };
-        // Wait until the worker is taken, then one may queue and a third
+        // Wait until the first is admitted, then one may queue and a third
         // is refused at once.
-        while hashing.workers.available_permits() > 0 {
+        while hashing.admitted.available_permits() > 1 {
             tokio::task::yield_now().await;
         }
         let queued = {
             let hashing = Arc::clone(&hashing);
             tokio::spawn(async move { hashing.run(|| 7).await })
         };
-        while hashing.queue.available_permits() > 0 {
+        while hashing.admitted.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
         assert!(matches!(
@@ -442,6 +526,38 @@ mod tests {
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
         assert_eq!(queued.await.unwrap().unwrap(), 7);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_below_everyone_else() {
+        let hashing = Hashing::new(1, 0);
+        let nice = hashing
+            .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(nice, HASHING_NICE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tarpit_holds_refusals_while_it_has_room() {
+        let tarpit = Arc::new(Tarpit::new(1, Duration::from_secs(1)));
+        let start = Instant::now();
+        let held = {
+            let tarpit = Arc::clone(&tarpit);
+            tokio::spawn(async move { tarpit.hold(ChatError::RateLimited("a".into())).await })
+        };
+        while tarpit.slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // The only slot is taken: the next refusal leaves at once.
+        let at_once = tarpit.hold(ChatError::RateLimited("b".into())).await;
+        assert!(matches!(at_once, ChatError::RateLimited(m) if m == "b"));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let held = held.await.unwrap();
+        assert!(matches!(held, ChatError::RateLimited(m) if m == "a"));
+        assert!(start.elapsed() >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

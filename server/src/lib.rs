@@ -29,7 +29,7 @@ mod transport;
 pub use config::{Config, Faults, HashingCost};
 pub use transport::Tls;
 
-use crate::auth::{CreationLimit, Hashing, LoginThrottle, SessionActivity};
+use crate::auth::{CreationLimit, Hashing, LoginThrottle, SessionActivity, Tarpit};
 use crate::listener::ConnectionLimits;
 use crate::node::Node;
 use crate::service::chat::{ChatService, Guards};
@@ -116,6 +116,7 @@ impl Server {
             throttle: Arc::clone(&throttle),
             hashing: Hashing::new(config.hash_workers, config.hash_queue),
             creations: CreationLimit::new(config.account_creations_per_minute),
+            tarpit: Tarpit::default(),
         });
         let chat = ChatService::new(node.clone(), guards, Arc::clone(&activity), stop.clone());
         let cluster = ClusterService::new(node.clone());
@@ -306,6 +307,7 @@ pub async fn cluster_admin(
 /// forwarded writes. Not for other users.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::auth::TARPIT_HOLD;
     pub use crate::error::ChatError;
     pub use crate::hub::Hub;
     pub use crate::peers::{ForwardAnswer, Refusal, decode, encode, with_secret};

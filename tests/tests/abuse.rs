@@ -93,7 +93,9 @@ async fn password_hashing_is_bounded() {
     assert!(refused > 0, "nothing was refused: {created} created");
 }
 
-/// One address creates a bounded number of accounts per minute.
+/// One address creates a bounded number of accounts per minute; a refusal
+/// is held in the tarpit first, so that a client calling in a loop makes
+/// about one call a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_creation_is_limited_per_address() {
     let tmp = tempfile::tempdir().unwrap();
@@ -104,7 +106,9 @@ async fn account_creation_is_limited_per_address() {
     for i in 0..3 {
         create(&mut c, &format!("early{i}")).await.unwrap();
     }
+    let asked = std::time::Instant::now();
     let refused = create(&mut c, "late").await.unwrap_err();
+    assert!(asked.elapsed() >= chat_server::testing::TARPIT_HOLD);
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(refused.message().contains("try again in"), "{refused:?}");
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity};
+use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity, Tarpit};
 use crate::error::ChatError;
 use crate::hub::{Ended, StreamItem};
 use crate::node::Node;
@@ -41,12 +41,23 @@ pub struct ChatService {
 
 /// What keeps one client from exhausting the server for everyone: the
 /// login throttle, the bound on password hashing, the per-address limit on
-/// account creation.
+/// account creation, and the tarpit their refusals wait in.
 #[derive(Debug)]
 pub struct Guards {
     pub throttle: Arc<LoginThrottle>,
     pub hashing: Hashing,
     pub creations: CreationLimit,
+    pub tarpit: Tarpit,
+}
+
+impl Guards {
+    /// `result`, with a rate limit's refusal held in the tarpit first.
+    async fn held<T>(&self, result: Result<T, ChatError>) -> Result<T, ChatError> {
+        match result {
+            Err(refusal @ ChatError::RateLimited(_)) => Err(self.tarpit.hold(refusal).await),
+            other => other,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, decided before an event is proposed.
@@ -195,12 +206,11 @@ impl ChatService {
         if (self.node).read(|state| state.account_by_name(&req.username).is_some()) {
             return Err(name_taken(&req.username));
         }
-        self.guards.creations.take(from)?;
+        self.guards.held(self.guards.creations.take(from)).await?;
         let cost = self.node.config().password_hashing;
         let password = req.password;
-        let password_hash = (self.guards.hashing)
-            .run(move || auth::hash_password(&password, cost))
-            .await??;
+        let hashing = (self.guards.hashing).run(move || auth::hash_password(&password, cost));
+        let password_hash = self.guards.held(hashing.await).await??;
         let event = Event::AccountCreated {
             username: req.username.clone(),
             password_hash,
@@ -226,7 +236,9 @@ impl ChatService {
         {
             return Err(denied());
         }
-        self.guards.throttle.begin_attempt(&req.username)?;
+        (self.guards)
+            .held(self.guards.throttle.begin_attempt(&req.username))
+            .await?;
         let found = self.node.read(|state| {
             (state.account_by_name(&req.username)).map(|(id, a)| (id, a.password_hash.clone()))
         });
@@ -234,7 +246,10 @@ impl ChatService {
         let (account, matches) = match found {
             Some((id, hash)) => {
                 let check = move || auth::verify_password(&hash, &password);
-                let ok = self.guards.hashing.run(check).await?;
+                let ok = self
+                    .guards
+                    .held(self.guards.hashing.run(check).await)
+                    .await?;
                 (Some(id), ok)
             }
             None => (None, false),
