@@ -10,12 +10,23 @@
 //! where the CRC covers length, index, term and payload. All integers are
 //! little-endian. Decoding checks the frame (length, then checksum) before it
 //! hands out any payload byte.
+//!
+//! The message archive (`DIR/`[`ARCHIVE_DIR`]) uses the same frames, with the
+//! message id in the index field and 0 as the term, after an
+//! [`ArchiveHeader`]. A sealed archive segment has a hint file beside it: a
+//! [`STATE_MAGIC`]-style header with [`HINT_MAGIC`], then one frame whose
+//! index is the segment's first id (layout in `archive/hint.rs`).
 
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CHATSEG\0";
 /// The first bytes of every state file.
 pub const STATE_MAGIC: [u8; 8] = *b"CHATSTA\0";
-/// The version of the segment and state file layouts written by this code.
+/// The first bytes of every archive segment file.
+pub const ARCHIVE_MAGIC: [u8; 8] = *b"CHATARC\0";
+/// The first bytes of every archive hint file.
+pub const HINT_MAGIC: [u8; 8] = *b"CHATHNT\0";
+/// The version of the segment, archive and state file layouts written by
+/// this code.
 pub const FORMAT_VERSION: u16 = 1;
 /// Size of the segment header in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 48;
@@ -32,6 +43,20 @@ pub const SEGMENT_EXTENSION: &str = "log";
 pub const TEMP_EXTENSION: &str = "tmp";
 /// File name extension of damaged bytes cut from a torn tail.
 pub const BROKEN_EXTENSION: &str = "broken";
+
+/// The archive's directory inside the data directory, beside the log.
+pub const ARCHIVE_DIR: &str = "archive";
+/// Size of the archive segment header in bytes.
+pub const ARCHIVE_HEADER_LEN: usize = 24;
+/// File name extension of archive segments.
+pub const ARCHIVE_EXTENSION: &str = "arc";
+/// Added to an archive segment's file name to name its hint file.
+pub const HINT_EXTENSION: &str = "hint";
+/// Default size at which the archive starts a new segment.
+pub const DEFAULT_ARCHIVE_SEGMENT_SIZE: u64 = 16 << 20;
+/// Default spacing, in bytes of segment, of the archive's sparse index
+/// entries: a read scans about this much.
+pub const DEFAULT_SPARSE_EVERY: u32 = 4096;
 
 /// State file holding the Raft vote.
 pub const VOTE_FILE: &str = "raft-vote";
@@ -69,10 +94,21 @@ pub struct SegmentHeader {
 /// Why a segment header was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderProblem {
-    TooShort { len: usize },
-    BadMagic,
-    BadChecksum { expected: u32, got: u32 },
-    UnknownVersion { version: u16 },
+    TooShort {
+        len: usize,
+        need: usize,
+    },
+    /// The file does not start with the magic bytes of `what` it should be.
+    BadMagic {
+        what: &'static str,
+    },
+    BadChecksum {
+        expected: u32,
+        got: u32,
+    },
+    UnknownVersion {
+        version: u16,
+    },
 }
 
 impl SegmentHeader {
@@ -119,10 +155,15 @@ impl SegmentHeader {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, HeaderProblem> {
         if bytes.len() < SEGMENT_HEADER_LEN {
-            return Err(HeaderProblem::TooShort { len: bytes.len() });
+            return Err(HeaderProblem::TooShort {
+                len: bytes.len(),
+                need: SEGMENT_HEADER_LEN,
+            });
         }
         if bytes[0..8] != SEGMENT_MAGIC {
-            return Err(HeaderProblem::BadMagic);
+            return Err(HeaderProblem::BadMagic {
+                what: "chat log segment",
+            });
         }
         let expected = u32_at(bytes, 44);
         let got = crc32fast::hash(&bytes[0..44]);
@@ -147,11 +188,10 @@ impl SegmentHeader {
 impl std::fmt::Display for HeaderProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HeaderProblem::TooShort { len } => write!(
-                f,
-                "segment header is incomplete ({len} of {SEGMENT_HEADER_LEN} bytes)"
-            ),
-            HeaderProblem::BadMagic => write!(f, "not a chat log segment (bad magic bytes)"),
+            HeaderProblem::TooShort { len, need } => {
+                write!(f, "segment header is incomplete ({len} of {need} bytes)")
+            }
+            HeaderProblem::BadMagic { what } => write!(f, "not a {what} (bad magic bytes)"),
             HeaderProblem::BadChecksum { expected, got } => write!(
                 f,
                 "segment header checksum mismatch (expected {expected:#010x}, got {got:#010x})"
@@ -161,6 +201,67 @@ impl std::fmt::Display for HeaderProblem {
                 "segment format version {version} is not supported (this build reads version {FORMAT_VERSION}); use a newer build"
             ),
         }
+    }
+}
+
+/// The fixed-size header at the start of each archive segment.
+///
+/// Every record in the segment has an id of at least `first_id`, and every
+/// record of the segments before it a smaller one. It is the id of the
+/// segment's first record when the segment is created; compaction keeps the
+/// header (and so the file name) when it drops that record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveHeader {
+    pub version: u16,
+    pub first_id: u64,
+}
+
+impl ArchiveHeader {
+    pub fn new(first_id: u64) -> Self {
+        ArchiveHeader {
+            version: FORMAT_VERSION,
+            first_id,
+        }
+    }
+
+    /// `magic | version u16 | reserved u16 | first_id u64 | crc32 u32`, the
+    /// CRC covering everything before it.
+    pub fn encode(&self) -> [u8; ARCHIVE_HEADER_LEN] {
+        let mut b = [0u8; ARCHIVE_HEADER_LEN];
+        b[0..8].copy_from_slice(&ARCHIVE_MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        // 10..12 reserved, zero.
+        b[12..20].copy_from_slice(&self.first_id.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..20]);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, HeaderProblem> {
+        if bytes.len() < ARCHIVE_HEADER_LEN {
+            return Err(HeaderProblem::TooShort {
+                len: bytes.len(),
+                need: ARCHIVE_HEADER_LEN,
+            });
+        }
+        if bytes[0..8] != ARCHIVE_MAGIC {
+            return Err(HeaderProblem::BadMagic {
+                what: "chat archive segment",
+            });
+        }
+        let expected = u32_at(bytes, 20);
+        let got = crc32fast::hash(&bytes[0..20]);
+        if expected != got {
+            return Err(HeaderProblem::BadChecksum { expected, got });
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != FORMAT_VERSION {
+            return Err(HeaderProblem::UnknownVersion { version });
+        }
+        Ok(ArchiveHeader {
+            version,
+            first_id: u64_at(bytes, 12),
+        })
     }
 }
 
@@ -281,12 +382,35 @@ pub fn read_frame_up_to(buf: &[u8], max_len: u32) -> FrameRead<'_> {
 
 /// The file name of the segment whose first record is `first_index`.
 pub fn segment_file_name(first_index: u64) -> String {
-    format!("{first_index:020}.{SEGMENT_EXTENSION}")
+    numbered_file_name(first_index, SEGMENT_EXTENSION)
 }
 
 /// The first index encoded in a segment file name, if `name` is one.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(SEGMENT_EXTENSION)?.strip_suffix('.')?;
+    parse_numbered_file_name(name, SEGMENT_EXTENSION)
+}
+
+/// The file name of the archive segment whose header says `first_id`.
+pub fn archive_file_name(first_id: u64) -> String {
+    numbered_file_name(first_id, ARCHIVE_EXTENSION)
+}
+
+/// The first id encoded in an archive segment file name, if `name` is one.
+pub fn parse_archive_file_name(name: &str) -> Option<u64> {
+    parse_numbered_file_name(name, ARCHIVE_EXTENSION)
+}
+
+/// The name of the hint file of the archive segment named `segment`.
+pub fn hint_file_name(segment: &str) -> String {
+    format!("{segment}.{HINT_EXTENSION}")
+}
+
+fn numbered_file_name(number: u64, extension: &str) -> String {
+    format!("{number:020}.{extension}")
+}
+
+fn parse_numbered_file_name(name: &str, extension: &str) -> Option<u64> {
+    let stem = name.strip_suffix(extension)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -322,11 +446,39 @@ mod tests {
         ));
         assert_eq!(
             SegmentHeader::decode(&bytes[..10]),
-            Err(HeaderProblem::TooShort { len: 10 })
+            Err(HeaderProblem::TooShort { len: 10, need: 48 })
         );
         let mut other = bytes;
         other[0] = b'X';
-        assert_eq!(SegmentHeader::decode(&other), Err(HeaderProblem::BadMagic));
+        assert!(matches!(
+            SegmentHeader::decode(&other),
+            Err(HeaderProblem::BadMagic { .. })
+        ));
+        // An archive header is not a log segment header, nor the reverse.
+        assert!(matches!(
+            SegmentHeader::decode(&[ArchiveHeader::new(7).encode(); 2].concat()),
+            Err(HeaderProblem::BadMagic { .. })
+        ));
+        assert!(matches!(
+            ArchiveHeader::decode(&bytes),
+            Err(HeaderProblem::BadMagic { .. })
+        ));
+    }
+
+    #[test]
+    fn archive_header_round_trips_and_rejects_damage() {
+        let h = ArchiveHeader::new(4_217_003);
+        let bytes = h.encode();
+        assert_eq!(ArchiveHeader::decode(&bytes), Ok(h));
+        for i in 0..ARCHIVE_HEADER_LEN {
+            let mut bad = bytes;
+            bad[i] ^= 0x10;
+            assert!(ArchiveHeader::decode(&bad).is_err(), "byte {i}");
+        }
+        assert_eq!(
+            ArchiveHeader::decode(&bytes[..23]),
+            Err(HeaderProblem::TooShort { len: 23, need: 24 })
+        );
     }
 
     #[test]
@@ -374,6 +526,16 @@ mod tests {
         assert_eq!(
             parse_segment_file_name("00000000000000000042.log.tmp"),
             None
+        );
+        assert_eq!(archive_file_name(42), "00000000000000000042.arc");
+        assert_eq!(
+            parse_archive_file_name("00000000000000000042.arc"),
+            Some(42)
+        );
+        assert_eq!(parse_archive_file_name("00000000000000000042.log"), None);
+        assert_eq!(
+            hint_file_name("00000000000000000042.arc"),
+            "00000000000000000042.arc.hint"
         );
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! This crate knows nothing of tokio, tonic, prost or openraft.
 
+mod durable;
 pub mod error;
 pub mod events;
 pub mod format;
@@ -19,8 +20,9 @@ mod state;
 #[cfg(feature = "cli")]
 pub mod inspect;
 
+pub use crate::durable::LOCK_FILE_NAME;
 pub use crate::error::{Corruption, CorruptionKind, Error, Result};
 pub use crate::format::{COMMITTED_FILE, PURGED_FILE, Record, VOTE_FILE};
-pub use crate::log::{LOCK_FILE_NAME, Log, LogConfig, LogIter, OpenReport, Ticket};
+pub use crate::log::{Log, LogConfig, LogIter, OpenReport, Ticket};
 pub use crate::scan::{SPARSE_EVERY, Scan, ScannedSegment, TornTail, scan_dir};
 pub use crate::state::{RaftLogId, RaftMarks, STATE_HEADER_LEN, StateFile, check_committed};

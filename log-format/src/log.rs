@@ -13,21 +13,18 @@
 //! memory), because Raft may replicate an entry before it is flushed locally.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::durable::{create_atomically, cut_torn_tail, lock_dir, sync_dir};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
-    BROKEN_EXTENSION, DEFAULT_SEGMENT_SIZE, FrameRead, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, Record,
-    SEGMENT_HEADER_LEN, SegmentHeader, TEMP_EXTENSION, encode_frame, read_frame, segment_file_name,
+    DEFAULT_SEGMENT_SIZE, FrameRead, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, Record,
+    SEGMENT_HEADER_LEN, SegmentHeader, encode_frame, read_frame, segment_file_name,
 };
 use crate::scan::{SPARSE_EVERY, TornTail, scan_dir};
-
-/// Name of the lock file that keeps two processes from writing one log.
-pub const LOCK_FILE_NAME: &str = "LOCK";
 
 /// How the log is written.
 #[derive(Debug, Clone)]
@@ -910,22 +907,8 @@ fn create_segment(dir: &Path, header: SegmentHeader) -> Result<Segment> {
 
 /// Creates a segment holding `frames` after its header, atomically.
 fn create_segment_with(dir: &Path, header: SegmentHeader, frames: &[u8]) -> Result<Segment> {
-    let name = segment_file_name(header.first_index);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.{TEMP_EXTENSION}"));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(Error::io("create segment", &tmp))?;
-    file.write_all(&header.encode())
-        .and_then(|()| file.write_all(frames))
-        .map_err(Error::io("write segment", &tmp))?;
-    file.sync_all().map_err(Error::io("sync segment", &tmp))?;
-    fs::rename(&tmp, &path).map_err(Error::io("rename segment", &tmp))?;
-    sync_dir(dir)?;
+    let path = dir.join(segment_file_name(header.first_index));
+    let file = create_atomically(&path, &[&header.encode(), frames])?;
     Ok(Segment {
         first_index: header.first_index,
         path,
@@ -935,54 +918,6 @@ fn create_segment_with(dir: &Path, header: SegmentHeader, frames: &[u8]) -> Resu
         last_crc: header.prev_last_crc,
         sparse: Vec::new(),
     })
-}
-
-/// Saves the damaged bytes of a torn tail next to the segment and cuts the
-/// segment back to its last valid record.
-fn cut_torn_tail(torn: &TornTail) -> Result<PathBuf> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&torn.file)
-        .map_err(Error::io("open segment", &torn.file))?;
-    let mut damaged = vec![0u8; torn.len as usize];
-    file.read_exact_at(&mut damaged, torn.offset)
-        .map_err(Error::io("read torn tail", &torn.file))?;
-    let mut broken = torn.file.clone().into_os_string();
-    broken.push(format!(".{}.{BROKEN_EXTENSION}", torn.offset));
-    let broken = PathBuf::from(broken);
-    let mut out = File::create(&broken).map_err(Error::io("create", &broken))?;
-    out.write_all(&damaged)
-        .map_err(Error::io("write", &broken))?;
-    out.sync_all().map_err(Error::io("sync", &broken))?;
-    file.set_len(torn.offset)
-        .map_err(Error::io("truncate segment", &torn.file))?;
-    file.sync_all()
-        .map_err(Error::io("sync segment", &torn.file))?;
-    Ok(broken)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("sync directory", dir))
-}
-
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(Error::io("open lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path)(e)),
-    }
 }
 
 /// A random id shared by the segments of one log, to detect a segment that

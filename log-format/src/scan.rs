@@ -185,40 +185,41 @@ fn scan_segment(
     let mut offset = SEGMENT_HEADER_LEN;
     while offset < bytes.len() {
         let expected = seg.next_index;
-        let damage = match read_frame(&bytes[offset..]) {
-            FrameRead::Frame(frame) => {
-                // u64::MAX is never a record's index: the log could not
-                // continue after it.
-                if frame.index != expected || frame.index == u64::MAX {
-                    return Err(Corruption {
-                        file: path.to_path_buf(),
-                        offset: offset as u64,
-                        index: Some(expected),
-                        kind: CorruptionKind::NotContiguous {
-                            expected,
-                            got: frame.index,
-                        },
-                    }
-                    .into());
+        let read = read_frame(&bytes[offset..]);
+        if let FrameRead::Frame(frame) = read {
+            // u64::MAX is never a record's index: the log could not
+            // continue after it.
+            if frame.index != expected || frame.index == u64::MAX {
+                return Err(Corruption {
+                    file: path.to_path_buf(),
+                    offset: offset as u64,
+                    index: Some(expected),
+                    kind: CorruptionKind::NotContiguous {
+                        expected,
+                        got: frame.index,
+                    },
                 }
-                if seg.records.is_multiple_of(SPARSE_EVERY) {
-                    seg.sparse.push((frame.index, offset as u64));
-                }
-                visit(path, offset as u64, &frame);
-                seg.records += 1;
-                seg.next_index = frame.index + 1;
-                seg.last_crc = frame.crc;
-                offset += frame.len();
-                seg.valid_len = offset as u64;
-                continue;
+                .into());
             }
-            FrameRead::Incomplete { .. } => CorruptionKind::Truncated,
-            FrameRead::BadLength { len } => CorruptionKind::BadLength { len },
-            FrameRead::BadChecksum { expected, got } => {
-                CorruptionKind::BadChecksum { expected, got }
+            if seg.records.is_multiple_of(SPARSE_EVERY) {
+                seg.sparse.push((frame.index, offset as u64));
             }
-        };
-        let later = valid_frame_after(bytes, offset + 1, expected);
+            visit(path, offset as u64, &frame);
+            seg.records += 1;
+            seg.next_index = frame.index + 1;
+            seg.last_crc = frame.crc;
+            offset += frame.len();
+            seg.valid_len = offset as u64;
+            continue;
+        }
+        let damage = damage_of(&read).expect("not a frame");
+        // Records are contiguous, so a genuine later record's index is
+        // bounded by how many frames could fit in between.
+        let max_index =
+            expected.saturating_add(((bytes.len() - offset) / RECORD_HEADER_LEN) as u64);
+        let later = valid_frame_after(bytes, offset + 1, |index| {
+            (expected..=max_index).contains(&index)
+        });
         if !is_last || later.is_some() {
             return Err(Corruption {
                 file: path.to_path_buf(),
@@ -228,30 +229,52 @@ fn scan_segment(
             }
             .into());
         }
-        let reason = match damage {
-            CorruptionKind::Truncated => "record cut short".to_string(),
-            CorruptionKind::BadLength { len } => format!("impossible record length {len}"),
-            CorruptionKind::BadChecksum { expected, got } => {
-                format!("checksum mismatch (expected {expected:#010x}, got {got:#010x})")
-            }
-            other => other.to_string(),
-        };
         let torn = TornTail {
             file: path.to_path_buf(),
             offset: offset as u64,
             len: (bytes.len() - offset) as u64,
             index: expected,
-            reason,
+            reason: torn_reason(&damage),
         };
         return Ok((seg, Some(torn)));
     }
     Ok((seg, None))
 }
 
-/// The first place at or after `from` where a whole, checksummed frame with
-/// an index of at least `min_index` starts. Finding one after a damaged
+/// What is wrong with a frame that did not read as one, or `None` for a
+/// frame that did.
+pub(crate) fn damage_of(read: &FrameRead<'_>) -> Option<CorruptionKind> {
+    match *read {
+        FrameRead::Frame(_) => None,
+        FrameRead::Incomplete { .. } => Some(CorruptionKind::Truncated),
+        FrameRead::BadLength { len } => Some(CorruptionKind::BadLength { len }),
+        FrameRead::BadChecksum { expected, got } => {
+            Some(CorruptionKind::BadChecksum { expected, got })
+        }
+    }
+}
+
+/// How a torn tail's damage is described: as what it is, without the "valid
+/// records after it" that makes the same damage corruption.
+pub(crate) fn torn_reason(damage: &CorruptionKind) -> String {
+    match damage {
+        CorruptionKind::Truncated => "record cut short".to_string(),
+        CorruptionKind::BadLength { len } => format!("impossible record length {len}"),
+        CorruptionKind::BadChecksum { expected, got } => {
+            format!("checksum mismatch (expected {expected:#010x}, got {got:#010x})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The first place at or after `from` where a whole, checksummed frame
+/// starts whose index `plausible` accepts. Finding one after a damaged
 /// record means the damage is not a torn tail.
-fn valid_frame_after(bytes: &[u8], from: usize, min_index: u64) -> Option<usize> {
+pub(crate) fn valid_frame_after(
+    bytes: &[u8],
+    from: usize,
+    plausible: impl Fn(u64) -> bool,
+) -> Option<usize> {
     let last_start = bytes.len().checked_sub(RECORD_HEADER_LEN)?;
     (from..=last_start).find(|&p| {
         let len = u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes"));
@@ -259,13 +282,7 @@ fn valid_frame_after(bytes: &[u8], from: usize, min_index: u64) -> Option<usize>
             return false;
         }
         let index = u64::from_le_bytes(bytes[p + 8..p + 16].try_into().expect("8 bytes"));
-        // Records are contiguous, so a genuine later record's index is bounded
-        // by how many frames could fit in between.
-        let max_index = min_index.saturating_add(((bytes.len() - from) / RECORD_HEADER_LEN) as u64);
-        if index < min_index || index > max_index {
-            return false;
-        }
-        matches!(read_frame(&bytes[p..]), FrameRead::Frame(_))
+        plausible(index) && matches!(read_frame(&bytes[p..]), FrameRead::Frame(_))
     })
 }
 
@@ -273,13 +290,17 @@ fn valid_frame_after(bytes: &[u8], from: usize, min_index: u64) -> Option<usize>
 pub fn read_header(path: &Path) -> std::result::Result<SegmentHeader, HeaderProblem> {
     use std::io::Read;
     let mut buf = [0u8; SEGMENT_HEADER_LEN];
-    let mut file = fs::File::open(path).map_err(|_| HeaderProblem::TooShort { len: 0 })?;
+    let too_short = |len| HeaderProblem::TooShort {
+        len,
+        need: SEGMENT_HEADER_LEN,
+    };
+    let mut file = fs::File::open(path).map_err(|_| too_short(0))?;
     let mut got = 0;
     while got < buf.len() {
         match file.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
-            Err(_) => return Err(HeaderProblem::TooShort { len: got }),
+            Err(_) => return Err(too_short(got)),
         }
     }
     SegmentHeader::decode(&buf[..got])

@@ -8,20 +8,20 @@
 //! server at start-up and by `log-inspect verify`) with a message that says
 //! which records and what to do.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::create_atomically;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
-    COMMITTED_FILE, FORMAT_VERSION, FrameRead, PURGED_FILE, STATE_MAGIC, TEMP_EXTENSION,
+    COMMITTED_FILE, FORMAT_VERSION, FrameRead, PURGED_FILE, RECORD_HEADER_LEN, STATE_MAGIC,
     encode_frame, read_frame_up_to,
 };
-use crate::log::sync_dir;
+use crate::scan::damage_of;
 
 /// Bytes before the frame: magic, version, reserved.
 pub const STATE_HEADER_LEN: usize = 12;
@@ -57,30 +57,7 @@ impl StateFile {
 
     /// Writes raw bytes as the value (at most 4 GiB).
     pub fn store_bytes(&self, payload: &[u8]) -> Result<()> {
-        if u32::try_from(payload.len()).is_err() {
-            return Err(Error::PayloadTooLarge {
-                index: 0,
-                len: payload.len(),
-                max: u32::MAX,
-            });
-        }
-        let mut bytes = Vec::with_capacity(STATE_HEADER_LEN + 24 + payload.len());
-        bytes.extend_from_slice(&STATE_MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&[0, 0]);
-        encode_frame(&mut bytes, 0, 0, payload);
-
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(format!(".{TEMP_EXTENSION}"));
-        let tmp = PathBuf::from(tmp);
-        let mut file = File::create(&tmp).map_err(Error::io("create state file", &tmp))?;
-        file.write_all(&bytes)
-            .map_err(Error::io("write state file", &tmp))?;
-        file.sync_all()
-            .map_err(Error::io("sync state file", &tmp))?;
-        fs::rename(&tmp, &self.path).map_err(Error::io("rename state file", &tmp))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        sync_dir(dir)
+        store_framed(&self.path, STATE_MAGIC, 0, payload)
     }
 
     /// Reads the value, or `None` if the file does not exist.
@@ -99,48 +76,72 @@ impl StateFile {
 
     /// Reads the raw value bytes, or `None` if the file does not exist.
     pub fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read state file", &self.path)(e)),
-        };
-        let corrupt = |offset: usize, kind| -> Error {
-            Corruption {
-                file: self.path.clone(),
-                offset: offset as u64,
-                index: None,
-                kind,
-            }
-            .into()
-        };
-        if bytes.len() < STATE_HEADER_LEN || bytes[0..8] != STATE_MAGIC {
-            return Err(corrupt(
-                0,
-                CorruptionKind::BadHeader("not a state file (bad magic bytes)".into()),
-            ));
+        Ok(load_framed(&self.path, STATE_MAGIC, "state file")?.map(|(_, payload)| payload))
+    }
+}
+
+/// Writes a file of `magic`, [`FORMAT_VERSION`], two reserved bytes and one
+/// frame holding `index` and `payload` (at most 4 GiB), atomically. State
+/// files and the archive's hint files are such files.
+pub(crate) fn store_framed(path: &Path, magic: [u8; 8], index: u64, payload: &[u8]) -> Result<()> {
+    if u32::try_from(payload.len()).is_err() {
+        return Err(Error::PayloadTooLarge {
+            index,
+            len: payload.len(),
+            max: u32::MAX,
+        });
+    }
+    let mut bytes = Vec::with_capacity(STATE_HEADER_LEN + RECORD_HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&magic);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0]);
+    encode_frame(&mut bytes, index, 0, payload);
+    create_atomically(path, &[&bytes]).map(drop)
+}
+
+/// Reads a file written by [`store_framed`] with `magic` (a `what`, for
+/// messages): its frame's index and payload, or `None` if there is no file.
+/// Any damage is a [`Corruption`] naming the file.
+pub(crate) fn load_framed(
+    path: &Path,
+    magic: [u8; 8],
+    what: &str,
+) -> Result<Option<(u64, Vec<u8>)>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path)(e)),
+    };
+    let corrupt = |offset: usize, kind| -> Error {
+        Corruption {
+            file: path.to_path_buf(),
+            offset: offset as u64,
+            index: None,
+            kind,
         }
-        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != FORMAT_VERSION {
-            return Err(corrupt(
-                8,
-                CorruptionKind::BadHeader(format!(
-                    "state file version {version} is not supported (this build reads version {FORMAT_VERSION})"
-                )),
-            ));
-        }
-        match read_frame_up_to(&bytes[STATE_HEADER_LEN..], u32::MAX) {
-            FrameRead::Frame(f) => Ok(Some(f.payload.to_vec())),
-            FrameRead::Incomplete { .. } => {
-                Err(corrupt(STATE_HEADER_LEN, CorruptionKind::Truncated))
-            }
-            FrameRead::BadLength { len } => {
-                Err(corrupt(STATE_HEADER_LEN, CorruptionKind::BadLength { len }))
-            }
-            FrameRead::BadChecksum { expected, got } => Err(corrupt(
-                STATE_HEADER_LEN,
-                CorruptionKind::BadChecksum { expected, got },
+        .into()
+    };
+    if bytes.len() < STATE_HEADER_LEN || bytes[0..8] != magic {
+        return Err(corrupt(
+            0,
+            CorruptionKind::BadHeader(format!("not a {what} (bad magic bytes)")),
+        ));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != FORMAT_VERSION {
+        return Err(corrupt(
+            8,
+            CorruptionKind::BadHeader(format!(
+                "{what} version {version} is not supported (this build reads version {FORMAT_VERSION})"
             )),
-        }
+        ));
+    }
+    match read_frame_up_to(&bytes[STATE_HEADER_LEN..], u32::MAX) {
+        FrameRead::Frame(f) => Ok(Some((f.index, f.payload.to_vec()))),
+        damaged => Err(corrupt(
+            STATE_HEADER_LEN,
+            damage_of(&damaged).expect("not a frame"),
+        )),
     }
 }
 
