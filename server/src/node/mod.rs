@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use log_format::events::{self, AccountId, Event, SessionId};
+use log_format::events::{self, AccountId, Event, MessageId, SessionId};
 use log_format::{Log, LogConfig};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 
@@ -28,7 +28,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Member, MembershipChange, NodeAddr, Raft};
-use crate::state::{Applied, ChatState};
+use crate::state::{Applied, ChatState, FeedEntry, MessageRef, MessageView};
 
 /// How long adding a member waits for it to catch up as a learner.
 const LEARNER_CATCH_UP: Duration = Duration::from_secs(60);
@@ -292,6 +292,36 @@ impl Node {
     /// lock is held only for the call.
     pub fn read<T>(&self, f: impl FnOnce(&ChatState) -> T) -> T {
         f(&self.shared.sm.state())
+    }
+
+    /// The messages `refs` name, with their bodies, in the same order; a
+    /// message erased since the refs were read is left out.
+    pub fn views(&self, refs: Vec<MessageRef>) -> Vec<MessageView> {
+        self.read(|state| {
+            (refs.into_iter())
+                .filter_map(|meta| with_body(state, meta))
+                .collect()
+        })
+    }
+
+    /// Backlog entries with their messages' bodies; an entry whose message
+    /// was erased since is left out.
+    pub fn feed_views(&self, entries: Vec<FeedEntry<MessageRef>>) -> Vec<FeedEntry> {
+        self.read(|state| {
+            (entries.into_iter())
+                .filter_map(|e| {
+                    Some(FeedEntry {
+                        index: e.index,
+                        kind: e.kind.try_map(|meta| with_body(state, meta))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// When message `id` was sent (0 if it is gone).
+    pub fn sent_at(&self, id: MessageId) -> u64 {
+        self.read(|state| state.bodies().get(id).map_or(0, |s| s.at_ms))
     }
 
     /// Registers a live stream of `account`'s events for `session`. Call it
@@ -593,4 +623,14 @@ impl Node {
             .context("cannot save the committed index")?;
         Ok(())
     }
+}
+
+/// Message `meta` with its body, if the body is still stored.
+fn with_body(state: &ChatState, meta: MessageRef) -> Option<MessageView> {
+    let stored = state.bodies().get(meta.id)?;
+    Some(MessageView {
+        body: stored.body.clone(),
+        at_ms: stored.at_ms,
+        meta,
+    })
 }

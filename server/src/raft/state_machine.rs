@@ -16,8 +16,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-use anyhow::Context;
-
 use log_format::events::{cursor_through, position};
 use log_format::{Log, StateFile};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -40,7 +38,7 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"chatsnap";
 /// types (a field, a map's hasher, the meaning of ids) changes it: a
 /// snapshot of another version is refused with a clear error instead of
 /// being misread.
-pub const SNAPSHOT_VERSION: u16 = 2;
+pub const SNAPSHOT_VERSION: u16 = 3;
 
 /// Why snapshot data cannot be turned back into a state.
 #[derive(Debug, thiserror::Error)]
@@ -149,22 +147,41 @@ pub struct Replayed {
 pub struct Loaded {
     stored: Option<StoredSnapshot>,
     state: ChatState,
+    /// Why the stored snapshot was set aside: written with another state
+    /// layout, so the state must come from the log alone.
+    outdated: Option<anyhow::Error>,
 }
 
 impl StateMachine {
     /// Reads and decodes the snapshot stored in `dir`, if there is one.
     pub fn load_snapshot(dir: &Path) -> Result<Loaded, anyhow::Error> {
         let stored: Option<StoredSnapshot> = StateFile::new(dir, SNAPSHOT_FILE).load()?;
-        let state = match &stored {
-            Some(s) => decode_state(&s.data).with_context(|| {
-                format!(
-                    "cannot restore the snapshot in {}; if this replica belongs to a cluster, rebuild it from the cluster (README: \"Rebuilding a damaged replica\"), or start it with the build that wrote the snapshot",
-                    dir.join(SNAPSHOT_FILE).display()
-                )
-            })?,
-            None => ChatState::default(),
+        let refused = |e: SnapshotError| {
+            anyhow::Error::new(e).context(format!(
+                "cannot restore the snapshot in {}; if this replica belongs to a cluster, rebuild it from the cluster (README: \"Rebuilding a damaged replica\"), or start it with the build that wrote the snapshot",
+                dir.join(SNAPSHOT_FILE).display()
+            ))
         };
-        Ok(Loaded { stored, state })
+        match stored.as_ref().map(|s| decode_state(&s.data)) {
+            None => Ok(Loaded {
+                stored,
+                state: ChatState::default(),
+                outdated: None,
+            }),
+            Some(Ok(state)) => Ok(Loaded {
+                stored,
+                state,
+                outdated: None,
+            }),
+            // Another build's layout: the whole log can stand in for it, if
+            // it still reaches back to the start (see `restore`).
+            Some(Err(e @ SnapshotError::Version { .. })) => Ok(Loaded {
+                stored: None,
+                state: ChatState::default(),
+                outdated: Some(refused(e)),
+            }),
+            Some(Err(e)) => Err(refused(e)),
+        }
     }
 
     /// Restores the state: the `loaded` snapshot, then every log record up
@@ -178,7 +195,20 @@ impl StateMachine {
         loaded: Loaded,
     ) -> Result<(StateMachine, Replayed), anyhow::Error> {
         let snapshot_file = StateFile::new(dir, SNAPSHOT_FILE);
-        let Loaded { stored, mut state } = loaded;
+        let Loaded {
+            stored,
+            mut state,
+            outdated,
+        } = loaded;
+        if let Some(refusal) = outdated {
+            if log.first_index() > 1 {
+                return Err(refusal);
+            }
+            tracing::warn!(
+                "the snapshot in {} has another build's state layout; rebuilding the state from the whole log instead (the next snapshot replaces it)",
+                dir.display()
+            );
+        }
         let mut applying = Applying::of(stored.as_ref());
         let mut replayed = Replayed::default();
         if let Some(committed) = committed {
@@ -577,6 +607,50 @@ mod tests {
         assert!(stored.state.fingerprint().contains("late"));
     }
 
+    /// A snapshot in another build's layout is set aside and the state
+    /// rebuilt from the log while the log still reaches back to its start;
+    /// once the log was purged behind it, start-up refuses and says why.
+    #[tokio::test]
+    async fn an_outdated_snapshot_is_rebuilt_from_a_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_size: 4096 };
+        let (log, _) = Log::open(dir.path(), config.clone()).unwrap();
+        let loaded = StateMachine::load_snapshot(dir.path()).unwrap();
+        let (mut sm, _) =
+            StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default()), loaded)
+                .unwrap();
+        let entries: Vec<RaftEntry> = (0..200)
+            .map(|i| RaftEntry {
+                log_id: log_id(1, 1, i),
+                payload: EntryPayload::Normal(vec![created(&format!("user{i}"))]),
+            })
+            .collect();
+        let records: Vec<_> = entries.iter().map(super::super::entry_to_record).collect();
+        log.append(&records).unwrap();
+        sm.apply(entries).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+        let file = StateFile::new(dir.path(), SNAPSHOT_FILE);
+        let mut stored: StoredSnapshot = file.load().unwrap().unwrap();
+        stored.data[8] = stored.data[8].wrapping_add(1);
+        file.store(&stored).unwrap();
+
+        let restore = |log: &Log| {
+            let loaded = StateMachine::load_snapshot(dir.path()).unwrap();
+            let committed = Some(log_id(1, 1, 199));
+            StateMachine::restore(dir.path(), log, committed, Arc::new(Hub::default()), loaded)
+        };
+        let (rebuilt, _) = restore(&log).unwrap();
+        assert_eq!(rebuilt.state().fingerprint(), sm.state().fingerprint());
+
+        log.purge_before(150).unwrap();
+        assert!(log.first_index() > 1);
+        let refused = restore(&log).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("another state layout"),
+            "{refused:#}"
+        );
+    }
+
     /// Batched events get consecutive positions of their record, and the
     /// snapshot trigger counts events, not entries.
     #[tokio::test]
@@ -630,7 +704,11 @@ mod tests {
         let mut other = data.clone();
         other[8] = other[8].wrapping_add(1);
         let e = decode_state(&other).unwrap_err().to_string();
-        assert!(e.contains("version 3, this build reads 2"), "{e}");
+        let expected = format!(
+            "version {}, this build reads {SNAPSHOT_VERSION}",
+            SNAPSHOT_VERSION + 1
+        );
+        assert!(e.contains(&expected), "{e}");
 
         // A snapshot from before versions: the bare postcard of the state.
         let unmarked = postcard::to_stdvec(&state).unwrap();

@@ -17,7 +17,7 @@ use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity, 
 use crate::error::ChatError;
 use crate::hub::{Ended, StreamItem};
 use crate::node::Node;
-use crate::state::{Applied, ChatState, Rejection};
+use crate::state::{Applied, ChatState, ConversationSummary, Rejection};
 
 /// Longest username, in characters.
 pub const MAX_USERNAME: usize = 32;
@@ -30,6 +30,8 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_ACCOUNT_PAGE: u32 = 100;
 pub const DEFAULT_HISTORY_PAGE: u32 = 50;
 pub const MAX_DELETE: usize = 1000;
+/// Backlog entries read from the indexes at a time by a subscription.
+const BACKLOG_PAGE: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct ChatService {
@@ -391,7 +393,7 @@ impl ChatService {
         /// What the state says of a send, read under one lock.
         enum Check {
             /// A retry of a send that already happened: the first result.
-            Done(MessageId, u64),
+            Done(MessageId),
             New {
                 from: AccountId,
                 to: AccountId,
@@ -405,8 +407,8 @@ impl ChatService {
                     "client_msg_id is required: 1 to {MAX_CLIENT_MSG_ID} bytes that identify this message among the sender's (a UUID works)"
                 )));
             }
-            if let Some((id, at_ms)) = state.message_by_key(from, &req.client_msg_id) {
-                return Ok(Check::Done(id, at_ms));
+            if let Some(id) = state.message_by_key(from, &req.client_msg_id) {
+                return Ok(Check::Done(id));
             }
             let to = peer(state, &req.to)?;
             if to == from {
@@ -415,26 +417,32 @@ impl ChatService {
             Ok(Check::New { from, to })
         })?;
         let (from, to) = match check {
-            Check::Done(id, at_ms) => {
+            Check::Done(id) => {
                 return Ok(pb::SendResponse {
                     message_id: id.0,
-                    sent_at_ms: at_ms,
+                    sent_at_ms: self.node.sent_at(id),
                     log_position: id.0,
                 });
             }
             Check::New { from, to } => (from, to),
         };
+        let at_ms = now_ms();
         let event = Event::MessageSent {
             from,
             to,
             client_msg_id: req.client_msg_id,
             body: req.body,
-            at_ms: now_ms(),
+            at_ms,
         };
         match self.node.propose(event).await? {
-            (index, Applied::Message { id, at_ms, .. }) => Ok(pb::SendResponse {
+            (index, Applied::Message { id, duplicate }) => Ok(pb::SendResponse {
                 message_id: id.0,
-                sent_at_ms: at_ms,
+                // A retry that raced the first send is answered as the first.
+                sent_at_ms: if duplicate {
+                    self.node.sent_at(id)
+                } else {
+                    at_ms
+                },
                 log_position: index.max(id.0),
             }),
             (_, Applied::Rejected(Rejection::NoSuchAccount)) => Err(ChatError::NotFound(format!(
@@ -448,12 +456,13 @@ impl ChatService {
     async fn history(&self, req: pb::HistoryRequest) -> Result<pb::HistoryResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
         let before = (req.before != 0).then_some(MessageId(req.before));
-        let (messages, next) = self.node.read(|state| {
+        let (refs, next) = self.node.read(|state| {
             let (_, account) = self.signed_in(state, &req.token)?;
             let limit = page_limit(req.limit, DEFAULT_HISTORY_PAGE)?;
             let peer = peer(state, &req.peer)?;
             Ok::<_, ChatError>(state.history(account, peer, before, limit))
         })?;
+        let messages = self.node.views(refs);
         Ok(pb::HistoryResponse {
             messages: messages.into_iter().map(convert::message).collect(),
             next_before: next.map_or(0, |m| m.0),
@@ -465,11 +474,24 @@ impl ChatService {
         req: pb::ConversationsRequest,
     ) -> Result<pb::ConversationsResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (conversations, total_unread) = self.node.read(|state| {
+        let (summaries, total_unread) = self.node.read(|state| {
             let (_, account) = self.signed_in(state, &req.token)?;
             let total_unread = state.account(account).map_or(0, |a| a.unread);
             Ok::<_, ChatError>((state.conversations(account), total_unread))
         })?;
+        let lasts = self
+            .node
+            .views(summaries.iter().filter_map(|c| c.last.clone()).collect());
+        let mut lasts = lasts.into_iter().peekable();
+        let conversations = (summaries.into_iter()).map(|c| ConversationSummary {
+            last: match (&c.last, lasts.peek()) {
+                (Some(r), Some(v)) if v.meta.id == r.id => lasts.next(),
+                _ => None,
+            },
+            peer: c.peer,
+            peer_name: c.peer_name,
+            unread: c.unread,
+        });
         Ok(pb::ConversationsResponse {
             conversations: conversations
                 .into_iter()
@@ -567,7 +589,7 @@ impl ChatService {
         req: pb::SubscribeRequest,
     ) -> Result<ReceiverStream<Result<pb::Event, Status>>, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (session, mut sub, applied, backlog) = self.node.read(|state| {
+        let (session, account, mut sub, applied) = self.node.read(|state| {
             let (session, account) = self.signed_in(state, &req.token)?;
             // Registered before the backlog is read, so nothing falls
             // between the two; anything seen twice is dropped by its id
@@ -576,20 +598,32 @@ impl ChatService {
             // Everything up to `applied` is in the backlog, so it is the
             // cursor the caught-up marker reports (live events start after).
             let applied = self.node.applied_cursor();
-            Ok::<_, ChatError>((session, sub, applied, state.feed_after(account, req.after)))
+            Ok::<_, ChatError>((session, account, sub, applied))
         })?;
         let (tx, rx) = mpsc::channel(64);
         let shutdown = self.shutdown.clone();
         let node = self.node.clone();
         tokio::spawn(async move {
             let mut last = req.after;
-            for event in backlog {
-                if event.index <= last {
-                    continue;
+            // The backlog, a page at a time, so that a long one is never
+            // held in memory whole.
+            loop {
+                let page =
+                    node.read(|state| state.feed_after(account, last, applied, BACKLOG_PAGE));
+                let (full, end) = (page.len() == BACKLOG_PAGE, page.last().map(|e| e.index));
+                for event in node.feed_views(page) {
+                    if event.index <= last {
+                        continue;
+                    }
+                    last = event.index;
+                    if tx.send(Ok(convert::event(event))).await.is_err() {
+                        return;
+                    }
                 }
-                last = event.index;
-                if tx.send(Ok(convert::event(event))).await.is_err() {
-                    return;
+                // Past entries whose messages were erased meanwhile, too.
+                last = last.max(end.unwrap_or(0));
+                if !full {
+                    break;
                 }
             }
             last = last.max(applied);

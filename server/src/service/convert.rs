@@ -10,16 +10,17 @@ use crate::raft::Member;
 use crate::state::{ConversationSummary, FeedEntry, FeedKind, MessageView};
 
 pub fn message(m: MessageView) -> pb::Message {
+    let meta = m.meta;
     pb::Message {
-        id: m.id.0,
-        from: m.from_name,
-        from_account_id: m.from.0,
-        to: m.to_name,
-        to_account_id: m.to.0,
+        id: meta.id.0,
+        from: meta.from_name,
+        from_account_id: meta.from.0,
+        to: meta.to_name,
+        to_account_id: meta.to.0,
         body: m.body,
         sent_at_ms: m.at_ms,
-        delivered: m.delivered,
-        read: m.read,
+        delivered: meta.delivered,
+        read: meta.read,
     }
 }
 

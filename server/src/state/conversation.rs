@@ -1,0 +1,373 @@
+//! A conversation: its members, each with its cursors, and the ids of its
+//! messages, each stored once however many members read it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use log_format::events::{AccountId, MessageId};
+use serde::{Deserialize, Serialize};
+
+/// A conversation: the log position of the event that made it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct ConversationId(pub u64);
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conversation {
+    members: Vec<Member>,
+    /// Every message some member can still see, ascending by id.
+    messages: Vec<Entry>,
+}
+
+/// A message of the conversation: 16 bytes, once per message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Entry {
+    id: MessageId,
+    sender: AccountId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    account: AccountId,
+    /// The member sees messages from here on.
+    joined: MessageId,
+    /// Messages from others up to here have been read.
+    read_up_to: MessageId,
+    /// Messages from others after `read_up_to` that it can still see.
+    unread: u64,
+    /// The newest message from others its latest receipts covered, with
+    /// the log position of that receipt: what a backlog replays.
+    delivered_receipt: Option<(MessageId, u64)>,
+    read_receipt: Option<(MessageId, u64)>,
+    /// Messages it deleted from its view, ascending (until every member
+    /// has, and the message is erased).
+    hidden: Vec<MessageId>,
+}
+
+/// What a read receipt changed.
+#[derive(Debug)]
+pub struct Read {
+    /// How many messages stopped being unread.
+    pub no_longer_unread: u64,
+    /// The member's unread count now.
+    pub unread: u64,
+    /// For each sender of newly read messages, the newest of them.
+    pub receipts: Vec<(AccountId, MessageId)>,
+}
+
+/// What deleting a message from one member's view changed.
+#[derive(Debug)]
+pub struct Hidden {
+    /// It was unread for that member.
+    pub was_unread: bool,
+    /// No member can see it any more: it is gone from the conversation.
+    pub erased: bool,
+}
+
+/// A receipt of another member, as a subscriber's backlog shows it.
+#[derive(Debug)]
+pub struct Receipt {
+    pub peer: AccountId,
+    pub up_to: MessageId,
+    pub index: u64,
+    pub read: bool,
+}
+
+impl Conversation {
+    pub fn new(members: impl IntoIterator<Item = AccountId>) -> Self {
+        Conversation {
+            members: members
+                .into_iter()
+                .map(|account| Member {
+                    account,
+                    joined: MessageId(0),
+                    read_up_to: MessageId(0),
+                    unread: 0,
+                    delivered_receipt: None,
+                    read_receipt: None,
+                    hidden: Vec::new(),
+                })
+                .collect(),
+            messages: Vec::new(),
+        }
+    }
+
+    fn member(&self, account: AccountId) -> Option<&Member> {
+        self.members.iter().find(|m| m.account == account)
+    }
+
+    fn member_mut(&mut self, account: AccountId) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.account == account)
+    }
+
+    pub fn members(&self) -> Vec<AccountId> {
+        self.members.iter().map(|m| m.account).collect()
+    }
+
+    /// The other member of a direct conversation (itself when it has one).
+    pub fn peer_of(&self, account: AccountId) -> AccountId {
+        (self.members.iter())
+            .map(|m| m.account)
+            .find(|a| *a != account)
+            .unwrap_or(account)
+    }
+
+    pub fn message_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.messages.iter().map(|e| e.id)
+    }
+
+    pub fn holds(&self, id: MessageId) -> bool {
+        self.position(id).is_some()
+    }
+
+    fn position(&self, id: MessageId) -> Option<usize> {
+        self.messages.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
+    pub fn unread_of(&self, account: AccountId) -> u64 {
+        self.member(account).map_or(0, |m| m.unread)
+    }
+
+    pub fn read_up_to(&self, account: AccountId) -> MessageId {
+        self.member(account).map_or(MessageId(0), |m| m.read_up_to)
+    }
+
+    /// Adds message `id` (ids grow with the log); returns the members for
+    /// whom it is a new unread message.
+    pub fn post(&mut self, id: MessageId, sender: AccountId) -> Vec<AccountId> {
+        self.messages.push(Entry { id, sender });
+        let mut unread_for = Vec::new();
+        for m in &mut self.members {
+            if m.account != sender {
+                m.unread += 1;
+                unread_for.push(m.account);
+            }
+        }
+        unread_for
+    }
+
+    /// The sender of message `id` if `viewer` can see it.
+    pub fn visible_sender(&self, viewer: AccountId, id: MessageId) -> Option<AccountId> {
+        let m = self.member(viewer)?;
+        let e = self.messages[self.position(id)?];
+        m.sees(id).then_some(e.sender)
+    }
+
+    /// `account` acknowledged delivery up to `up_to` (it had up to `old`):
+    /// for each sender of newly delivered messages, the newest of them.
+    pub fn deliver(
+        &mut self,
+        index: u64,
+        account: AccountId,
+        old: MessageId,
+        up_to: MessageId,
+    ) -> Vec<(AccountId, MessageId)> {
+        let Some(joined) = self.member(account).map(|m| m.joined) else {
+            return Vec::new();
+        };
+        let start = (self.messages.partition_point(|e| e.id <= old))
+            .max(self.messages.partition_point(|e| e.id < joined));
+        let end = self.messages.partition_point(|e| e.id <= up_to);
+        let mut newest: BTreeMap<AccountId, MessageId> = BTreeMap::new();
+        for e in &self.messages[start.min(end)..end] {
+            if e.sender != account {
+                newest.insert(e.sender, e.id);
+            }
+        }
+        if let Some(last) = newest.values().max().copied() {
+            let m = self.member_mut(account).expect("checked");
+            m.delivered_receipt = Some((last, index));
+        }
+        newest.into_iter().collect()
+    }
+
+    /// `account` read up to `up_to`; `None` when it is not a member.
+    pub fn read(&mut self, index: u64, account: AccountId, up_to: MessageId) -> Option<Read> {
+        let (old, was_unread) = {
+            let m = self.member(account)?;
+            (m.read_up_to, m.unread)
+        };
+        if up_to <= old {
+            return Some(Read {
+                no_longer_unread: 0,
+                unread: was_unread,
+                receipts: Vec::new(),
+            });
+        }
+        let m = self.member(account).expect("checked");
+        let start = self.messages.partition_point(|e| e.id <= old);
+        let mut newest: BTreeMap<AccountId, MessageId> = BTreeMap::new();
+        let mut still_unread = 0;
+        for e in &self.messages[start..] {
+            if e.sender == account || !m.sees(e.id) {
+                continue;
+            }
+            if e.id <= up_to {
+                newest.insert(e.sender, e.id);
+            } else {
+                still_unread += 1;
+            }
+        }
+        let m = self.member_mut(account).expect("checked");
+        m.read_up_to = up_to;
+        m.unread = still_unread;
+        if let Some(last) = newest.values().max().copied() {
+            m.read_receipt = Some((last, index));
+        }
+        Some(Read {
+            no_longer_unread: was_unread - still_unread,
+            unread: still_unread,
+            receipts: newest.into_iter().collect(),
+        })
+    }
+
+    /// Deletes message `id` from `account`'s view; `None` when it was not
+    /// in that view. A message no member can see is erased.
+    pub fn hide(&mut self, account: AccountId, id: MessageId) -> Option<Hidden> {
+        let pos = self.position(id)?;
+        let sender = self.messages[pos].sender;
+        let m = self.member_mut(account)?;
+        if !m.sees(id) {
+            return None;
+        }
+        let at = m.hidden.partition_point(|h| *h < id);
+        m.hidden.insert(at, id);
+        let was_unread = sender != account && id > m.read_up_to;
+        if was_unread {
+            m.unread -= 1;
+        }
+        let erased = self.members.iter().all(|m| !m.sees(id));
+        if erased {
+            self.messages.remove(pos);
+            for m in &mut self.members {
+                if let Ok(at) = m.hidden.binary_search(&id) {
+                    m.hidden.remove(at);
+                }
+            }
+        }
+        Some(Hidden { was_unread, erased })
+    }
+
+    /// `account`'s view, newest first: at most `limit` ids below `before`
+    /// (all when `None`), and the id the next page starts below if older
+    /// ones remain.
+    pub fn page(
+        &self,
+        account: AccountId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> (Vec<MessageId>, Option<MessageId>) {
+        let Some(m) = self.member(account) else {
+            return (Vec::new(), None);
+        };
+        let end = before.map_or(self.messages.len(), |b| {
+            self.messages.partition_point(|e| e.id < b)
+        });
+        let mut visible = self.messages[..end]
+            .iter()
+            .rev()
+            .map(|e| e.id)
+            .filter(|id| m.sees(*id));
+        let page: Vec<MessageId> = visible.by_ref().take(limit).collect();
+        let next = match (page.last(), visible.next()) {
+            (Some(oldest), Some(_)) => Some(*oldest),
+            _ => None,
+        };
+        (page, next)
+    }
+
+    /// The newest message `account` can see.
+    pub fn last_visible(&self, account: AccountId) -> Option<MessageId> {
+        let m = self.member(account)?;
+        (self.messages.iter().rev())
+            .map(|e| e.id)
+            .find(|id| m.sees(*id))
+    }
+
+    /// Up to `limit` messages `account` can see with `after < id <= up_to`,
+    /// ascending.
+    pub fn visible_after(
+        &self,
+        account: AccountId,
+        after: MessageId,
+        up_to: MessageId,
+        limit: usize,
+    ) -> Vec<MessageId> {
+        let Some(m) = self.member(account) else {
+            return Vec::new();
+        };
+        let start = self.messages.partition_point(|e| e.id <= after);
+        self.messages[start..]
+            .iter()
+            .map(|e| e.id)
+            .take_while(|id| *id <= up_to)
+            .filter(|id| m.sees(*id))
+            .take(limit)
+            .collect()
+    }
+
+    /// The newest receipts of the other members, which tell `account` how
+    /// far its messages got.
+    pub fn receipts_for(&self, account: AccountId) -> impl Iterator<Item = Receipt> + '_ {
+        (self.members.iter())
+            .filter(move |m| m.account != account)
+            .flat_map(|m| {
+                let delivered = m.delivered_receipt.map(|(up_to, index)| Receipt {
+                    peer: m.account,
+                    up_to,
+                    index,
+                    read: false,
+                });
+                let read = m.read_receipt.map(|(up_to, index)| Receipt {
+                    peer: m.account,
+                    up_to,
+                    index,
+                    read: true,
+                });
+                delivered.into_iter().chain(read)
+            })
+    }
+}
+
+impl Member {
+    /// Whether message `id` (of its conversation) is in this member's view.
+    fn sees(&self, id: MessageId) -> bool {
+        id >= self.joined && self.hidden.binary_search(&id).is_err()
+    }
+}
+
+#[cfg(test)]
+impl Conversation {
+    /// Asserts what must hold after any sequence of events.
+    pub fn check(&self) {
+        assert!(
+            self.messages.windows(2).all(|w| w[0].id < w[1].id),
+            "messages ascending"
+        );
+        for m in &self.members {
+            assert!(m.hidden.windows(2).all(|w| w[0] < w[1]), "hidden ascending");
+            for h in &m.hidden {
+                assert!(self.holds(*h), "hidden {h} is a message");
+            }
+            let unread = (self.messages.iter())
+                .filter(|e| e.sender != m.account && e.id > m.read_up_to && m.sees(e.id))
+                .count() as u64;
+            assert_eq!(m.unread, unread, "unread of {}", m.account);
+        }
+        for e in &self.messages {
+            assert!(
+                self.members.iter().any(|m| m.sees(e.id)),
+                "message {} is seen by some member",
+                e.id
+            );
+        }
+    }
+}

@@ -1,0 +1,949 @@
+//! The chat state: every index the server answers from, derived from the log.
+//!
+//! [`ChatState::apply`] is the only way to change it and is pure: no clock, no
+//! randomness, no I/O. Everything non-deterministic travels inside the event,
+//! so replaying the same log gives the same state on every replica, every
+//! time. Validation that depends on the state (a name already taken, an
+//! idempotency key already used) happens here, at apply time, so that two
+//! racing proposals resolve the same way everywhere.
+//!
+//! The indexes are conversation-centric ([`conversation`]): a conversation
+//! has members and the ids of its messages, each stored once however many
+//! members read it. A message's body is not an index: queries answer with
+//! [`MessageRef`]s, and the caller turns them into [`MessageView`]s with the
+//! bodies from [`Bodies`].
+//!
+//! Deleting an account erases it from every answer: its sessions, its
+//! conversations, and the messages it sent or received, on both sides. The
+//! name becomes free for a new account, which starts empty.
+
+mod bodies;
+mod conversation;
+mod presized;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use log_format::events::{AccountId, Event, MessageId, PasswordHash, SessionId, TokenHash};
+use serde::{Deserialize, Serialize};
+
+pub use self::bodies::{Bodies, Stored};
+use self::conversation::Conversation;
+pub use self::conversation::ConversationId;
+
+/// The maps of the state: aHash is several times faster than SipHash on
+/// replay and, keyed per process, still resists flooding with crafted keys.
+/// Iteration order never reaches an answer unsorted, so the random keys do
+/// not break determinism.
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
+/// What applying one event did, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A blank or membership entry, or an event with nothing to report.
+    Done,
+    AccountCreated(AccountId),
+    SessionOpened(SessionId),
+    /// A message, or the earlier message with the same idempotency key.
+    Message {
+        id: MessageId,
+        duplicate: bool,
+    },
+    /// How many messages left the caller's view.
+    Deleted(u64),
+    /// The conversation's unread count after a read receipt.
+    Unread(u64),
+    /// The event changed nothing because the state did not allow it.
+    Rejected(Rejection),
+}
+
+/// Why an event was a no-op. Services turn these into precise statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    NameTaken,
+    NoSuchAccount,
+    NoSuchSession,
+}
+
+/// An account as the indexes keep it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub username: String,
+    pub password_hash: PasswordHash,
+    pub created_at_ms: u64,
+    /// Every message addressed to this account up to here was delivered.
+    pub delivered_up_to: MessageId,
+    /// Sum of the unread counts of its conversations.
+    pub unread: u64,
+    /// The conversations it is a member of, ascending.
+    conversations: Vec<ConversationId>,
+    /// Messages it deleted, with the log position of each deletion: what
+    /// its other sessions' subscriptions replay.
+    deletions: Vec<(u64, Vec<MessageId>)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub account: AccountId,
+    pub opened_at_ms: u64,
+    token_hash: TokenHash,
+}
+
+/// What applying an event tells live subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fanout {
+    /// A new event for the account's feed.
+    Feed(AccountId, FeedEntry),
+    /// The session ended (logout or idle): its streams end.
+    SessionEnded(SessionId),
+    /// The account was deleted: all its streams end.
+    AccountDeleted(AccountId),
+}
+
+/// An event of a user's subscription, with everything needed to show it:
+/// `M` is a [`MessageView`] on a live stream (the body comes with the
+/// event), a [`MessageRef`] in a backlog read from the indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry<M = MessageView> {
+    /// The log position of the event it came from: the subscription cursor.
+    pub index: u64,
+    pub kind: FeedKind<M>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedKind<M = MessageView> {
+    Message(M),
+    /// `peer` acknowledged delivery of the subscriber's messages up to `up_to`.
+    Delivered {
+        peer: AccountId,
+        peer_name: String,
+        up_to: MessageId,
+    },
+    /// `peer` read the subscriber's messages up to `up_to`.
+    Read {
+        peer: AccountId,
+        peer_name: String,
+        up_to: MessageId,
+    },
+    /// The subscriber deleted these messages (from another session).
+    Deleted(Vec<MessageId>),
+}
+
+impl<M> FeedKind<M> {
+    /// The same entry with its message (if any) turned into another form;
+    /// `None` when `f` finds no such message any more.
+    pub fn try_map<N>(self, f: impl FnOnce(M) -> Option<N>) -> Option<FeedKind<N>> {
+        Some(match self {
+            FeedKind::Message(m) => FeedKind::Message(f(m)?),
+            FeedKind::Delivered {
+                peer,
+                peer_name,
+                up_to,
+            } => FeedKind::Delivered {
+                peer,
+                peer_name,
+                up_to,
+            },
+            FeedKind::Read {
+                peer,
+                peer_name,
+                up_to,
+            } => FeedKind::Read {
+                peer,
+                peer_name,
+                up_to,
+            },
+            FeedKind::Deleted(ids) => FeedKind::Deleted(ids),
+        })
+    }
+}
+
+/// A message as one member sees it, from the indexes alone: everything but
+/// its body and time, which live with the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub id: MessageId,
+    pub from: AccountId,
+    pub from_name: String,
+    pub to: AccountId,
+    pub to_name: String,
+    /// For the viewer's own messages: the recipient acknowledged delivery.
+    pub delivered: bool,
+    /// For the viewer's own messages: the recipient read it.
+    pub read: bool,
+}
+
+/// A message as one member sees it, body included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    pub meta: MessageRef,
+    pub body: String,
+    pub at_ms: u64,
+}
+
+/// One row of `Conversations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary<M = MessageView> {
+    pub peer: AccountId,
+    pub peer_name: String,
+    pub last: Option<M>,
+    pub unread: u64,
+}
+
+/// Where a `ListAccounts` page stops and the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPage {
+    pub accounts: Vec<(AccountId, String, u64, bool)>,
+    /// The lower-cased name to continue after, if there may be more.
+    pub next_after: Option<String>,
+}
+
+/// Everything the server knows, derived from the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatState {
+    accounts: HashMap<AccountId, Account>,
+    /// Lower-cased name to account: uniqueness ignoring case, and the sorted
+    /// order of `ListAccounts`.
+    by_name: BTreeMap<String, AccountId>,
+    conversations: HashMap<ConversationId, Conversation>,
+    /// Direct conversations by their members, the lower id first.
+    direct: HashMap<(AccountId, AccountId), ConversationId>,
+    /// Sender -> 64-bit hash of its client message id -> the message it
+    /// made (see [`key_hash`]).
+    #[serde(deserialize_with = "presized::map_of_maps")]
+    idempotency: HashMap<AccountId, HashMap<u64, MessageId>>,
+    /// The bodies of the stored messages.
+    bodies: Bodies,
+    sessions: HashMap<SessionId, Session>,
+    by_token: HashMap<TokenHash, SessionId>,
+    sessions_of: HashMap<AccountId, BTreeSet<SessionId>>,
+}
+
+/// A client message id as the idempotency index keeps it: 64 bits of its
+/// SHA-256, the same on every replica, build and restart. Two
+/// ids of one sender that hash alike would be taken for one message; with
+/// 64 bits that takes about four billion ids from a single account.
+fn key_hash(client_msg_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(client_msg_id.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The key of a direct conversation: its members, the lower id first.
+fn direct_key(a: AccountId, b: AccountId) -> (AccountId, AccountId) {
+    (a.min(b), a.max(b))
+}
+
+impl ChatState {
+    /// Applies the event at log position `index` (see `events::position`:
+    /// the ids it creates are that position); feed events for live
+    /// subscribers are pushed to `notify`.
+    pub fn apply(&mut self, index: u64, event: &Event, notify: &mut Vec<Fanout>) -> Applied {
+        match event {
+            Event::AccountCreated {
+                username,
+                password_hash,
+                at_ms,
+            } => {
+                let key = username.to_lowercase();
+                if self.by_name.contains_key(&key) {
+                    return Applied::Rejected(Rejection::NameTaken);
+                }
+                let id = AccountId(index);
+                self.by_name.insert(key, id);
+                self.accounts.insert(
+                    id,
+                    Account {
+                        username: username.clone(),
+                        password_hash: password_hash.clone(),
+                        created_at_ms: *at_ms,
+                        delivered_up_to: MessageId(0),
+                        unread: 0,
+                        conversations: Vec::new(),
+                        deletions: Vec::new(),
+                    },
+                );
+                Applied::AccountCreated(id)
+            }
+            Event::AccountDeleted { account, .. } => {
+                let applied = self.delete_account(*account);
+                if applied == Applied::Done {
+                    notify.push(Fanout::AccountDeleted(*account));
+                }
+                applied
+            }
+            Event::SessionOpened {
+                account,
+                token_hash,
+                at_ms,
+            } => {
+                if !self.accounts.contains_key(account) {
+                    return Applied::Rejected(Rejection::NoSuchAccount);
+                }
+                let id = SessionId(index);
+                self.sessions.insert(
+                    id,
+                    Session {
+                        account: *account,
+                        opened_at_ms: *at_ms,
+                        token_hash: *token_hash,
+                    },
+                );
+                self.by_token.insert(*token_hash, id);
+                self.sessions_of.entry(*account).or_default().insert(id);
+                Applied::SessionOpened(id)
+            }
+            Event::SessionClosed {
+                account, session, ..
+            } => {
+                if self
+                    .sessions
+                    .get(session)
+                    .is_none_or(|s| s.account != *account)
+                {
+                    return Applied::Rejected(Rejection::NoSuchSession);
+                }
+                self.close_session(*session);
+                notify.push(Fanout::SessionEnded(*session));
+                Applied::Done
+            }
+            Event::MessageSent {
+                from,
+                to,
+                client_msg_id,
+                body,
+                at_ms,
+            } => self.send(index, *from, *to, client_msg_id, body, *at_ms, notify),
+            Event::DeliveredUpTo { account, up_to, .. } => {
+                self.delivered(index, *account, *up_to, notify)
+            }
+            Event::ReadUpTo {
+                account,
+                peer,
+                up_to,
+                ..
+            } => self.read(index, *account, *peer, *up_to, notify),
+            Event::MessagesDeleted { account, ids, .. } => {
+                self.delete_messages(index, *account, ids, notify)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        index: u64,
+        from: AccountId,
+        to: AccountId,
+        client_msg_id: &str,
+        body: &str,
+        at_ms: u64,
+        notify: &mut Vec<Fanout>,
+    ) -> Applied {
+        let key = key_hash(client_msg_id);
+        if let Some(&id) = self.idempotency.get(&from).and_then(|keys| keys.get(&key)) {
+            return Applied::Message {
+                id,
+                duplicate: true,
+            };
+        }
+        if !self.accounts.contains_key(&from) || !self.accounts.contains_key(&to) {
+            return Applied::Rejected(Rejection::NoSuchAccount);
+        }
+        let id = MessageId(index);
+        let conversation = self.direct_conversation(index, from, to);
+        let conv = self.conversations.get_mut(&conversation).expect("made");
+        let unread_for = conv.post(id, from);
+        for member in unread_for {
+            if let Some(acc) = self.accounts.get_mut(&member) {
+                acc.unread += 1;
+            }
+        }
+        self.bodies.insert(
+            id,
+            Stored {
+                at_ms,
+                body: body.to_owned(),
+            },
+        );
+        self.idempotency.entry(from).or_default().insert(key, id);
+        for account in [from, to] {
+            if let Some(meta) = self.message_ref(account, conversation, id) {
+                let view = MessageView {
+                    meta,
+                    body: body.to_owned(),
+                    at_ms,
+                };
+                notify.push(Fanout::Feed(
+                    account,
+                    FeedEntry {
+                        index,
+                        kind: FeedKind::Message(view),
+                    },
+                ));
+            }
+            if from == to {
+                break;
+            }
+        }
+        Applied::Message {
+            id,
+            duplicate: false,
+        }
+    }
+
+    /// The direct conversation of `a` and `b`, made (with id `index`) if
+    /// they have none yet.
+    fn direct_conversation(&mut self, index: u64, a: AccountId, b: AccountId) -> ConversationId {
+        let key = direct_key(a, b);
+        if let Some(id) = self.direct.get(&key) {
+            return *id;
+        }
+        let id = ConversationId(index);
+        let members: &[AccountId] = if a == b { &[a] } else { &[key.0, key.1] };
+        self.conversations
+            .insert(id, Conversation::new(members.iter().copied()));
+        self.direct.insert(key, id);
+        for member in members {
+            if let Some(acc) = self.accounts.get_mut(member) {
+                // Conversation ids grow with the log: pushing keeps the order.
+                acc.conversations.push(id);
+            }
+        }
+        id
+    }
+
+    fn delivered(
+        &mut self,
+        index: u64,
+        account: AccountId,
+        up_to: MessageId,
+        notify: &mut Vec<Fanout>,
+    ) -> Applied {
+        let Some(acc) = self.accounts.get_mut(&account) else {
+            return Applied::Rejected(Rejection::NoSuchAccount);
+        };
+        let old = acc.delivered_up_to;
+        if up_to <= old {
+            return Applied::Done;
+        }
+        acc.delivered_up_to = up_to;
+        let mut receipts = Vec::new();
+        for c in &acc.conversations {
+            let Some(conv) = self.conversations.get_mut(c) else {
+                continue;
+            };
+            // The newest newly delivered message, for each sender it came from.
+            for (sender, newest) in conv.deliver(index, account, old, up_to) {
+                receipts.push((sender, newest));
+            }
+        }
+        for (sender, newest) in receipts {
+            self.notify_receipt(index, sender, account, newest, false, notify);
+        }
+        Applied::Done
+    }
+
+    fn read(
+        &mut self,
+        index: u64,
+        account: AccountId,
+        peer: AccountId,
+        up_to: MessageId,
+        notify: &mut Vec<Fanout>,
+    ) -> Applied {
+        if !self.accounts.contains_key(&account) {
+            return Applied::Rejected(Rejection::NoSuchAccount);
+        }
+        let Some(conv) = (self.direct.get(&direct_key(account, peer)))
+            .and_then(|c| self.conversations.get_mut(c))
+        else {
+            return Applied::Unread(0);
+        };
+        let Some(read) = conv.read(index, account, up_to) else {
+            return Applied::Unread(0);
+        };
+        let acc = self.accounts.get_mut(&account).expect("checked");
+        acc.unread -= read.no_longer_unread;
+        for (sender, newest) in read.receipts {
+            self.notify_receipt(index, sender, account, newest, true, notify);
+        }
+        Applied::Unread(read.unread)
+    }
+
+    /// Tells `to` that `peer` received (or read) its messages up to `up_to`.
+    fn notify_receipt(
+        &self,
+        index: u64,
+        to: AccountId,
+        peer: AccountId,
+        up_to: MessageId,
+        read: bool,
+        notify: &mut Vec<Fanout>,
+    ) {
+        let (Some(_), Some(p)) = (self.accounts.get(&to), self.accounts.get(&peer)) else {
+            return;
+        };
+        let peer_name = p.username.clone();
+        let kind = if read {
+            FeedKind::Read {
+                peer,
+                peer_name,
+                up_to,
+            }
+        } else {
+            FeedKind::Delivered {
+                peer,
+                peer_name,
+                up_to,
+            }
+        };
+        notify.push(Fanout::Feed(to, FeedEntry { index, kind }));
+    }
+
+    fn delete_messages(
+        &mut self,
+        index: u64,
+        account: AccountId,
+        ids: &[MessageId],
+        notify: &mut Vec<Fanout>,
+    ) -> Applied {
+        let Some(acc) = self.accounts.get(&account) else {
+            return Applied::Rejected(Rejection::NoSuchAccount);
+        };
+        let mine = acc.conversations.clone();
+        let mut deleted = Vec::new();
+        let mut no_longer_unread = 0;
+        for id in ids {
+            let Some(c) = (mine.iter()).find(|c| {
+                self.conversations
+                    .get(c)
+                    .is_some_and(|conv| conv.holds(*id))
+            }) else {
+                continue;
+            };
+            let conv = self.conversations.get_mut(c).expect("found");
+            let Some(hidden) = conv.hide(account, *id) else {
+                continue;
+            };
+            if hidden.was_unread {
+                no_longer_unread += 1;
+            }
+            if hidden.erased {
+                self.bodies.remove(*id);
+            }
+            deleted.push(*id);
+        }
+        if deleted.is_empty() {
+            return Applied::Deleted(0);
+        }
+        let acc = self.accounts.get_mut(&account).expect("checked");
+        acc.unread -= no_longer_unread;
+        acc.deletions.push((index, deleted.clone()));
+        let n = deleted.len() as u64;
+        notify.push(Fanout::Feed(
+            account,
+            FeedEntry {
+                index,
+                kind: FeedKind::Deleted(deleted),
+            },
+        ));
+        Applied::Deleted(n)
+    }
+
+    fn delete_account(&mut self, account: AccountId) -> Applied {
+        let Some(acc) = self.accounts.remove(&account) else {
+            return Applied::Rejected(Rejection::NoSuchAccount);
+        };
+        self.by_name.remove(&acc.username.to_lowercase());
+        for session in self.sessions_of.remove(&account).unwrap_or_default() {
+            if let Some(s) = self.sessions.remove(&session) {
+                self.by_token.remove(&s.token_hash);
+            }
+        }
+        // Erase every conversation it was in: the messages it sent or
+        // received, on both sides, and the keys that named them.
+        let mut erased = HashSet::new();
+        for c in &acc.conversations {
+            let Some(conv) = self.conversations.remove(c) else {
+                continue;
+            };
+            let members = conv.members();
+            if let [a, b] = members[..] {
+                self.direct.remove(&direct_key(a, b));
+            } else if let [a] = members[..] {
+                self.direct.remove(&(a, a));
+            }
+            for id in conv.message_ids() {
+                self.bodies.remove(id);
+                erased.insert(id);
+            }
+            for member in members.into_iter().filter(|m| *m != account) {
+                let unread = conv.unread_of(member);
+                if let Some(p) = self.accounts.get_mut(&member) {
+                    p.unread -= unread;
+                    p.conversations.retain(|x| x != c);
+                    p.deletions.retain_mut(|(_, ids)| {
+                        ids.retain(|id| !erased.contains(id));
+                        !ids.is_empty()
+                    });
+                }
+                if let Some(keys) = self.idempotency.get_mut(&member) {
+                    keys.retain(|_, id| !erased.contains(id));
+                }
+            }
+        }
+        self.idempotency.remove(&account);
+        Applied::Done
+    }
+
+    fn close_session(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.remove(&session) {
+            self.by_token.remove(&s.token_hash);
+            if let Some(set) = self.sessions_of.get_mut(&s.account) {
+                set.remove(&session);
+                if set.is_empty() {
+                    self.sessions_of.remove(&s.account);
+                }
+            }
+        }
+    }
+
+    // ---- queries ---------------------------------------------------------
+
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.accounts.get(&id)
+    }
+
+    /// The account with this name, ignoring case.
+    pub fn account_by_name(&self, name: &str) -> Option<(AccountId, &Account)> {
+        let id = *self.by_name.get(&name.to_lowercase())?;
+        Some((id, self.accounts.get(&id)?))
+    }
+
+    pub fn session_by_token(&self, token_hash: &TokenHash) -> Option<(SessionId, &Session)> {
+        let id = *self.by_token.get(token_hash)?;
+        Some((id, self.sessions.get(&id)?))
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// Every open session, for the idle sweeper.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.sessions.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub fn is_online(&self, id: AccountId) -> bool {
+        self.sessions_of.contains_key(&id)
+    }
+
+    /// The message an earlier send of `from` with this client message id
+    /// made, if any.
+    pub fn message_by_key(&self, from: AccountId, client_msg_id: &str) -> Option<MessageId> {
+        self.idempotency
+            .get(&from)?
+            .get(&key_hash(client_msg_id))
+            .copied()
+    }
+
+    /// The stored bodies, by message id.
+    pub fn bodies(&self) -> &Bodies {
+        &self.bodies
+    }
+
+    /// Accounts whose lower-cased name matches `pattern` (already lower-cased),
+    /// in name order, after `after`.
+    pub fn list_accounts(&self, pattern: &str, after: Option<&str>, limit: usize) -> AccountPage {
+        let prefix: String = pattern
+            .chars()
+            .take_while(|c| *c != '*' && *c != '?')
+            .collect();
+        let start = match after {
+            Some(a) if a >= prefix.as_str() => std::ops::Bound::Excluded(a.to_string()),
+            _ => std::ops::Bound::Included(prefix.clone()),
+        };
+        let mut accounts = Vec::new();
+        let mut next_after = None;
+        for (name, id) in self.by_name.range((start, std::ops::Bound::Unbounded)) {
+            if !name.starts_with(&prefix) {
+                break;
+            }
+            if !wildcard_match(pattern, name) {
+                continue;
+            }
+            if accounts.len() == limit {
+                next_after = accounts
+                    .last()
+                    .map(|(_, n, _, _): &(AccountId, String, u64, bool)| n.to_lowercase());
+                break;
+            }
+            let acc = &self.accounts[id];
+            accounts.push((
+                *id,
+                acc.username.clone(),
+                acc.created_at_ms,
+                self.is_online(*id),
+            ));
+        }
+        AccountPage {
+            accounts,
+            next_after,
+        }
+    }
+
+    /// The conversation of `account` with `peer`, newest first: messages with
+    /// an id below `before` (all when `None`), at most `limit`, and where
+    /// the next page starts if there is one.
+    pub fn history(
+        &self,
+        account: AccountId,
+        peer: AccountId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> (Vec<MessageRef>, Option<MessageId>) {
+        let Some((c, conv)) = self.direct_of(account, peer) else {
+            return (Vec::new(), None);
+        };
+        let (ids, next) = conv.page(account, before, limit);
+        let page = (ids.into_iter())
+            .filter_map(|id| self.message_ref(account, c, id))
+            .collect();
+        (page, next)
+    }
+
+    /// Every conversation of `account`, most recent first.
+    pub fn conversations(&self, account: AccountId) -> Vec<ConversationSummary<MessageRef>> {
+        let Some(acc) = self.accounts.get(&account) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ConversationSummary<MessageRef>> = (acc.conversations.iter())
+            .filter_map(|c| {
+                let conv = self.conversations.get(c)?;
+                let peer = conv.peer_of(account);
+                let peer_name = self.accounts.get(&peer)?.username.clone();
+                Some(ConversationSummary {
+                    peer,
+                    peer_name,
+                    last: (conv.last_visible(account))
+                        .and_then(|id| self.message_ref(account, *c, id)),
+                    unread: conv.unread_of(account),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let key = |c: &ConversationSummary<MessageRef>| c.last.as_ref().map(|m| m.id);
+            key(b).cmp(&key(a)).then(a.peer.cmp(&b.peer))
+        });
+        out
+    }
+
+    /// Unread messages from `peer` in `account`'s view.
+    pub fn unread_with(&self, account: AccountId, peer: AccountId) -> u64 {
+        self.direct_of(account, peer)
+            .map_or(0, |(_, conv)| conv.unread_of(account))
+    }
+
+    /// The feed of `account` after log position `after` and up to
+    /// `up_to`, in log order, at most `limit` entries: the messages of its
+    /// conversations it can see, the newest receipt of each of its peers
+    /// that moved since (not every receipt in between: they are cursors),
+    /// and its own deletions.
+    pub fn feed_after(
+        &self,
+        account: AccountId,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Vec<FeedEntry<MessageRef>> {
+        let Some(acc) = self.accounts.get(&account) else {
+            return Vec::new();
+        };
+        let within = |index: u64| index > after && index <= up_to;
+        let mut out: Vec<FeedEntry<MessageRef>> = Vec::new();
+        for c in &acc.conversations {
+            let Some(conv) = self.conversations.get(c) else {
+                continue;
+            };
+            for id in conv.visible_after(account, MessageId(after), MessageId(up_to), limit) {
+                if let Some(m) = self.message_ref(account, *c, id) {
+                    out.push(FeedEntry {
+                        index: id.0,
+                        kind: FeedKind::Message(m),
+                    });
+                }
+            }
+            for receipt in conv.receipts_for(account) {
+                if !within(receipt.index) {
+                    continue;
+                }
+                let Some(p) = self.accounts.get(&receipt.peer) else {
+                    continue;
+                };
+                let (peer, peer_name, up_to) = (receipt.peer, p.username.clone(), receipt.up_to);
+                let kind = if receipt.read {
+                    FeedKind::Read {
+                        peer,
+                        peer_name,
+                        up_to,
+                    }
+                } else {
+                    FeedKind::Delivered {
+                        peer,
+                        peer_name,
+                        up_to,
+                    }
+                };
+                out.push(FeedEntry {
+                    index: receipt.index,
+                    kind,
+                });
+            }
+        }
+        let start = acc.deletions.partition_point(|(i, _)| *i <= after);
+        for (index, ids) in acc.deletions[start..].iter().take(limit) {
+            if within(*index) {
+                out.push(FeedEntry {
+                    index: *index,
+                    kind: FeedKind::Deleted(ids.clone()),
+                });
+            }
+        }
+        out.sort_by_key(|e| e.index);
+        out.truncate(limit);
+        out
+    }
+
+    /// The direct conversation of `account` with `peer`.
+    fn direct_of(
+        &self,
+        account: AccountId,
+        peer: AccountId,
+    ) -> Option<(ConversationId, &Conversation)> {
+        let c = *self.direct.get(&direct_key(account, peer))?;
+        Some((c, self.conversations.get(&c)?))
+    }
+
+    /// Message `id` of conversation `c` as `viewer` sees it, if it is in
+    /// the viewer's view.
+    fn message_ref(
+        &self,
+        viewer: AccountId,
+        c: ConversationId,
+        id: MessageId,
+    ) -> Option<MessageRef> {
+        let conv = self.conversations.get(&c)?;
+        let from = conv.visible_sender(viewer, id)?;
+        let to = if from == viewer {
+            conv.peer_of(viewer)
+        } else {
+            viewer
+        };
+        let (delivered, read) = if from == viewer && to != viewer {
+            let read = conv.read_up_to(to) >= id;
+            let delivered = read || self.accounts.get(&to)?.delivered_up_to >= id;
+            (delivered, read)
+        } else {
+            (false, false)
+        };
+        Some(MessageRef {
+            id,
+            from,
+            from_name: self.accounts.get(&from)?.username.clone(),
+            to,
+            to_name: self.accounts.get(&to)?.username.clone(),
+            delivered,
+            read,
+        })
+    }
+}
+
+/// Matches `name` against `pattern` where `*` is any run of characters and
+/// `?` exactly one.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+impl ChatState {
+    /// A canonical rendering of the whole state (every map sorted), for
+    /// comparing replicas and replays.
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut accounts: Vec<_> = self.accounts.iter().collect();
+        accounts.sort_by_key(|(id, _)| **id);
+        for (id, a) in accounts {
+            let _ = writeln!(
+                out,
+                "account {id} {} {} created={} delivered={} unread={} hash={} conversations={:?} deletions={:?}",
+                a.username,
+                self.is_online(*id),
+                a.created_at_ms,
+                a.delivered_up_to,
+                a.unread,
+                a.password_hash.0,
+                a.conversations,
+                a.deletions,
+            );
+        }
+        let _ = writeln!(out, "names {:?}", self.by_name);
+        let mut conversations: Vec<_> = self.conversations.iter().collect();
+        conversations.sort_by_key(|(id, _)| **id);
+        for (id, c) in conversations {
+            let _ = writeln!(out, "conversation {} {c:?}", id.0);
+        }
+        let mut direct: Vec<_> = self.direct.iter().collect();
+        direct.sort();
+        let _ = writeln!(out, "direct {direct:?}");
+        let _ = write!(out, "{}", self.bodies.fingerprint());
+        let mut keys: Vec<_> = self
+            .idempotency
+            .iter()
+            .flat_map(|(from, keys)| keys.iter().map(move |(k, id)| (*from, *k, *id)))
+            .collect();
+        keys.sort();
+        let _ = writeln!(out, "keys {keys:?}");
+        let mut sessions: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| (id, s.account, s.opened_at_ms, s.token_hash.0))
+            .collect();
+        sessions.sort();
+        let _ = writeln!(out, "sessions {sessions:?}");
+        out
+    }
+}
+
+#[cfg(test)]
+impl ChatState {
+    /// Every stored message id, ascending.
+    fn all_message_ids(&self) -> Vec<MessageId> {
+        let mut ids: Vec<MessageId> = (self.conversations.values())
+            .flat_map(|c| c.message_ids())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
