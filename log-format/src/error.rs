@@ -1,6 +1,7 @@
 //! The crate's error type. Damage found on disk is a [`Corruption`] that names
-//! the file, the byte offset and the record index, so an operator can look at
-//! exactly that place with `log-inspect verify`.
+//! the file, the byte offset and the record index (the message id, in the
+//! archive), so an operator can look at exactly that place with
+//! `log-inspect verify`.
 
 use std::fmt;
 use std::io;
@@ -54,6 +55,24 @@ pub enum Error {
         /// The last missing record: the saved committed index.
         last: u64,
     },
+    /// An archive append out of order: ids must increase.
+    #[error(
+        "message {got} cannot be archived: the archive already holds message {last}, and ids must increase"
+    )]
+    IdNotIncreasing { last: u64, got: u64 },
+    #[error(
+        "the archive stopped accepting writes after an I/O failure ({reason}); restart to recover from disk"
+    )]
+    ArchiveFailed { reason: String },
+    /// An archive record whose frame is intact but whose payload this build
+    /// cannot decode.
+    #[error("archived message {id} in {} does not decode: {source}", path.display())]
+    ArchiveDecode {
+        id: u64,
+        path: PathBuf,
+        #[source]
+        source: crate::events::DecodeError,
+    },
     #[error("{what} in {}: {source}", path.display())]
     Decode {
         what: &'static str,
@@ -91,7 +110,8 @@ pub struct Corruption {
     pub file: PathBuf,
     /// Byte offset of the damaged frame or header in that file.
     pub offset: u64,
-    /// The record index expected at that offset, when one is known.
+    /// The record index (in the archive: the message id) expected at that
+    /// offset, when one is known.
     pub index: Option<u64>,
     pub kind: CorruptionKind,
 }
@@ -107,6 +127,14 @@ pub enum CorruptionKind {
     Truncated,
     /// A valid frame carrying the wrong index.
     NotContiguous { expected: u64, got: u64 },
+    /// An archive record whose id is not above the one before it (in its
+    /// segment or, for a segment's first id, in the segment before).
+    OutOfOrder { previous: u64, got: u64 },
+    /// An archive record whose id is below the first id its segment's
+    /// header (and file name) promise.
+    BelowFirstId { first_id: u64, got: u64 },
+    /// An archive hint file that does not describe its segment.
+    HintMismatch(String),
     /// The segment header is unreadable.
     BadHeader(String),
     /// The header's first index does not match the file name.
@@ -140,6 +168,16 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::NotContiguous { expected, got } => {
                 write!(f, "record index {got} where {expected} was expected")
             }
+            CorruptionKind::OutOfOrder { previous, got } => {
+                write!(f, "id {got} is not above the id before it, {previous}")
+            }
+            CorruptionKind::BelowFirstId { first_id, got } => write!(
+                f,
+                "id {got} is below {first_id}, the first id of its segment (from the header)"
+            ),
+            CorruptionKind::HintMismatch(why) => {
+                write!(f, "hint file does not match its segment: {why}")
+            }
             CorruptionKind::BadHeader(why) => write!(f, "{why}"),
             CorruptionKind::NameMismatch {
                 name_index,
@@ -165,16 +203,32 @@ impl fmt::Display for CorruptionKind {
     }
 }
 
+impl Corruption {
+    /// Whether the damage is in the message archive (a segment or hint
+    /// file of it) rather than the log.
+    pub fn in_archive(&self) -> bool {
+        use crate::format::{ARCHIVE_EXTENSION, HINT_EXTENSION};
+        self.file
+            .extension()
+            .is_some_and(|e| e == ARCHIVE_EXTENSION || e == HINT_EXTENSION)
+    }
+}
+
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, key) = if self.in_archive() {
+            ("archive", "id")
+        } else {
+            ("log", "record")
+        };
         write!(
             f,
-            "corrupt log: {} at byte {}",
+            "corrupt {what}: {} at byte {}",
             self.file.display(),
             self.offset
         )?;
         if let Some(index) = self.index {
-            write!(f, " (record {index})")?;
+            write!(f, " ({key} {index})")?;
         }
         write!(f, ": {}", self.kind)
     }

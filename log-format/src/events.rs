@@ -20,6 +20,12 @@
 //!
 //! Secrets (password and token hashes) are stored but never shown: their
 //! `Debug` and every human-readable serialization (JSON) print `<redacted>`.
+//!
+//! # Archive
+//!
+//! A record of the message archive (`crate::Archive`) is one
+//! [`ARCHIVE_SCHEMA_VERSION`] byte followed by a postcard-encoded
+//! [`ArchivedMessage`], under the same rule: it only grows by a new version.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -28,6 +34,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The schema version byte that starts every payload written by this build.
 pub const SCHEMA_VERSION: u8 = 2;
+
+/// The schema version byte that starts every archive record this build
+/// writes.
+pub const ARCHIVE_SCHEMA_VERSION: u8 = 1;
 
 /// Version 1 payloads (one event per record, ids were plain record indexes)
 /// are still read: their ids are turned into positions as they are decoded.
@@ -85,6 +95,21 @@ id_type!(
     /// A session: the log position of its `SessionOpened` event.
     SessionId
 );
+id_type!(
+    /// A conversation: the log position of the event that created it.
+    ConversationId
+);
+
+/// A message as the archive keeps it, keyed by its [`MessageId`]: what a
+/// reader needs to show it, stored once however many members read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedMessage {
+    pub conversation: ConversationId,
+    pub from: AccountId,
+    /// When the sender's server took the message (ms since the Unix epoch).
+    pub at_ms: u64,
+    pub body: String,
+}
 
 /// The payload of one log record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +319,10 @@ pub enum DecodeError {
     BatchInVersion1,
     #[error("a record holds {0} events, more than the {EVENTS_PER_RECORD} a record can hold")]
     TooManyEvents(usize),
+    #[error(
+        "archive record schema version {0} is unknown to this build (it reads version {ARCHIVE_SCHEMA_VERSION}); if a newer build wrote it, use that build"
+    )]
+    UnknownArchiveSchema(u8),
     #[error("payload does not decode: {0}")]
     Postcard(#[from] postcard::Error),
 }
@@ -330,6 +359,22 @@ pub fn decode(payload: &[u8]) -> Result<LogEntry, DecodeError> {
             Ok(entry)
         }
         Some((&v, _)) => Err(DecodeError::UnknownSchema(v)),
+    }
+}
+
+/// Encodes a message as an archive record payload.
+pub fn encode_archived(message: &ArchivedMessage) -> Vec<u8> {
+    let mut out = vec![ARCHIVE_SCHEMA_VERSION];
+    postcard::to_io(message, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Decodes an archive record payload.
+pub fn decode_archived(payload: &[u8]) -> Result<ArchivedMessage, DecodeError> {
+    match payload.split_first() {
+        None => Err(DecodeError::Empty),
+        Some((&ARCHIVE_SCHEMA_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(DecodeError::UnknownArchiveSchema(v)),
     }
 }
 
@@ -542,6 +587,34 @@ mod tests {
             decode(&batch_in_v1),
             Err(DecodeError::BatchInVersion1)
         ));
+    }
+
+    #[test]
+    fn archived_messages_round_trip_with_their_own_version_byte() {
+        let m = ArchivedMessage {
+            conversation: ConversationId(7000),
+            from: AccountId(1000),
+            at_ms: 1_700_000_000_003,
+            body: "héllo\n👋".into(),
+        };
+        let bytes = encode_archived(&m);
+        assert_eq!(bytes[0], ARCHIVE_SCHEMA_VERSION);
+        assert_eq!(decode_archived(&bytes).unwrap(), m);
+        assert!(matches!(decode_archived(&[]), Err(DecodeError::Empty)));
+        let mut newer = bytes.clone();
+        newer[0] = 9;
+        assert!(matches!(
+            decode_archived(&newer),
+            Err(DecodeError::UnknownArchiveSchema(9))
+        ));
+        assert!(matches!(
+            decode_archived(&bytes[..bytes.len() - 2]),
+            Err(DecodeError::Postcard(_))
+        ));
+        // The fields show as plain numbers and text, for log-inspect.
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["conversation"], 7000);
+        assert_eq!(json["from"], 1000);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `log-inspect` command: an offline dumper, verifier and summary of a
-//! log directory. It only reads; it never changes, repairs or locks a file,
-//! so it is safe to run beside a live server. Its exit statuses are the
-//! `EXIT_*` constants below.
+//! log directory and the message archive beside it. It only reads; it never
+//! changes, repairs or locks a file, so it is safe to run beside a live
+//! server. Its exit statuses are the `EXIT_*` constants below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
@@ -13,21 +13,27 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
+use crate::archive::{ArchiveScan, scan_archive};
 use crate::error::Error;
-use crate::events::{self, EntryBody, Event, KINDS, LogEntry};
-use crate::format::{COMMITTED_FILE, PURGED_FILE, RECORD_HEADER_LEN, SEGMENT_EXTENSION};
+use crate::events::{self, ArchivedMessage, EntryBody, Event, KINDS, LogEntry};
+use crate::format::{
+    ARCHIVE_DIR, COMMITTED_FILE, PURGED_FILE, RECORD_HEADER_LEN, SEGMENT_EXTENSION,
+};
 use crate::scan::{Scan, scan_dir};
 use crate::state::{RaftLogId, RaftMarks};
 
-/// The log is clean.
+/// The log (and the archive, when there is one) is clean.
 pub const EXIT_CLEAN: u8 = 0;
 /// The command itself failed (missing directory, unreadable file, bad arguments).
 pub const EXIT_ERROR: u8 = 1;
-/// The log ends in a torn tail (a crash mid-write) and is otherwise clean.
+/// The log or the archive ends in a torn tail (a crash mid-write) and is
+/// otherwise clean.
 pub const EXIT_TORN_TAIL: u8 = 3;
-/// The log is corrupted.
+/// The log or the archive is corrupted (including an archive hint file that
+/// does not match its segment).
 pub const EXIT_CORRUPT: u8 = 4;
-/// Every frame is intact but some payloads do not decode with this build.
+/// Every frame is intact but some payloads (log records or archived
+/// messages) do not decode with this build.
 pub const EXIT_UNDECODABLE: u8 = 5;
 /// The log ends before its committed mark (the `raft-committed` file):
 /// records the cluster acknowledged are missing, and chat-server will not
@@ -39,9 +45,10 @@ pub const EXIT_COMMITTED_MISSING: u8 = 6;
 #[command(
     name = "log-inspect",
     version,
-    about = "Dump, verify and summarise a chat-server event log offline",
-    long_about = "Dump, verify and summarise a chat-server event log offline.\n\n\
-        DIR is the server's data directory (the one given to `chat-server --data`). \
+    about = "Dump, verify and summarise a chat-server event log and message archive offline",
+    long_about = "Dump, verify and summarise a chat-server event log and message archive offline.\n\n\
+        DIR is the server's data directory (the one given to `chat-server --data`); \
+        the message archive is DIR/archive. \
         log-inspect only reads: it never changes, repairs or locks a file, so it is \
         safe to run beside a live server."
 )]
@@ -52,13 +59,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print every record: index, term, kind and the decoded event (secrets redacted)
+    /// Print every record: index, term, kind and the decoded event (secrets redacted);
+    /// with --archive, every archived message instead
     Dump(DumpArgs),
     /// Check every segment header, the chain between segments, every record's CRC,
-    /// and that the log still holds every record its raft-committed file says was committed
+    /// and that the log still holds every record its raft-committed file says was committed;
+    /// then the message archive in DIR/archive, when there is one: headers, CRCs, ids
+    /// increasing within and across segments, and that each hint file matches its segment
     #[command(
         after_help = "Exit status: 0 clean; 3 torn tail only (a crash mid-write, \
-        which chat-server repairs at its next start); 4 corrupted; 5 intact but with \
+        which chat-server repairs at its next start); 4 corrupted (the log or the archive, \
+        including an archive hint file that does not match its segment); 5 intact but with \
         payloads this build cannot decode; 6 acknowledged records missing (the log \
         ends before the index in raft-committed; chat-server will not start on it); \
         1 the check could not run."
@@ -81,10 +92,14 @@ pub struct DumpArgs {
     /// Print one JSON object per line (for jq) instead of text
     #[arg(long)]
     pub json: bool,
-    /// Only records with index >= N
+    /// Print the message archive (DIR/archive) instead of the log: id, conversation,
+    /// sender, time, body length and body of every archived message
+    #[arg(long, conflicts_with_all = ["kind", "user"])]
+    pub archive: bool,
+    /// Only records with index (with --archive: message id) >= N
     #[arg(long, value_name = "N")]
     pub from: Option<u64>,
-    /// Only records with index <= N
+    /// Only records with index (with --archive: message id) <= N
     #[arg(long, value_name = "N")]
     pub to: Option<u64>,
     /// Only records of this kind (repeatable)
@@ -178,6 +193,9 @@ impl Out {
 }
 
 fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
+    if args.archive {
+        return dump_archive(args);
+    }
     check_log_dir(&args.dir)?;
     let mut out = Out::new();
     let mut user_ids = BTreeSet::new();
@@ -325,26 +343,191 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
             "record {index}: payload does not decode: {why}"
         ));
     }
+    let archive = verify_archive(dir, &mut out);
     out.finish()?;
     let next_index = result.as_ref().ok().and_then(Scan::next_index);
     let status = report_outcome(result, true)?;
+    let archive_status = match &archive {
+        Some(archive) => report_archive_outcome(&archive.result, true)?,
+        None => ExitCode::from(EXIT_CLEAN),
+    };
     if let (Some(marks), Some(next_index)) = (marks, next_index)
         && let Some(code) = report_marks(dir, marks, next_index)?
     {
         return Ok(code);
     }
-    if status != ExitCode::from(EXIT_CLEAN) {
-        return Ok(status);
+    // Corruption anywhere outweighs a torn tail anywhere.
+    for code in [EXIT_CORRUPT, EXIT_TORN_TAIL] {
+        if status == ExitCode::from(code) || archive_status == ExitCode::from(code) {
+            return Ok(ExitCode::from(code));
+        }
     }
-    if !undecodable.is_empty() {
-        eprintln!(
-            "{} of {records} records are intact but do not decode with this build",
-            undecodable.len()
-        );
+    let archive_undecodable = archive.as_ref().map_or(0, |a| a.undecodable);
+    if !undecodable.is_empty() || archive_undecodable > 0 {
+        if !undecodable.is_empty() {
+            eprintln!(
+                "{} of {records} records are intact but do not decode with this build",
+                undecodable.len()
+            );
+        }
+        if archive_undecodable > 0 {
+            eprintln!(
+                "{archive_undecodable} archived messages are intact but do not decode with this build"
+            );
+        }
         return Ok(ExitCode::from(EXIT_UNDECODABLE));
     }
     eprintln!("clean: {records} records, every header, chain link and checksum verified");
+    if let Some(VerifiedArchive {
+        result: Ok(scan), ..
+    }) = &archive
+    {
+        eprintln!(
+            "clean archive: {} segments, {} archived messages, {} hint files, every header, \
+             checksum and id order verified",
+            scan.segments.len(),
+            scan.records,
+            scan.hints
+        );
+    }
     Ok(ExitCode::from(EXIT_CLEAN))
+}
+
+/// What `verify` found in the archive.
+struct VerifiedArchive {
+    result: crate::Result<ArchiveScan>,
+    /// Intact records whose payload does not decode.
+    undecodable: usize,
+}
+
+/// Scans `dir`/archive, when there is one, writing a line per segment (and
+/// per undecodable message, up to 20) to `out`.
+fn verify_archive(dir: &Path, out: &mut Out) -> Option<VerifiedArchive> {
+    if !dir.join(ARCHIVE_DIR).is_dir() {
+        return None;
+    }
+    let mut undecodable = Vec::new();
+    let result = scan_archive(dir, |_, id, payload| {
+        if let Err(e) = events::decode_archived(payload) {
+            undecodable.push((id, e.to_string()));
+        }
+    });
+    if let Ok(scan) = &result {
+        for path in &scan.stale_temp_files {
+            out.line(format_args!(
+                "leftover {} (an unfinished archive write; removed at the next start)",
+                path.display()
+            ));
+        }
+        for seg in &scan.segments {
+            let name = seg.path.file_name().unwrap_or_default().to_string_lossy();
+            let ids = match seg.last_id {
+                Some(last) => format!(
+                    "ids {}..={last} ({} messages, {} bytes)",
+                    seg.first_id, seg.records, seg.bytes
+                ),
+                None => format!("empty, from id {}", seg.first_id),
+            };
+            out.line(format_args!("{ARCHIVE_DIR}/{name}  {ids}  ok"));
+        }
+    }
+    for (id, why) in undecodable.iter().take(20) {
+        out.line(format_args!(
+            "archived message {id}: payload does not decode: {why}"
+        ));
+    }
+    Some(VerifiedArchive {
+        result,
+        undecodable: undecodable.len(),
+    })
+}
+
+/// Explains an archive scan's outcome on stderr and picks the exit status.
+/// With `strict`, a torn tail is reported with its own status.
+fn report_archive_outcome(
+    result: &crate::Result<ArchiveScan>,
+    strict: bool,
+) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(scan) => {
+            if let Some(torn) = &scan.torn_tail {
+                eprintln!(
+                    "torn tail in the archive: {} at byte {} (id {}): {}, {} damaged bytes; \
+                     chat-server cuts them off at its next start",
+                    torn.file.display(),
+                    torn.offset,
+                    torn.index,
+                    torn.reason,
+                    torn.len
+                );
+                if strict {
+                    return Ok(ExitCode::from(EXIT_TORN_TAIL));
+                }
+            }
+            Ok(ExitCode::from(EXIT_CLEAN))
+        }
+        Err(Error::Corrupt(c)) => {
+            eprintln!("{c}");
+            if c.file
+                .extension()
+                .is_some_and(|e| e == crate::format::HINT_EXTENSION)
+            {
+                eprintln!(
+                    "the hint file does not describe its segment; chat-server does not trust it \
+                     and rebuilds it from the segment at its next start"
+                );
+            } else {
+                eprintln!(
+                    "the archive cannot be trusted from this point; chat-server refuses to \
+                     open it when it meets this damage. Restore the directory from a backup, \
+                     or rebuild this replica from its cluster."
+                );
+            }
+            Ok(ExitCode::from(EXIT_CORRUPT))
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+fn dump_archive(args: &DumpArgs) -> anyhow::Result<ExitCode> {
+    let adir = args.dir.join(ARCHIVE_DIR);
+    if !adir.is_dir() {
+        bail!(
+            "{} holds no message archive ({ARCHIVE_DIR}/); is it a chat-server data directory?",
+            args.dir.display()
+        );
+    }
+    let mut out = Out::new();
+    let result = scan_archive(&args.dir, |_, id, payload| {
+        if args.from.is_some_and(|f| id < f) || args.to.is_some_and(|t| id > t) {
+            return;
+        }
+        let line = archive_line(id, &events::decode_archived(payload));
+        out.line(format_args!("{}", line.show_archived(args.json)));
+    });
+    out.finish()?;
+    report_archive_outcome(&result, false)
+}
+
+/// One archived message as a `dump --archive` line.
+fn archive_line(id: u64, decoded: &Result<ArchivedMessage, events::DecodeError>) -> Line {
+    let mut fields = Map::new();
+    fields.insert("id".into(), json!(id));
+    match decoded {
+        Ok(m) => {
+            fields.insert("kind".into(), json!("archived_message"));
+            fields.insert("conversation".into(), json!(m.conversation.0));
+            fields.insert("from".into(), json!(m.from.0));
+            fields.insert("at_ms".into(), json!(m.at_ms));
+            fields.insert("body_len".into(), json!(m.body.len()));
+            fields.insert("body".into(), json!(m.body));
+        }
+        Err(e) => {
+            fields.insert("kind".into(), json!("undecodable"));
+            fields.insert("error".into(), json!(e.to_string()));
+        }
+    }
+    Line { fields }
 }
 
 /// Explains on stderr a log that lost committed records, or a state file
@@ -466,12 +649,34 @@ impl Line {
         let mut take = |key| fields.shift_remove(key).unwrap_or_default();
         let (index, term, kind) = (take("index"), take("term"), take("kind"));
         take("leader_node");
-        let mut line = format!(
+        let line = format!(
             "{:>10} {:>5} {:<17}",
             index.as_u64().unwrap_or_default(),
             term.as_u64().unwrap_or_default(),
             kind.as_str().unwrap_or_default()
         );
+        Line::show_fields(line, fields)
+    }
+
+    /// An archived message's line as JSON or as aligned text: the id, then
+    /// the fields as the log dump shows them.
+    fn show_archived(self, json: bool) -> String {
+        if json {
+            return Value::Object(self.fields).to_string();
+        }
+        let mut fields = self.fields;
+        let mut take = |key| fields.shift_remove(key).unwrap_or_default();
+        let (id, kind) = (take("id"), take("kind"));
+        let line = format!(
+            "{:>10} {:<17}",
+            id.as_u64().unwrap_or_default(),
+            kind.as_str().unwrap_or_default()
+        );
+        Line::show_fields(line, fields)
+    }
+
+    /// `line` followed by `key=value` for each field.
+    fn show_fields(mut line: String, fields: Map<String, Value>) -> String {
         for (key, value) in fields {
             line.push(' ');
             if key == "at_ms"

@@ -6,9 +6,12 @@
 //! [`scan_dir`] reads a log without changing it; [`StateFile`] keeps small
 //! durable values beside it, and [`check_committed`] checks the log against
 //! the Raft committed mark kept there; [`events`] says what the payloads mean.
+//! Beside the log, the message [`Archive`] keeps every stored message's body
+//! by id, in the same framing, readable from any thread.
 //!
 //! This crate knows nothing of tokio, tonic, prost or openraft.
 
+pub mod archive;
 mod durable;
 pub mod error;
 pub mod events;
@@ -20,6 +23,9 @@ mod state;
 #[cfg(feature = "cli")]
 pub mod inspect;
 
+pub use crate::archive::{
+    Archive, ArchiveConfig, ArchiveReader, ArchiveScan, ArchiveSegment, CompactReport, scan_archive,
+};
 pub use crate::durable::LOCK_FILE_NAME;
 pub use crate::error::{Corruption, CorruptionKind, Error, Result};
 pub use crate::format::{COMMITTED_FILE, PURGED_FILE, Record, VOTE_FILE};

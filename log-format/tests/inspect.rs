@@ -7,8 +7,12 @@ use std::process::{Command, Output};
 use log_format::events::{
     self, AccountId, EntryBody, Event, LogEntry, MessageId, PasswordHash, TokenHash,
 };
-use log_format::inspect::{EXIT_CLEAN, EXIT_COMMITTED_MISSING, EXIT_TORN_TAIL};
-use log_format::{COMMITTED_FILE, Log, LogConfig, RaftLogId, Record, StateFile};
+use log_format::inspect::{
+    EXIT_CLEAN, EXIT_COMMITTED_MISSING, EXIT_CORRUPT, EXIT_TORN_TAIL, EXIT_UNDECODABLE,
+};
+use log_format::{
+    Archive, ArchiveConfig, COMMITTED_FILE, Log, LogConfig, RaftLogId, Record, StateFile,
+};
 
 fn inspect(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_log-inspect"))
@@ -427,4 +431,170 @@ fn every_command_has_help() {
     let help = stdout(&inspect(&["verify", "--help"]));
     assert!(help.contains("Exit status"), "{help}");
     assert!(help.contains("6 acknowledged records missing"), "{help}");
+}
+
+/// An archive of `n` messages, ids 10, 20, ..., in segments of about 1 KiB.
+fn chat_archive(dir: &Path, n: u64) -> Vec<log_format::ArchiveSegment> {
+    let config = ArchiveConfig {
+        segment_size: 1024,
+        sparse_every: 256,
+    };
+    let mut archive = Archive::open(dir, config).unwrap();
+    for i in 1..=n {
+        let message = events::ArchivedMessage {
+            conversation: events::ConversationId(7000),
+            from: AccountId(1000),
+            at_ms: 1_700_000_000_000 + i,
+            body: format!("archived body {i} {}", "y".repeat(40)),
+        };
+        archive.append(i * 10, &message).unwrap();
+    }
+    archive.sync().unwrap();
+    archive.segments()
+}
+
+#[test]
+fn verify_checks_the_archive_with_the_same_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let segments = chat_archive(dir.path(), 100);
+    assert!(segments.len() > 3);
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CLEAN.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("archive/00000000000000000010.arc  ids 10..="));
+    assert!(
+        stderr(&out).contains(&format!(
+            "clean archive: {} segments, 100 archived messages",
+            segments.len()
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // A torn tail of the active segment.
+    let active = &segments.last().unwrap().path;
+    let file = fs::OpenOptions::new().append(true).open(active).unwrap();
+    std::io::Write::write_all(&mut &file, &[1, 2, 3, 4, 5]).unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_TORN_TAIL.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("torn tail in the archive"));
+    file.set_len(segments.last().unwrap().bytes).unwrap();
+
+    // A bit flip in a sealed segment.
+    let sealed = &segments[1].path;
+    let mut bytes = fs::read(sealed).unwrap();
+    bytes[200] ^= 0x08;
+    fs::write(sealed, &bytes).unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CORRUPT.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("corrupt archive"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&sealed.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    bytes[200] ^= 0x08;
+    fs::write(sealed, &bytes).unwrap();
+
+    // A stale hint.
+    let hint = format!("{}.hint", sealed.display());
+    let other = format!("{}.hint", segments[0].path.display());
+    fs::copy(&other, &hint).unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CORRUPT.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("rebuilds it"), "{}", stderr(&out));
+
+    // An intact frame whose payload this build cannot read.
+    fs::remove_file(&hint).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    chat_log(dir2.path());
+    let segs = chat_archive(dir2.path(), 3);
+    let path = &segs[0].path;
+    let mut bytes = fs::read(path).unwrap();
+    bytes.truncate(24);
+    log_format::format::encode_frame(&mut bytes, 10, 0, &[9, 9, 9]);
+    fs::write(path, &bytes).unwrap();
+    let out = inspect(&["verify", dir2.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_UNDECODABLE.into()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("archived message 10: payload does not decode"));
+}
+
+#[test]
+fn dump_archive_prints_each_message() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    chat_archive(dir.path(), 30);
+    let d = dir.path().to_str().unwrap();
+    let out = inspect(&["dump", d, "--archive"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 30, "{text}");
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "        10 archived_message  conversation=7000 from=1000 at=2023-11-14T22:13:20.001Z \
+         body_len=56 body=\"archived body 1 yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\""
+    );
+
+    let out = inspect(&[
+        "dump",
+        d,
+        "--archive",
+        "--json",
+        "--from",
+        "95",
+        "--to",
+        "120",
+    ]);
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["id"], 100);
+    assert_eq!(lines[0]["conversation"], 7000);
+    assert_eq!(lines[0]["from"], 1000);
+    assert_eq!(
+        lines[0]["body"],
+        format!("archived body 10 {}", "y".repeat(40))
+    );
+    assert_eq!(lines[2]["id"], 120);
+
+    // --archive is about message ids, not log kinds or users.
+    let out = inspect(&["dump", d, "--archive", "--kind", "message_sent"]);
+    assert_eq!(out.status.code(), Some(2));
+    let bare = tempfile::tempdir().unwrap();
+    let out = inspect(&["dump", bare.path().to_str().unwrap(), "--archive"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no message archive"),
+        "{}",
+        stderr(&out)
+    );
 }
