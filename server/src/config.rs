@@ -50,6 +50,10 @@ pub struct Config {
     pub max_streams_per_session: usize,
     /// Segment size of the log.
     pub segment_size: u64,
+    /// Segment size of the message archive.
+    pub archive_segment_size: u64,
+    /// Bytes of message bodies kept in memory (0: every read goes to disk).
+    pub body_cache: u64,
     /// How often the leader sends heartbeats.
     pub heartbeat: Duration,
     /// The range a follower's election timeout is drawn from. openraft 0.9
@@ -148,6 +152,8 @@ impl Config {
             login_lockout: Duration::from_secs(60),
             password_hashing: HashingCost::DEFAULT,
             segment_size: log_format::format::DEFAULT_SEGMENT_SIZE,
+            archive_segment_size: log_format::format::DEFAULT_ARCHIVE_SEGMENT_SIZE,
+            body_cache: 64 << 20,
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
             snapshot_every: 500_000,

@@ -63,6 +63,10 @@ struct RunArgs {
     /// (lets a briefly lagging replica catch up from the log, not a snapshot)
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     snapshot_keep: u64,
+    /// Mebibytes of message bodies kept in memory; older ones are read from
+    /// the archive on disk (0: every read goes to disk)
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    body_cache: u64,
     /// Password hashes and checks run at once (default: one per core)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     hash_workers: Option<u64>,
@@ -206,6 +210,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     config.session_idle = args.session_idle;
     config.snapshot_every = args.snapshot_every;
     config.snapshot_keep = args.snapshot_keep;
+    config.body_cache = args.body_cache.saturating_mul(1 << 20);
     if let Some(n) = args.hash_workers {
         config.hash_workers = n as usize;
     }

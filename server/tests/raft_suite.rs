@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chat_server::testing::{Hub, LogStore, StateMachine, StorageError, TypeConfig};
-use log_format::{Log, LogConfig};
+use log_format::{Archive, ArchiveConfig, Log, LogConfig};
 use openraft::StorageIOError;
 use openraft::testing::{StoreBuilder, Suite};
 
@@ -29,9 +29,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnD
         let store = LogStore::open(log.clone(), dir.path()).map_err(storage)?;
         let loaded = StateMachine::load_snapshot(dir.path())
             .map_err(|e| storage(std::io::Error::other(e.to_string())))?;
-        let (sm, _) =
-            StateMachine::restore(dir.path(), &log, None, Arc::new(Hub::default()), loaded)
-                .map_err(|e| storage(std::io::Error::other(e.to_string())))?;
+        let archive = Archive::open(dir.path(), ArchiveConfig::default()).map_err(storage)?;
+        let hub = Arc::new(Hub::default());
+        let (sm, _) = StateMachine::restore(dir.path(), &log, None, hub, loaded, archive, 1 << 20)
+            .map_err(|e| storage(std::io::Error::other(e.to_string())))?;
         Ok((dir, store, sm))
     }
 }

@@ -774,10 +774,18 @@ async fn a_corrupted_replica_refuses_to_serve_and_is_rebuilt_from_the_cluster() 
     assert_eq!(bodies(&mut cr, &bob, last).await, expected);
 }
 
-/// Whether any file under `dir` contains `needle`.
+/// Whether any file under `dir`, at any depth (the log, the state files,
+/// the message archive and its hints, snapshots to ship), contains `needle`.
 fn disk_contains(dir: &std::path::Path, needle: &str) -> bool {
-    std::fs::read_dir(dir).unwrap().any(|e| {
-        let bytes = std::fs::read(e.unwrap().path()).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            return disk_contains(&path, needle);
+        }
+        let bytes = std::fs::read(&path).unwrap_or_default();
         bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
     })
 }
@@ -791,10 +799,27 @@ async fn deleted_content_leaves_every_disk_once_a_snapshot_covers_it() {
     let bob = account(&mut c, "bob").await;
     send(&mut c, &ann, "bob", "TOP-SECRET-1234").await;
     let gone = send(&mut c, &bob, "ann", "ALSO-SECRET-5678").await;
-    assert!(disk_contains(
-        cluster.dirs[&leader].path(),
-        "TOP-SECRET-1234"
-    ));
+    let dan = account(&mut c, "dan").await;
+    let both = send(&mut c, &dan, "bob", "BOTH-DELETED-9012").await;
+    send(&mut c, &dan, "bob", "KEPT-3456").await;
+    // In the log and in the message archive.
+    for secret in ["TOP-SECRET-1234", "BOTH-DELETED-9012"] {
+        assert!(disk_contains(cluster.dirs[&leader].path(), secret));
+        assert!(disk_contains(
+            &cluster.dirs[&leader].path().join("archive"),
+            secret
+        ));
+    }
+    // A message deleted by every member goes as well; by one, it stays.
+    for token in [&dan, &bob] {
+        c.delete_messages(pb::DeleteMessagesRequest {
+            token: token.clone(),
+            ids: vec![both.message_id],
+            min_applied: 0,
+        })
+        .await
+        .unwrap();
+    }
 
     // Ann deletes her account: both messages leave every answer...
     c.delete_account(pb::DeleteAccountRequest {
@@ -812,7 +837,9 @@ async fn deleted_content_leaves_every_disk_once_a_snapshot_covers_it() {
     loop {
         let clean = [1, 2, 3].iter().all(|id| {
             let dir = cluster.dirs[id].path();
-            !disk_contains(dir, "TOP-SECRET-1234") && !disk_contains(dir, "ALSO-SECRET-5678")
+            ["TOP-SECRET-1234", "ALSO-SECRET-5678", "BOTH-DELETED-9012"]
+                .iter()
+                .all(|secret| !disk_contains(dir, secret))
         });
         if clean {
             break;
@@ -825,6 +852,21 @@ async fn deleted_content_leaves_every_disk_once_a_snapshot_covers_it() {
         i += 1;
     }
     assert!(gone.message_id > 0);
+    // What one member still sees is still there, from the archive.
+    let h = c
+        .history(pb::HistoryRequest {
+            token: dan.clone(),
+            peer: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bodies: Vec<_> = h.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["KEPT-3456"]);
+    for id in [1, 2, 3] {
+        assert!(disk_contains(cluster.dirs[&id].path(), "KEPT-3456"));
+    }
 }
 
 /// Only the leader ends idle sessions, so activity that reaches a follower

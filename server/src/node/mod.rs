@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use log_format::events::{self, AccountId, Event, MessageId, SessionId};
+use log_format::events::{self, AccountId, ArchivedMessage, Event, MessageId, SessionId};
 use log_format::{Log, LogConfig};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 
@@ -28,7 +28,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Member, MembershipChange, NodeAddr, Raft};
-use crate::state::{Applied, ChatState, FeedEntry, MessageRef, MessageView};
+use crate::state::{Applied, ChatState, FeedEntry, FeedKind, MessageRef, MessageView};
 
 /// How long adding a member waits for it to catch up as a learner.
 const LEARNER_CATCH_UP: Duration = Duration::from_secs(60);
@@ -170,8 +170,32 @@ impl Node {
             .await
             .context("the snapshot loader panicked")?
             .context("cannot load the snapshot")?;
-        let (sm, replayed) = StateMachine::restore(dir, &log, store.committed_hint(), hub, loaded)
-            .context("cannot rebuild the state from the log")?;
+        let archive = log_format::Archive::open(
+            dir,
+            log_format::ArchiveConfig {
+                segment_size: config.archive_segment_size,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| match e.corruption() {
+            Some(c) => anyhow::anyhow!(
+                "{c}\nthe message archive in {} is damaged; run `log-inspect verify {}` for details, and restore it from a backup or rebuild this replica from its cluster",
+                dir.display(),
+                dir.display()
+            ),
+            None => anyhow::Error::new(e)
+                .context(format!("cannot open the message archive in {}", dir.display())),
+        })?;
+        let (sm, replayed) = StateMachine::restore(
+            dir,
+            &log,
+            store.committed_hint(),
+            hub,
+            loaded,
+            archive,
+            config.body_cache,
+        )
+        .context("cannot rebuild the state from the log")?;
         tracing::info!(
             records = report.records,
             replayed = replayed.records,
@@ -295,33 +319,53 @@ impl Node {
     }
 
     /// The messages `refs` name, with their bodies, in the same order; a
-    /// message erased since the refs were read is left out.
-    pub fn views(&self, refs: Vec<MessageRef>) -> Vec<MessageView> {
-        self.read(|state| {
-            (refs.into_iter())
-                .filter_map(|meta| with_body(state, meta))
-                .collect()
-        })
+    /// message erased since the refs were read is left out. Bodies come
+    /// from the cache or the archive, read without the state lock.
+    pub fn views(&self, refs: Vec<MessageRef>) -> Result<Vec<MessageView>, ChatError> {
+        let ids: Vec<MessageId> = refs.iter().map(|r| r.id).collect();
+        let bodies = self.bodies(&ids)?;
+        Ok((refs.into_iter().zip(bodies))
+            .filter_map(|(meta, stored)| Some(with_body(meta, stored?)))
+            .collect())
     }
 
     /// Backlog entries with their messages' bodies; an entry whose message
     /// was erased since is left out.
-    pub fn feed_views(&self, entries: Vec<FeedEntry<MessageRef>>) -> Vec<FeedEntry> {
-        self.read(|state| {
-            (entries.into_iter())
-                .filter_map(|e| {
-                    Some(FeedEntry {
-                        index: e.index,
-                        kind: e.kind.try_map(|meta| with_body(state, meta))?,
-                    })
+    pub fn feed_views(
+        &self,
+        entries: Vec<FeedEntry<MessageRef>>,
+    ) -> Result<Vec<FeedEntry>, ChatError> {
+        let ids: Vec<MessageId> = (entries.iter())
+            .filter_map(|e| match &e.kind {
+                FeedKind::Message(m) => Some(m.id),
+                _ => None,
+            })
+            .collect();
+        let mut bodies = self.bodies(&ids)?.into_iter();
+        Ok((entries.into_iter())
+            .filter_map(|e| {
+                Some(FeedEntry {
+                    index: e.index,
+                    kind: e
+                        .kind
+                        .try_map(|meta| Some(with_body(meta, bodies.next()??)))?,
                 })
-                .collect()
-        })
+            })
+            .collect())
     }
 
     /// When message `id` was sent (0 if it is gone).
-    pub fn sent_at(&self, id: MessageId) -> u64 {
-        self.read(|state| state.bodies().get(id).map_or(0, |s| s.at_ms))
+    pub fn sent_at(&self, id: MessageId) -> Result<u64, ChatError> {
+        Ok(self.bodies(&[id])?[0].as_ref().map_or(0, |m| m.at_ms))
+    }
+
+    fn bodies(&self, ids: &[MessageId]) -> Result<Vec<Option<Arc<ArchivedMessage>>>, ChatError> {
+        self.shared.sm.bodies().get_many(ids).map_err(|e| {
+            tracing::error!("cannot read message bodies: {e}");
+            ChatError::Internal(format!(
+                "this server cannot read its message archive ({e}); try another server of the cluster"
+            ))
+        })
     }
 
     /// Registers a live stream of `account`'s events for `session`. Call it
@@ -625,12 +669,11 @@ impl Node {
     }
 }
 
-/// Message `meta` with its body, if the body is still stored.
-fn with_body(state: &ChatState, meta: MessageRef) -> Option<MessageView> {
-    let stored = state.bodies().get(meta.id)?;
-    Some(MessageView {
+/// Message `meta` with its archived body.
+fn with_body(meta: MessageRef, stored: Arc<ArchivedMessage>) -> MessageView {
+    MessageView {
         body: stored.body.clone(),
         at_ms: stored.at_ms,
         meta,
-    })
+    }
 }

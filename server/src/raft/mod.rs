@@ -4,7 +4,6 @@
 //! entries to and from log records, the only place the two meet.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 
 use log_format::Record;
 use log_format::events::{self, EntryBody, Event, LogEntry};
@@ -15,12 +14,14 @@ use crate::state::Applied;
 
 // openraft's StorageError is large and fixed by its traits; boxing it here
 // would only add a conversion at every call.
+pub mod bodies;
 #[allow(clippy::result_large_err)]
 pub mod elections;
 #[allow(clippy::result_large_err)]
 pub mod log_store;
 #[allow(clippy::result_large_err)]
 pub mod network;
+pub mod ship;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
 
@@ -60,7 +61,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeAddr,
         Entry = Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = ship::ShipData,
         AsyncRuntime = openraft::TokioRuntime,
         Responder = openraft::impls::OneshotResponder<TypeConfig>,
 );

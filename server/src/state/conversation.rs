@@ -2,23 +2,9 @@
 //! messages, each stored once however many members read it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use log_format::events::{AccountId, MessageId};
 use serde::{Deserialize, Serialize};
-
-/// A conversation: the log position of the event that made it.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct ConversationId(pub u64);
-
-impl fmt::Display for ConversationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Conversation {

@@ -11,13 +11,14 @@
 //! has members and the ids of its messages, each stored once however many
 //! members read it. A message's body is not an index: queries answer with
 //! [`MessageRef`]s, and the caller turns them into [`MessageView`]s with the
-//! bodies from [`Bodies`].
+//! bodies from the message archive, which the state machine appends to as
+//! it applies (the state only says which messages it erased, so that the
+//! archive can drop them: [`ChatState::take_erased`]).
 //!
 //! Deleting an account erases it from every answer: its sessions, its
 //! conversations, and the messages it sent or received, on both sides. The
 //! name becomes free for a new account, which starts empty.
 
-mod bodies;
 mod conversation;
 mod presized;
 #[cfg(test)]
@@ -28,9 +29,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use log_format::events::{AccountId, Event, MessageId, PasswordHash, SessionId, TokenHash};
 use serde::{Deserialize, Serialize};
 
-pub use self::bodies::{Bodies, Stored};
 use self::conversation::Conversation;
-pub use self::conversation::ConversationId;
+pub use log_format::events::ConversationId;
 
 /// The maps of the state: aHash is several times faster than SipHash on
 /// replay and, keyed per process, still resists flooding with crafted keys.
@@ -49,6 +49,9 @@ pub enum Applied {
     Message {
         id: MessageId,
         duplicate: bool,
+        /// Where a new message was stored (for a duplicate: the direct
+        /// conversation of its sender and recipient, when there is one).
+        conversation: ConversationId,
     },
     /// How many messages left the caller's view.
     Deleted(u64),
@@ -202,19 +205,25 @@ pub struct AccountPage {
 /// Everything the server knows, derived from the log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatState {
+    #[serde(deserialize_with = "presized::map")]
     accounts: HashMap<AccountId, Account>,
     /// Lower-cased name to account: uniqueness ignoring case, and the sorted
     /// order of `ListAccounts`.
     by_name: BTreeMap<String, AccountId>,
+    #[serde(deserialize_with = "presized::map")]
     conversations: HashMap<ConversationId, Conversation>,
     /// Direct conversations by their members, the lower id first.
+    #[serde(deserialize_with = "presized::map")]
     direct: HashMap<(AccountId, AccountId), ConversationId>,
     /// Sender -> 64-bit hash of its client message id -> the message it
     /// made (see [`key_hash`]).
     #[serde(deserialize_with = "presized::map_of_maps")]
     idempotency: HashMap<AccountId, HashMap<u64, MessageId>>,
-    /// The bodies of the stored messages.
-    bodies: Bodies,
+    /// Messages erased since the last [`ChatState::take_erased`], whose
+    /// bodies the archive still holds. Not part of the state proper: not in
+    /// snapshots, not compared between replicas (see `take_erased`).
+    #[serde(skip)]
+    erased: Vec<MessageId>,
     sessions: HashMap<SessionId, Session>,
     by_token: HashMap<TokenHash, SessionId>,
     sessions_of: HashMap<AccountId, BTreeSet<SessionId>>,
@@ -343,9 +352,12 @@ impl ChatState {
     ) -> Applied {
         let key = key_hash(client_msg_id);
         if let Some(&id) = self.idempotency.get(&from).and_then(|keys| keys.get(&key)) {
+            let conversation =
+                (self.direct.get(&direct_key(from, to)).copied()).unwrap_or_default();
             return Applied::Message {
                 id,
                 duplicate: true,
+                conversation,
             };
         }
         if !self.accounts.contains_key(&from) || !self.accounts.contains_key(&to) {
@@ -360,13 +372,6 @@ impl ChatState {
                 acc.unread += 1;
             }
         }
-        self.bodies.insert(
-            id,
-            Stored {
-                at_ms,
-                body: body.to_owned(),
-            },
-        );
         self.idempotency.entry(from).or_default().insert(key, id);
         for account in [from, to] {
             if let Some(meta) = self.message_ref(account, conversation, id) {
@@ -390,6 +395,7 @@ impl ChatState {
         Applied::Message {
             id,
             duplicate: false,
+            conversation,
         }
     }
 
@@ -531,7 +537,7 @@ impl ChatState {
                 no_longer_unread += 1;
             }
             if hidden.erased {
-                self.bodies.remove(*id);
+                self.erased.push(*id);
             }
             deleted.push(*id);
         }
@@ -576,7 +582,7 @@ impl ChatState {
                 self.direct.remove(&(a, a));
             }
             for id in conv.message_ids() {
-                self.bodies.remove(id);
+                self.erased.push(id);
                 erased.insert(id);
             }
             for member in members.into_iter().filter(|m| *m != account) {
@@ -649,9 +655,18 @@ impl ChatState {
             .copied()
     }
 
-    /// The stored bodies, by message id.
-    pub fn bodies(&self) -> &Bodies {
-        &self.bodies
+    /// The messages erased since the last call, in the order they were
+    /// erased: their bodies are to leave the archive. Whoever applies
+    /// events to the live state takes them when it compacts the archive; a
+    /// crash before that loses nothing, since the replay of the log after
+    /// the snapshot erases them again.
+    pub fn take_erased(&mut self) -> Vec<MessageId> {
+        std::mem::take(&mut self.erased)
+    }
+
+    /// How many erased messages wait for [`ChatState::take_erased`].
+    pub fn erased_pending(&self) -> usize {
+        self.erased.len()
     }
 
     /// Accounts whose lower-cased name matches `pattern` (already lower-cased),
@@ -917,7 +932,6 @@ impl ChatState {
         let mut direct: Vec<_> = self.direct.iter().collect();
         direct.sort();
         let _ = writeln!(out, "direct {direct:?}");
-        let _ = write!(out, "{}", self.bodies.fingerprint());
         let mut keys: Vec<_> = self
             .idempotency
             .iter()
