@@ -499,9 +499,11 @@ impl Archive {
         }
         if let Some((segment, offset)) = &cut {
             let offset = *offset;
-            // The hint goes first: a crash then leaves a segment that is
-            // scanned at open, whatever its length.
-            hint::remove(&segment.path)?;
+            // The hint goes first, durably: a crash then leaves a segment
+            // that is scanned at open, whatever its length.
+            if hint::remove(&segment.path)? {
+                sync_dir(&self.dir)?;
+            }
             let bytes = segment.read(0, offset)?;
             let header = ArchiveHeader::new(segment.first_id);
             let (index, _) = scan::scan_segment(
@@ -644,6 +646,12 @@ impl Archive {
                 remove_segment(segment)?;
                 sync_dir(&self.dir)?;
                 continue;
+            }
+            // The old hint goes first, durably: a crash before the new one
+            // is written leaves a segment without a hint (rebuilt at open),
+            // never a hint that describes another file.
+            if hint::remove(&segment.path)? {
+                sync_dir(&self.dir)?;
             }
             let file = create_atomically(&segment.path, &[&kept])?;
             hint::store(&segment.path, segment.first_id, &index)?;
