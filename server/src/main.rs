@@ -9,6 +9,12 @@ use anyhow::{Context, bail};
 use chat_proto as pb;
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: glibc keeps memory freed by one
+/// thread in per-thread arenas and rarely returns it, which held 4.5x the
+/// state's own size while serving (BENCHMARKS.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The chat server: keeps all state in an append-only, CRC-checked event log,
 /// replicated with Raft when it runs as a cluster.
 #[derive(Debug, Parser)]
