@@ -653,6 +653,8 @@ struct Restart {
     answered: Duration,
     report: Option<ReplayReport>,
     last_log_index: u64,
+    /// Server RSS once it answered.
+    rss: Option<u64>,
     /// SIGTERM to exit.
     stopped: Duration,
 }
@@ -708,6 +710,8 @@ async fn bench_restart(
             .as_ref()
             .map_or(String::new(), |e| format!(" (first: {e})"))
     );
+    // Memory while serving: the server has just taken every message.
+    let serving_rss = process::rss_of(server.pid());
     let took = server.stop(STOP_TIMEOUT)?;
     eprintln!("server stopped (SIGTERM) in {} ms", millis(took));
 
@@ -775,6 +779,7 @@ async fn bench_restart(
         "records",
         "replayed",
         "last log index",
+        "RSS after restart MiB",
         "stop ms",
     ]);
     let field = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| grouped(v as f64));
@@ -787,6 +792,7 @@ async fn bench_restart(
             field(r.report.as_ref().and_then(|x| x.records)),
             field(r.report.as_ref().and_then(|x| x.replayed)),
             grouped(r.last_log_index as f64),
+            r.rss.map_or("n/a".to_owned(), mib),
             millis(r.stopped),
         ]);
     }
@@ -796,6 +802,22 @@ async fn bench_restart(
     }
     println!();
 
+    let mut rss: Vec<u64> = runs.iter().filter_map(|r| r.rss).collect();
+    rss.sort();
+    if let (Some(serving), Some(&restarted)) = (serving_rss, rss.get(rss.len() / 2)) {
+        let per = |bytes: u64| bytes as f64 / messages.max(1) as f64;
+        println!(
+            "server RSS over {} messages: {} MiB while serving (at the end of the fill, {:.0} B per message), \
+             {} MiB after a restart (median, {:.0} B per message); serving / restarted = {:.2}x",
+            grouped(messages as f64),
+            mib(serving),
+            per(serving),
+            mib(restarted),
+            per(restarted),
+            serving as f64 / restarted as f64
+        );
+        println!();
+    }
     let mut ready: Vec<Duration> = runs.iter().map(|r| r.ready).collect();
     ready.sort();
     let median = ready[ready.len() / 2];
@@ -864,24 +886,38 @@ async fn restart_once(
         report = server.replay_report();
     }
     let ready = server.ready_after;
+    let rss = process::rss_of(server.pid());
     let stopped = server.stop(STOP_TIMEOUT)?;
     Ok(Restart {
         ready,
         answered,
         report,
         last_log_index: status.last_log_index,
+        rss,
         stopped,
     })
 }
 
+/// Bytes of every file under `dir`, at any depth (the log, the state
+/// files and the message archive).
 fn dir_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir).map_or(0, |entries| {
         entries
             .filter_map(Result::ok)
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some(if meta.is_dir() {
+                    dir_bytes(&e.path())
+                } else {
+                    meta.len()
+                })
+            })
             .sum()
     })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The probe's sends, closed loop, on the idle server and then under abuse:
