@@ -15,16 +15,15 @@
 //! to the archive ([`log_format::Archive`]) before the state shows it, so
 //! any id a query finds is readable. The archive is synced before a
 //! snapshot is saved, and the messages erased since the last snapshot are
-//! erased from it then; at start-up it is cut back to the snapshot's point
-//! and the replay of the log after it appends the rest again. A snapshot
+//! erased from it then; at start-up the replay of the log after the
+//! snapshot appends what it does not hold yet (what it holds came from
+//! committed entries, which never change). A snapshot
 //! holds only the indexes; shipped to another replica it carries the
 //! archived messages as well ([`super::ship`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-
-use anyhow::Context as _;
 
 use log_format::events::{ArchivedMessage, Event, MessageId, cursor_through, position};
 use log_format::{Archive, Log, StateFile};
@@ -206,9 +205,8 @@ impl StateMachine {
 
     /// Restores the state: the `loaded` snapshot, then every log record up
     /// to `committed` (records after it may not be committed and are left
-    /// for Raft to apply). The `archive` is cut back to the snapshot and
-    /// the replayed messages appended to it; bodies are cached up to
-    /// `body_cache` bytes.
+    /// for Raft to apply). Replayed messages the `archive` does not hold
+    /// yet are appended to it; bodies are cached up to `body_cache` bytes.
     #[allow(clippy::too_many_arguments)]
     pub fn restore(
         dir: &Path,
@@ -242,15 +240,6 @@ impl StateMachine {
             );
         }
         let mut applying = Applying::of(stored.as_ref());
-        // The archive is a function of the log: what follows the snapshot
-        // is appended again by the replay.
-        let kept = applying.last_applied.map_or(0, |l| cursor_through(l.index));
-        archive.truncate_after(kept).with_context(|| {
-            format!(
-                "cannot cut the message archive in {} back to the snapshot",
-                archive.dir().display()
-            )
-        })?;
         let mut replayed = Replayed::default();
         if let Some(committed) = committed {
             let start = applying
@@ -610,11 +599,17 @@ fn to_archive(entry: &RaftEntry, applied: &[Applied], out: &mut Vec<(u64, Arc<Ar
     }
 }
 
-/// Appends `stored` to the archive and empties it.
+/// Appends `stored` to the archive and empties it. Messages the archive
+/// already holds are skipped: after a restart it may hold messages past the
+/// snapshot, and every archived message came from a committed entry, which
+/// no replica ever changes, so what it holds is what would be written.
 fn append(
     archive: &mut Archive,
     stored: &mut Vec<(u64, Arc<ArchivedMessage>)>,
 ) -> log_format::Result<()> {
+    if let Some(last) = archive.last_id() {
+        stored.retain(|(id, _)| *id > last);
+    }
     if !stored.is_empty() {
         let refs: Vec<(u64, &ArchivedMessage)> = stored.iter().map(|(id, m)| (*id, &**m)).collect();
         archive.append_batch(&refs)?;
@@ -1025,12 +1020,14 @@ mod tests {
             let mut sent = Vec::new();
             let mut index = 0;
             let rounds = 2 + rng.below(4);
+            let mut last_round = Vec::new();
             for round in 0..rounds {
                 let n = 10 + rng.below(60);
                 let entries = random_entries(&mut rng, index, n, &mut sent);
                 index += n;
                 let records: Vec<_> = entries.iter().map(super::super::entry_to_record).collect();
                 log.append(&records).unwrap();
+                last_round = entries.clone();
                 sm.apply(entries).await.unwrap();
                 if round + 1 < rounds && rng.below(2) == 0 {
                     sm.build_snapshot().await.unwrap();
@@ -1045,6 +1042,35 @@ mod tests {
             let (restored, _) = restore(dir.path(), &log, committed).unwrap();
             assert_eq!(answers(&restored), live, "seed {seed}: snapshot and tail");
             drop(restored);
+
+            // Restored only up to an earlier commit point, with the rest
+            // already in the archive, then applied as Raft would.
+            let first = last_round[0].log_id.index;
+            let earlier = (first > 0).then(|| log_id(1, 1, first - 1));
+            let (mut behind, _) = restore(dir.path(), &log, earlier).unwrap();
+            assert!(behind.applied_index() < first, "seed {seed}");
+            {
+                let rest: Vec<RaftEntry> = (last_round.iter())
+                    .filter(|e| {
+                        Some(e.log_id.index)
+                            > behind
+                                .shared
+                                .meta
+                                .lock()
+                                .unwrap()
+                                .last_applied
+                                .map(|l| l.index)
+                    })
+                    .cloned()
+                    .collect();
+                behind.apply(rest).await.unwrap();
+                assert_eq!(
+                    answers(&behind),
+                    live,
+                    "seed {seed}: archive ahead of the replay"
+                );
+            }
+            drop(behind);
 
             // Without a snapshot or archive: from the log alone.
             let _ = std::fs::remove_file(dir.path().join(SNAPSHOT_FILE));
