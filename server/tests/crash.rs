@@ -239,6 +239,8 @@ fn an_unwritable_data_directory_is_refused_clearly() {
     assert!(err.contains("not-a-directory"), "{err}");
 }
 
+/// SIGTERM ends the streams, takes a snapshot of what changed, flushes and
+/// exits 0; the next start replays nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,8 +278,27 @@ async fn sigterm_ends_streams_flushes_and_exits_zero() {
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
-    // The data is intact: the server starts again and knows the account.
-    let server = ServerProcess::start(dir.path());
+    // The data is intact: the server starts again and knows the account,
+    // from the snapshot taken as it stopped: it replays no record.
+    let mut server = ServerProcess::try_start_logging(
+        dir.path(),
+        "warn,chat_server=info",
+        &["--listen", "127.0.0.1:0"],
+    )
+    .unwrap();
+    let stderr = server.child.stderr.take().unwrap();
+    let replay_line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("replayed the log"))
+    })
+    .await
+    .unwrap()
+    .expect("the server logs its replay");
+    let plain = strip_ansi(&replay_line);
+    assert!(plain.contains(" replayed=0 "), "{plain}");
     let mut c = server.client().await;
     login(&mut c, "ann").await;
 }
@@ -443,4 +464,18 @@ async fn sigkill_while_a_snapshot_is_built_loses_nothing() {
     }
     assert_eq!(snapshots_interrupted, 10);
     assert!(acked.len() >= 1000, "{} acknowledged", acked.len());
+}
+
+/// `line` without its terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
