@@ -34,6 +34,25 @@ const INCOMING: &str = "incoming.ship";
 /// Messages appended to the archive per batch while installing.
 const INSTALL_BATCH: usize = 1024;
 
+/// Removes the files of snapshots to ship (all but `keep`, if given):
+/// they hold message bodies, so they go when the snapshot they were made
+/// for is replaced, as erased bodies must. A file a replica is still being
+/// sent stays readable through its open handle.
+pub fn remove_files(dir: &Path, keep: Option<&Path>) -> io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir.join(SHIP_DIR)) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if Some(entry.path().as_path()) != keep {
+            match fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a ship file is built from.
 pub struct ShipSource {
     pub dir: PathBuf,
@@ -242,12 +261,6 @@ fn build(source: ShipSource) -> io::Result<File> {
     inner.write_all(&crc.to_le_bytes())?;
     inner.into_inner().map_err(|e| e.into_error())?;
     fs::rename(&tmp, &path)?;
-    // Older snapshots' files are of no more use.
-    for entry in fs::read_dir(&ship)?.flatten() {
-        if entry.path() != path && entry.file_name() != INCOMING {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
     tracing::info!(
         file = %path.display(),
         messages,

@@ -425,6 +425,11 @@ impl StateMachine {
             .store(&snap)
             .map_err(|e| StorageIOError::write_snapshot(Some(snap.meta.signature()), &e))?;
         *self.shared.current_snapshot.lock().expect("lock") = Some(snap.meta.clone());
+        // Files made to ship the previous snapshot (or received) hold
+        // bodies that may since have been erased.
+        if let Err(e) = ship::remove_files(&self.shared.dir, None) {
+            tracing::warn!("cannot remove old snapshot files to ship: {e}");
+        }
         Ok(snap.meta)
     }
 
@@ -1145,6 +1150,14 @@ mod tests {
         replica.install_snapshot(&shipped.meta, data).await.unwrap();
         assert_eq!(answers(&replica), answers(&sm));
         assert!(!other.path().join(INSTALLING_FILE).exists());
+        // The files that carried bodies are gone: received, and (once a
+        // newer snapshot replaces the one shipped) sent.
+        let ship_files =
+            |dir: &Path| std::fs::read_dir(dir.join(ship::SHIP_DIR)).map_or(0, |d| d.count());
+        assert_eq!(ship_files(other.path()), 0);
+        assert_eq!(ship_files(dir.path()), 1);
+        sm.build_snapshot().await.unwrap();
+        assert_eq!(ship_files(dir.path()), 0);
 
         // Damage is refused, and the replica keeps what it had.
         let mut data = replica.begin_receiving_snapshot().await.unwrap();
