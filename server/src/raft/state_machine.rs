@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
+use anyhow::Context as _;
 use log_format::events::{ArchivedMessage, Event, MessageId, cursor_through, position};
 use log_format::{Archive, Log, StateFile};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -160,11 +161,21 @@ pub struct Replayed {
     pub last_applied: u64,
 }
 
+/// A stored snapshot read in place: its data borrowed from the file's
+/// bytes, not copied (at 10M messages, hundreds of MB held for nothing).
+#[derive(Deserialize)]
+struct StoredSnapshotRef<'a> {
+    meta: SnapshotMeta<NodeId, NodeAddr>,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
 /// The stored snapshot, read and decoded: the first half of a restore, which
-/// needs no log (so it can run while the log is opened).
+/// needs no log (so it can run while the log is opened). Only the state and
+/// what the snapshot is of are kept; its bytes are dropped once decoded.
 #[derive(Debug)]
 pub struct Loaded {
-    stored: Option<StoredSnapshot>,
+    meta: Option<SnapshotMeta<NodeId, NodeAddr>>,
     state: ChatState,
     /// Why the stored snapshot was set aside: written with another state
     /// layout, so the state must come from the log alone.
@@ -174,28 +185,34 @@ pub struct Loaded {
 impl StateMachine {
     /// Reads and decodes the snapshot stored in `dir`, if there is one.
     pub fn load_snapshot(dir: &Path) -> Result<Loaded, anyhow::Error> {
-        let stored: Option<StoredSnapshot> = StateFile::new(dir, SNAPSHOT_FILE).load()?;
+        let path = dir.join(SNAPSHOT_FILE);
+        let bytes = StateFile::new(dir, SNAPSHOT_FILE).load_bytes()?;
+        let stored: Option<StoredSnapshotRef<'_>> = (bytes.as_deref())
+            .map(postcard::from_bytes)
+            .transpose()
+            .with_context(|| format!("cannot decode the snapshot in {}", path.display()))?;
+        let meta = stored.as_ref().map(|s| s.meta.clone());
         let refused = |e: SnapshotError| {
             anyhow::Error::new(e).context(format!(
                 "cannot restore the snapshot in {}; if this replica belongs to a cluster, rebuild it from the cluster (README: \"Rebuilding a damaged replica\"), or start it with the build that wrote the snapshot",
                 dir.join(SNAPSHOT_FILE).display()
             ))
         };
-        match stored.as_ref().map(|s| decode_state(&s.data)) {
+        match stored.as_ref().map(|s| decode_state(s.data)) {
             None => Ok(Loaded {
-                stored,
+                meta,
                 state: ChatState::default(),
                 outdated: None,
             }),
             Some(Ok(state)) => Ok(Loaded {
-                stored,
+                meta,
                 state,
                 outdated: None,
             }),
             // Another build's layout: the whole log can stand in for it, if
             // it still reaches back to the start (see `restore`).
             Some(Err(e @ SnapshotError::Version { .. })) => Ok(Loaded {
-                stored: None,
+                meta: None,
                 state: ChatState::default(),
                 outdated: Some(refused(e)),
             }),
@@ -226,7 +243,7 @@ impl StateMachine {
         }
         let snapshot_file = StateFile::new(dir, SNAPSHOT_FILE);
         let Loaded {
-            stored,
+            meta,
             mut state,
             outdated,
         } = loaded;
@@ -239,7 +256,7 @@ impl StateMachine {
                 dir.display()
             );
         }
-        let mut applying = Applying::of(stored.as_ref());
+        let mut applying = meta.as_ref().map_or_else(Applying::default, Applying::at);
         let mut replayed = Replayed::default();
         if let Some(committed) = committed {
             let start = applying
@@ -265,7 +282,7 @@ impl StateMachine {
                 since_snapshot: AtomicU64::new(replayed.events),
                 hub,
                 snapshot_file,
-                current_snapshot: Mutex::new(stored.map(|s| s.meta)),
+                current_snapshot: Mutex::new(meta),
                 log: log.clone(),
                 bodies: Bodies::new(archive.reader(), body_cache),
                 archive: Mutex::new(archive),
