@@ -286,17 +286,24 @@ async fn sigterm_ends_streams_flushes_and_exits_zero() {
         &["--listen", "127.0.0.1:0"],
     )
     .unwrap();
+    // Read its log to the end (a closed pipe would fail its writes), and
+    // pass on the replay line.
     let stderr = server.child.stderr.take().unwrap();
-    let replay_line = tokio::task::spawn_blocking(move || {
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stderr)
+        for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
-            .find(|l| l.contains("replayed the log"))
-    })
-    .await
-    .unwrap()
-    .expect("the server logs its replay");
+        {
+            if line.contains("replayed the log") {
+                let _ = line_tx.send(line);
+            }
+        }
+    });
+    let replay_line = line_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the server logs its replay");
     let plain = strip_ansi(&replay_line);
     assert!(plain.contains(" replayed=0 "), "{plain}");
     let mut c = server.client().await;
