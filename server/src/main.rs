@@ -196,6 +196,9 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
+        // On a failed write (a closed stderr) tracing-subscriber would say
+        // so with eprintln!, which panics: the server must outlive its log.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

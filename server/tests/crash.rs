@@ -486,3 +486,43 @@ fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// A server whose standard error is closed (a log pipe that died) goes on
+/// serving and stops cleanly: a failed log write is not a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // `info`: the server logs again when it stops (a louder filter would
+    // fill the unread pipe before the server says where it listens).
+    let mut server =
+        ServerProcess::try_start_logging(dir.path(), "info", &["--listen", "127.0.0.1:0"]).unwrap();
+    drop(server.child.stderr.take());
+    let serve = async {
+        let mut c = server.client().await;
+        c.create_account(pb::CreateAccountRequest {
+            username: "ann".into(),
+            password: "password-1".into(),
+        })
+        .await
+        .unwrap();
+        login(&mut c, "ann").await;
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), serve)
+        .await
+        .expect("the server answers within 30 s");
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

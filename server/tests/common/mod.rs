@@ -51,7 +51,9 @@ impl ServerProcess {
     }
 
     /// Starts the server with `RUST_LOG=filter`; the caller reads (and
-    /// must keep reading) `child.stderr`.
+    /// must keep reading) `child.stderr`. Nothing reads it until the server
+    /// is listening, so the filter must not log a pipe's worth (64 KiB)
+    /// before that.
     pub fn try_start_logging(
         dir: &Path,
         filter: &str,
