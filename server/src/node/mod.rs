@@ -88,7 +88,14 @@ struct Shared {
     /// The tasks that ask for snapshots by event count and settle split
     /// votes.
     tasks: [tokio::task::AbortHandle; 2],
+    /// Bounds the reads of the archive that run at once (off the runtime's
+    /// workers): a burst of cold history pages queues here instead of
+    /// filling the blocking pool.
+    disk_reads: tokio::sync::Semaphore,
 }
+
+/// Archive reads at once; more wait for a turn.
+const MAX_DISK_READS: usize = 8;
 
 /// How this server sees the cluster.
 #[derive(Debug, Clone)]
@@ -304,6 +311,7 @@ impl Node {
                 peers,
                 batcher,
                 tasks,
+                disk_reads: tokio::sync::Semaphore::new(MAX_DISK_READS),
             }),
         })
     }
@@ -321,9 +329,9 @@ impl Node {
     /// The messages `refs` name, with their bodies, in the same order; a
     /// message erased since the refs were read is left out. Bodies come
     /// from the cache or the archive, read without the state lock.
-    pub fn views(&self, refs: Vec<MessageRef>) -> Result<Vec<MessageView>, ChatError> {
+    pub async fn views(&self, refs: Vec<MessageRef>) -> Result<Vec<MessageView>, ChatError> {
         let ids: Vec<MessageId> = refs.iter().map(|r| r.id).collect();
-        let bodies = self.bodies(&ids)?;
+        let bodies = self.bodies(ids).await?;
         Ok((refs.into_iter().zip(bodies))
             .filter_map(|(meta, stored)| Some(with_body(meta, stored?)))
             .collect())
@@ -331,7 +339,7 @@ impl Node {
 
     /// Backlog entries with their messages' bodies; an entry whose message
     /// was erased since is left out.
-    pub fn feed_views(
+    pub async fn feed_views(
         &self,
         entries: Vec<FeedEntry<MessageRef>>,
     ) -> Result<Vec<FeedEntry>, ChatError> {
@@ -341,7 +349,7 @@ impl Node {
                 _ => None,
             })
             .collect();
-        let mut bodies = self.bodies(&ids)?.into_iter();
+        let mut bodies = self.bodies(ids).await?.into_iter();
         Ok((entries.into_iter())
             .filter_map(|e| {
                 Some(FeedEntry {
@@ -355,17 +363,38 @@ impl Node {
     }
 
     /// When message `id` was sent (0 if it is gone).
-    pub fn sent_at(&self, id: MessageId) -> Result<u64, ChatError> {
-        Ok(self.bodies(&[id])?[0].as_ref().map_or(0, |m| m.at_ms))
+    pub async fn sent_at(&self, id: MessageId) -> Result<u64, ChatError> {
+        Ok(self.bodies(vec![id]).await?[0]
+            .as_ref()
+            .map_or(0, |m| m.at_ms))
     }
 
-    fn bodies(&self, ids: &[MessageId]) -> Result<Vec<Option<Arc<ArchivedMessage>>>, ChatError> {
-        self.shared.sm.bodies().get_many(ids).map_err(|e| {
+    /// Bodies from the cache, or else read from the archive on the blocking
+    /// pool: a page that is not in memory never stalls a runtime worker
+    /// (and the streams and calls it serves) on the disk.
+    async fn bodies(
+        &self,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<Option<Arc<ArchivedMessage>>>, ChatError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(cached) = self.shared.sm.bodies().all_cached(&ids) {
+            return Ok(cached);
+        }
+        let unreadable = |e: String| {
             tracing::error!("cannot read message bodies: {e}");
             ChatError::Internal(format!(
                 "this server cannot read its message archive ({e}); try another server of the cluster"
             ))
-        })
+        };
+        let _turn =
+            (self.shared.disk_reads.acquire().await).map_err(|e| unreadable(e.to_string()))?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.sm.bodies().get_many(&ids))
+            .await
+            .map_err(|e| unreadable(e.to_string()))?
+            .map_err(|e| unreadable(e.to_string()))
     }
 
     /// Registers a live stream of `account`'s events for `session`. Call it

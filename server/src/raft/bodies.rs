@@ -85,6 +85,12 @@ impl Bodies {
         }
     }
 
+    /// The messages `ids` name if the cache holds every one of them.
+    pub fn all_cached(&self, ids: &[MessageId]) -> Option<Vec<Option<Arc<ArchivedMessage>>>> {
+        let cache = self.cache.as_ref()?;
+        ids.iter().map(|id| cache.get(id).map(Some)).collect()
+    }
+
     /// The messages `ids` name, in the same order; `None` for one that is no
     /// longer archived (erased since its id was read).
     pub fn get_many(

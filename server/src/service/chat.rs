@@ -420,7 +420,7 @@ impl ChatService {
             Check::Done(id) => {
                 return Ok(pb::SendResponse {
                     message_id: id.0,
-                    sent_at_ms: self.node.sent_at(id)?,
+                    sent_at_ms: self.node.sent_at(id).await?,
                     log_position: id.0,
                 });
             }
@@ -439,7 +439,7 @@ impl ChatService {
                 message_id: id.0,
                 // A retry that raced the first send is answered as the first.
                 sent_at_ms: if duplicate {
-                    self.node.sent_at(id)?
+                    self.node.sent_at(id).await?
                 } else {
                     at_ms
                 },
@@ -462,7 +462,7 @@ impl ChatService {
             let peer = peer(state, &req.peer)?;
             Ok::<_, ChatError>(state.history(account, peer, before, limit))
         })?;
-        let messages = self.node.views(refs)?;
+        let messages = self.node.views(refs).await?;
         Ok(pb::HistoryResponse {
             messages: messages.into_iter().map(convert::message).collect(),
             next_before: next.map_or(0, |m| m.0),
@@ -481,7 +481,8 @@ impl ChatService {
         })?;
         let lasts = self
             .node
-            .views(summaries.iter().filter_map(|c| c.last.clone()).collect())?;
+            .views(summaries.iter().filter_map(|c| c.last.clone()).collect())
+            .await?;
         let mut lasts = lasts.into_iter().peekable();
         let conversations = (summaries.into_iter()).map(|c| ConversationSummary {
             last: match (&c.last, lasts.peek()) {
@@ -611,7 +612,7 @@ impl ChatService {
                 let page =
                     node.read(|state| state.feed_after(account, last, applied, BACKLOG_PAGE));
                 let (full, end) = (page.len() == BACKLOG_PAGE, page.last().map(|e| e.index));
-                let events = match node.feed_views(page) {
+                let events = match node.feed_views(page).await {
                     Ok(events) => events,
                     Err(e) => {
                         let _ = tx.send(Err(e.into())).await;
