@@ -20,6 +20,7 @@ use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
 use chat_benches::server::process::{self, ACCOUNT_LIMIT_FLAG, ReplayReport, ServerProcess};
+use chat_benches::server::reads::{self, Ask, Backlog, ReadTally, Reader};
 use chat_benches::server::{Probe, Usage};
 use chat_benches::{Table, grouped, millis, percent};
 use chat_proto::chat_client::ChatClient;
@@ -40,6 +41,15 @@ const DELIVERY_TARGET_RATE: f64 = 5_000.0;
 const RESTART_TARGET: Duration = Duration::from_millis(1500);
 /// The log size the restart target is stated for, in messages.
 const RESTART_TARGET_MESSAGES: u64 = 1_000_000;
+/// With history on disk: from spawn to listening over [`LARGE_TARGET_MESSAGES`].
+const LARGE_RESTART_TARGET: Duration = Duration::from_secs(1);
+/// With history on disk: the most resident memory over [`LARGE_TARGET_MESSAGES`],
+/// while serving and after a restart.
+const LARGE_RSS_TARGET: u64 = 1024 * 1024 * 1024;
+/// With history on disk: RSS while serving over RSS after a restart.
+const LARGE_RSS_RATIO_TARGET: f64 = 1.25;
+/// The stored messages the history-on-disk targets are stated for.
+const LARGE_TARGET_MESSAGES: u64 = 10_000_000;
 /// TCP connections held open without a byte sent, in the abuse target.
 const ABUSE_SILENT_CONNECTIONS: usize = 1_000;
 /// Clients calling `CreateAccount` back to back, in the abuse target.
@@ -54,6 +64,13 @@ const ABUSE_ACCOUNT_CREATIONS_PER_MINUTE: &str = "30";
 /// Longer than the abuse phase, so that the silent connections stay open
 /// through it (the default, 10 s, would close them mid-window).
 const ABUSE_HANDSHAKE_TIMEOUT: &str = "10m";
+/// p99 of a 50-message History page outside the body cache, under sends at
+/// [`DELIVERY_TARGET_RATE`].
+const HISTORY_P99_TARGET: Duration = Duration::from_millis(5);
+/// From Subscribe to CaughtUp over a backlog of [`BACKLOG_TARGET_MESSAGES`].
+const BACKLOG_TARGET: Duration = Duration::from_millis(250);
+/// The backlog size the backlog target is stated for.
+const BACKLOG_TARGET_MESSAGES: u64 = 10_000;
 /// How often the server's resident memory is read under abuse.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -103,12 +120,35 @@ struct Cli {
     /// Restarts measured over the same log.
     #[arg(long, env = "BENCH_RESTART_RUNS", default_value_t = 3)]
     restart_runs: usize,
+    /// How the restart part stops the server, after the fill and after each
+    /// restart: `term` as an operator does (it snapshots first, so a start
+    /// replays nothing), `kill` (SIGKILL) as a crash does (a start replays
+    /// the log since the last snapshot).
+    #[arg(long, value_enum, default_value_t = Stop::Term)]
+    stop: Stop,
     /// Sends in flight per sender while filling the log for the restart.
     #[arg(long, default_value_t = 4)]
     fill_in_flight: usize,
-    /// Senders (and recipients) made for `--only restart`.
+    /// Senders (and recipients) made for `--only restart` and `--only reads`.
     #[arg(long, default_value_t = 16)]
     fill_users: usize,
+    /// Messages stored before `--only reads` restarts the server and reads:
+    /// enough that the body cache holds a small part of them.
+    #[arg(long, default_value_t = 3_000_000)]
+    read_messages: u64,
+    /// Clients paging through History at once in `--only reads`, one call
+    /// in flight each.
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// History pages per second the readers ask for, together.
+    #[arg(long, default_value_t = 200.0)]
+    read_rate: f64,
+    /// Messages in the Subscribe backlog that `--only reads` times.
+    #[arg(long, default_value_t = 10_000)]
+    backlog: u64,
+    /// Times the backlog is read (the first with the body cache cold).
+    #[arg(long, default_value_t = 5)]
+    backlog_runs: usize,
     /// A check that everything runs: 8 senders and subscribers, 2 s phases
     /// (the latency one at 1,000 msg/s), a 10,000-message restart, once.
     /// Overrides those options.
@@ -129,6 +169,29 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stop {
+    Term,
+    Kill,
+}
+
+impl Stop {
+    /// Stops `server` this way; returns how long that took.
+    fn stop(self, mut server: ServerProcess) -> anyhow::Result<Duration> {
+        match self {
+            Stop::Term => server.stop(STOP_TIMEOUT),
+            Stop::Kill => Ok(server.kill()?.elapsed()),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Stop::Term => "SIGTERM",
+            Stop::Kill => "SIGKILL, as a crash",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
     /// Throughput, latency, then the restart on the same data directory.
     All,
@@ -144,6 +207,9 @@ enum Part {
     /// connections open and 16 clients flooding CreateAccount, on a server
     /// with its default account-creation limit. Not part of `all`.
     Abuse,
+    /// History pages and a Subscribe backlog read after a restart (body
+    /// cache cold), History also under open-loop sends. Not part of `all`.
+    Reads,
 }
 
 impl Part {
@@ -176,6 +242,9 @@ fn main() -> anyhow::Result<()> {
         cli.restart_messages = 10_000;
         cli.restart_runs = 1;
         cli.fill_users = 8;
+        cli.read_messages = 20_000;
+        cli.backlog = 1_000;
+        cli.backlog_runs = 2;
     }
     ensure!(
         (STAMP_LEN..=MAX_BODY).contains(&cli.body),
@@ -194,6 +263,15 @@ fn main() -> anyhow::Result<()> {
         "every --rate must be positive"
     );
     ensure!(cli.restart_runs > 0, "--restart-runs must be at least 1");
+    ensure!(
+        cli.read_rate.is_finite()
+            && cli.read_rate > 0.0
+            && cli.readers > 0
+            && cli.backlog > 0
+            && cli.backlog_runs > 0
+            && cli.read_messages > 0,
+        "--readers, --backlog, --backlog-runs and --read-messages must be at least 1, --read-rate positive"
+    );
 
     let machine = Machine::find(&cli.machine)?;
     print_machine(&cli, &machine);
@@ -207,6 +285,11 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
         return keep_if_asked_or_failed(cli, dir, outcome);
     }
     let seq = load::sequence();
+    if cli.only == Part::Reads {
+        let dir = data_dir(machine, "server-reads-")?;
+        let outcome = bench_reads(cli, machine, dir.path(), &seq).await;
+        return keep_if_asked_or_failed(cli, dir, outcome);
+    }
     if cli.only == Part::Restart {
         let dir = data_dir(machine, "server-restart-")?;
         let server = start_server(machine, dir.path(), &[])?;
@@ -443,6 +526,17 @@ fn print_machine(cli: &Cli, machine: &Machine) {
              (its default), --handshake-timeout {ABUSE_HANDSHAKE_TIMEOUT}",
             cli.body
         );
+    } else if cli.only == Part::Reads {
+        println!(
+            "users: {n} senders and {n} recipients (the stored conversations), {n} subscribers \
+             (the live load), 1 backlog reader, one connection each; {}-byte bodies; every send \
+             durable; {} History readers asking for {} pages/s together, {}-message pages",
+            cli.body,
+            cli.readers,
+            grouped(cli.read_rate),
+            reads::PAGE,
+            n = cli.fill_users
+        );
     } else if cli.only == Part::Restart {
         println!(
             "users: {n} senders, {n} recipients (no streams), one connection each; \
@@ -655,7 +749,7 @@ struct Restart {
     last_log_index: u64,
     /// Server RSS once it answered.
     rss: Option<u64>,
-    /// SIGTERM to exit.
+    /// The stop after it (`--stop`).
     stopped: Duration,
 }
 
@@ -712,14 +806,19 @@ async fn bench_restart(
     );
     // Memory while serving: the server has just taken every message.
     let serving_rss = process::rss_of(server.pid());
-    let took = server.stop(STOP_TIMEOUT)?;
-    eprintln!("server stopped (SIGTERM) in {} ms", millis(took));
+    let took = cli.stop.stop(server)?;
+    eprintln!(
+        "server stopped ({}) in {} ms",
+        cli.stop.label(),
+        millis(took)
+    );
 
     let messages = already + filled.sent;
     let log_bytes = dir_bytes(dir);
     let mut runs = Vec::new();
     for run in 1..=cli.restart_runs {
-        let restart = match restart_once(machine, dir, &senders[0], &recipients[0]).await {
+        let restart = match restart_once(machine, dir, &senders[0], &recipients[0], cli.stop).await
+        {
             Ok(restart) => restart,
             Err(e) => {
                 println!(
@@ -766,8 +865,9 @@ async fn bench_restart(
         )
     };
     println!(
-        "{filling}; data directory {:.1} MiB; stopped with SIGTERM in {} ms; page cache warm",
+        "{filling}; data directory {:.1} MiB; stopped with {} in {} ms, and so after each restart; page cache warm",
         log_bytes as f64 / (1024.0 * 1024.0),
+        cli.stop.label(),
         millis(took)
     );
     println!();
@@ -841,6 +941,31 @@ async fn bench_restart(
         grouped(RESTART_TARGET_MESSAGES as f64),
         millis(median)
     );
+    if messages >= LARGE_TARGET_MESSAGES {
+        let verdict = |met: bool| if met { "MET" } else { "MISSED" };
+        println!(
+            "restart target at {} messages (stopped with {}): listening within {} ms: median {} ms, {}",
+            grouped(LARGE_TARGET_MESSAGES as f64),
+            cli.stop.label(),
+            millis(LARGE_RESTART_TARGET),
+            millis(median),
+            verdict(median <= LARGE_RESTART_TARGET)
+        );
+        if let (Some(serving), Some(&most)) = (serving_rss, rss.last()) {
+            let median = rss[rss.len() / 2];
+            println!(
+                "memory target at {} messages: RSS at most {} MiB while serving and after a restart: {} and {} MiB (largest), {}; serving at most {:.2}x restarted: {:.2}x, {}",
+                grouped(LARGE_TARGET_MESSAGES as f64),
+                mib(LARGE_RSS_TARGET),
+                mib(serving),
+                mib(most),
+                verdict(serving <= LARGE_RSS_TARGET && most <= LARGE_RSS_TARGET),
+                LARGE_RSS_RATIO_TARGET,
+                serving as f64 / median as f64,
+                verdict(serving as f64 <= LARGE_RSS_RATIO_TARGET * median as f64)
+            );
+        }
+    }
     println!();
     Ok(())
 }
@@ -852,6 +977,7 @@ async fn restart_once(
     dir: &Path,
     user: &User,
     peer: &str,
+    stop: Stop,
 ) -> anyhow::Result<Restart> {
     let server = ServerProcess::start(&machine.binary, dir, START_TIMEOUT)?;
     let channel = load::connect(server.addr).await?;
@@ -887,7 +1013,7 @@ async fn restart_once(
     }
     let ready = server.ready_after;
     let rss = process::rss_of(server.pid());
-    let stopped = server.stop(STOP_TIMEOUT)?;
+    let stopped = stop.stop(server)?;
     Ok(Restart {
         ready,
         answered,
@@ -1069,6 +1195,338 @@ fn print_abuse(
         mib(rss_peak),
         mib(delta),
         met(delta < ABUSE_RSS_TARGET)
+    );
+    println!();
+}
+
+/// `--only reads`: stores `read_messages` messages in `fill_users`
+/// conversations and a `backlog`-message backlog for one more user,
+/// restarts the server (its body cache cold, the page cache warm), then
+/// times the backlog read from the start, and History pages at random
+/// places, first alone and then beside open-loop sends at the target rate.
+async fn bench_reads(
+    cli: &Cli,
+    machine: &Machine,
+    dir: &Path,
+    seq: &Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let n = cli.fill_users;
+    let server = start_server(machine, dir, &[])?;
+    let mut names: Vec<String> = Vec::with_capacity(3 * n + 1);
+    for role in ["sender", "recipient", "live"] {
+        names.extend((0..n).map(|i| format!("{role}-{i:03}")));
+    }
+    names.push("backlog-000".to_owned());
+    let started = Instant::now();
+    let mut users = load::create_users(server.addr, &names, SETUP_CONCURRENCY).await?;
+    eprintln!(
+        "created and logged in {} accounts in {:.1} s (argon2, not measured)",
+        names.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let progress = |what: &'static str| {
+        let began = Instant::now();
+        move |sent: u64| {
+            eprintln!(
+                "  {what}: {} sent in {:.0} s (load average {})",
+                grouped(sent as f64),
+                began.elapsed().as_secs_f64(),
+                load_average()
+            );
+        }
+    };
+    let fill = |messages| FillConfig {
+        messages,
+        per_sender: cli.fill_in_flight,
+        body_len: cli.body,
+        progress_every: Duration::from_secs(10),
+    };
+    eprintln!(
+        "storing {} messages in {n} conversations, then {} for the backlog reader",
+        grouped(cli.read_messages as f64),
+        grouped(cli.backlog as f64)
+    );
+    let recipients = names_of(&users[n..2 * n]);
+    let filled = load::fill(
+        &users[..n],
+        &recipients,
+        &fill(cli.read_messages),
+        seq,
+        progress("history"),
+    )
+    .await?;
+    let backlogged = load::fill(
+        &users[..n],
+        &names[3 * n..],
+        &fill(cli.backlog),
+        seq,
+        progress("backlog"),
+    )
+    .await?;
+    ensure!(
+        filled.errors == 0 && backlogged.errors == 0,
+        "sends failed while storing: {:?}",
+        filled.first_error.or(backlogged.first_error)
+    );
+    let took = server.stop(STOP_TIMEOUT)?;
+    eprintln!("server stopped (SIGTERM) in {} ms", millis(took));
+
+    let server = start_server(machine, dir, &[])?;
+    for user in &mut users {
+        user.channel = load::connect(server.addr).await?;
+    }
+    let newest = ChatClient::new(users[0].channel.clone())
+        .history(HistoryRequest {
+            token: users[0].token.clone(),
+            peer: recipients[0].clone(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .context("History after the restart")?
+        .into_inner()
+        .messages
+        .first()
+        .map(|m| m.id)
+        .context("the restarted server has no history")?;
+
+    let backlog_user = &users[3 * n];
+    let mut backlogs = Vec::new();
+    for run in 1..=cli.backlog_runs {
+        let backlog = reads::read_backlog(backlog_user).await?;
+        ensure!(
+            backlog.messages == cli.backlog,
+            "backlog read {run} held {} messages, not {}",
+            backlog.messages,
+            cli.backlog
+        );
+        eprintln!(
+            "backlog read {run}: {} messages, CaughtUp after {} ms",
+            grouped(backlog.messages as f64),
+            millis(backlog.caught_up)
+        );
+        backlogs.push(backlog);
+    }
+
+    let readers: Vec<Reader> = (0..cli.readers)
+        .map(|i| Reader {
+            user: users[i % n].clone(),
+            peer: recipients[i % n].clone(),
+        })
+        .collect();
+    let warmup = Duration::from_secs_f64(cli.warmup);
+    let measure = Duration::from_secs_f64(cli.duration);
+    let window = || {
+        let start = Instant::now() + warmup;
+        load::Window {
+            start,
+            end: start + measure,
+        }
+    };
+    eprintln!(
+        "History alone: {} readers, {} s after {} s warm-up",
+        cli.readers, cli.duration, cli.warmup
+    );
+    let alone = reads::read_pages(&readers, Ask::Page, newest, cli.read_rate, window()).await?;
+    let floor_alone =
+        reads::read_pages(&readers, Ask::NoOp, newest, cli.read_rate, window()).await?;
+    eprintln!(
+        "History beside {} msg/s of sends: {} s after {} s warm-up (load average {})",
+        grouped(DELIVERY_TARGET_RATE),
+        cli.duration,
+        cli.warmup,
+        load_average()
+    );
+    let live: Vec<Recipient> = users[2 * n..3 * n]
+        .iter()
+        .cloned()
+        .map(Recipient::new)
+        .collect();
+    let config = LoadConfig {
+        offered: Offered::OpenLoop {
+            rate: DELIVERY_TARGET_RATE,
+        },
+        warmup,
+        measure,
+        body_len: cli.body,
+        drain: Duration::from_secs_f64(cli.drain),
+    };
+    let probe = prober(server.pid(), machine.flushes.clone());
+    // Half the window each: pages, then no-op calls at the same pace.
+    let half = || {
+        let w = window();
+        let mid = w.start + (w.end - w.start) / 2;
+        (
+            load::Window {
+                start: w.start,
+                end: mid,
+            },
+            load::Window {
+                start: mid,
+                end: w.end,
+            },
+        )
+    };
+    let (pages_window, floor_window) = half();
+    let beside = async {
+        let pages =
+            reads::read_pages(&readers, Ask::Page, newest, cli.read_rate, pages_window).await?;
+        let floor =
+            reads::read_pages(&readers, Ask::NoOp, newest, cli.read_rate, floor_window).await?;
+        anyhow::Ok((pages, floor))
+    };
+    let (loaded, sends) = tokio::join!(
+        beside,
+        load::run_load(&users[..n], live, &config, seq, probe)
+    );
+    let ((loaded, floor_loaded), sends) = (loaded?, sends?.0);
+    let rss = process::rss_of(server.pid());
+    let took = server.stop(STOP_TIMEOUT)?;
+    eprintln!("server stopped (SIGTERM) in {} ms", millis(took));
+    print_reads(
+        cli,
+        filled.sent + backlogged.sent,
+        &backlogs,
+        [&alone, &floor_alone, &loaded, &floor_loaded],
+        &sends,
+        rss,
+    );
+    Ok(())
+}
+
+fn print_reads(
+    cli: &Cli,
+    stored: u64,
+    backlogs: &[Backlog],
+    [alone, floor_alone, loaded, floor_loaded]: [&ReadTally; 4],
+    sends: &LoadResult,
+    rss: Option<u64>,
+) {
+    println!(
+        "## Reads over {} stored messages, after a restart",
+        grouped(stored as f64)
+    );
+    println!();
+    println!(
+        "{} conversations of ~{} messages each; the server restarted before reading, so its \
+         body cache (default size) started cold; the page cache was warm.",
+        cli.fill_users,
+        grouped((stored - cli.backlog) as f64 / cli.fill_users as f64)
+    );
+    println!();
+    let mut table = Table::new(&["backlog read", "messages", "first event ms", "CaughtUp ms"]);
+    for (i, b) in backlogs.iter().enumerate() {
+        table.row(vec![
+            if i == 0 {
+                "1 (cold cache)".to_owned()
+            } else {
+                (i + 1).to_string()
+            },
+            grouped(b.messages as f64),
+            millis(b.first_event),
+            millis(b.caught_up),
+        ]);
+    }
+    println!("{table}");
+    let mut table = Table::new(&[
+        "paced calls",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "short pages",
+        "errors",
+    ]);
+    let window = Duration::from_secs_f64(cli.duration).as_secs_f64();
+    let beside = format!(
+        "beside {} sends/s ({} offered)",
+        grouped(sends.sends_per_sec()),
+        grouped(DELIVERY_TARGET_RATE)
+    );
+    for (label, t, secs) in [
+        ("History pages, alone".to_owned(), alone, window),
+        ("no-op calls, alone".to_owned(), floor_alone, window),
+        (format!("History pages, {beside}"), loaded, window / 2.0),
+        (format!("no-op calls, {beside}"), floor_loaded, window / 2.0),
+    ] {
+        table.row(vec![
+            label,
+            grouped(t.pages() as f64 / secs),
+            millis(t.at(0.5)),
+            millis(t.at(0.99)),
+            millis(t.at(0.999)),
+            millis(Duration::from_nanos(t.latency.max())),
+            grouped(t.short_pages as f64),
+            grouped(t.errors as f64),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "each page: the {} messages before a random id of the whole history, in one of the \
+         stored conversations; sends in the loaded window: p99 {} ms, delivery p99 {} ms, {} \
+         errors; server RSS at the end {} MiB",
+        reads::PAGE,
+        millis(sends.send_latency_at(0.99)),
+        millis(sends.delivery_latency_at(0.99)),
+        sends.sends.errors,
+        rss.map_or("n/a".to_owned(), mib)
+    );
+    for t in [alone, floor_alone, loaded, floor_loaded] {
+        if let Some(error) = &t.first_error {
+            println!("first error of a paced call: {error}");
+        }
+    }
+    println!(
+        "no-op calls: Cluster.Status from the same readers at the same pace, which reads \
+         nothing: what the network stack and scheduling alone cost at that pace."
+    );
+    println!();
+    let verdict = |met: bool, what: String| {
+        if met {
+            "MET".to_owned()
+        } else {
+            format!("MISSED ({what})")
+        }
+    };
+    let p99 = loaded.at(0.99);
+    println!(
+        "history target: p99 of a {}-message page at most {} ms beside {} msg/s of sends: p99 {} ms (no-op call p99 {} ms), {}",
+        reads::PAGE,
+        millis(HISTORY_P99_TARGET),
+        grouped(DELIVERY_TARGET_RATE),
+        millis(p99),
+        millis(floor_loaded.at(0.99)),
+        verdict(
+            p99 <= HISTORY_P99_TARGET && loaded.errors == 0,
+            format!(
+                "{:.1}x the target, {} errors",
+                p99.as_secs_f64() / HISTORY_P99_TARGET.as_secs_f64(),
+                loaded.errors
+            )
+        )
+    );
+    let cold = backlogs[0].caught_up;
+    let sized = if cli.backlog == BACKLOG_TARGET_MESSAGES {
+        String::new()
+    } else {
+        format!(
+            " (not the stated size: {} messages)",
+            grouped(cli.backlog as f64)
+        )
+    };
+    println!(
+        "backlog target: CaughtUp within {} ms over {} messages: {} ms with the cache cold{sized}, {}",
+        millis(BACKLOG_TARGET),
+        grouped(BACKLOG_TARGET_MESSAGES as f64),
+        millis(cold),
+        verdict(
+            cold <= BACKLOG_TARGET,
+            format!(
+                "{:.1}x the target",
+                cold.as_secs_f64() / BACKLOG_TARGET.as_secs_f64()
+            )
+        )
     );
     println!();
 }

@@ -1,11 +1,13 @@
 //! Workloads for `chat-server`: the real binary as a child process
 //! ([`process`]), driven over gRPC by many clients ([`load`]), and what the
 //! machine spent meanwhile ([`Probe`], [`Usage`]); [`abuse`] holds silent
-//! connections and floods account creation to see what that costs others.
+//! connections and floods account creation to see what that costs others;
+//! [`reads`] pages through stored history and reads Subscribe backlogs.
 
 pub mod abuse;
 pub mod load;
 pub mod process;
+pub mod reads;
 
 use std::time::{Duration, Instant};
 
