@@ -31,4 +31,6 @@ pub use crate::error::{Corruption, CorruptionKind, Error, Result};
 pub use crate::format::{COMMITTED_FILE, PURGED_FILE, Record, VOTE_FILE};
 pub use crate::log::{Log, LogConfig, LogIter, OpenReport, Ticket};
 pub use crate::scan::{SPARSE_EVERY, Scan, ScannedSegment, TornTail, scan_dir};
-pub use crate::state::{RaftLogId, RaftMarks, STATE_HEADER_LEN, StateFile, check_committed};
+pub use crate::state::{
+    RaftLogId, RaftMarks, STATE_HEADER_LEN, StateBytes, StateFile, check_committed,
+};

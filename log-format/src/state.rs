@@ -75,8 +75,25 @@ impl StateFile {
     }
 
     /// Reads the raw value bytes, or `None` if the file does not exist.
-    pub fn load_bytes(&self) -> Result<Option<Vec<u8>>> {
+    pub fn load_bytes(&self) -> Result<Option<StateBytes>> {
         Ok(load_framed(&self.path, STATE_MAGIC, "state file")?.map(|(_, payload)| payload))
+    }
+}
+
+/// A value read from a state file: the file's bytes, of which the value is
+/// a part, so that a large value (a snapshot of hundreds of MB) is not
+/// copied out of them.
+#[derive(Debug)]
+pub struct StateBytes {
+    file: Vec<u8>,
+    value: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for StateBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.file[self.value.clone()]
     }
 }
 
@@ -106,7 +123,7 @@ pub(crate) fn load_framed(
     path: &Path,
     magic: [u8; 8],
     what: &str,
-) -> Result<Option<(u64, Vec<u8>)>> {
+) -> Result<Option<(u64, StateBytes)>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -137,7 +154,12 @@ pub(crate) fn load_framed(
         ));
     }
     match read_frame_up_to(&bytes[STATE_HEADER_LEN..], u32::MAX) {
-        FrameRead::Frame(f) => Ok(Some((f.index, f.payload.to_vec()))),
+        FrameRead::Frame(f) => {
+            let start = f.payload.as_ptr().addr() - bytes.as_ptr().addr();
+            let value = start..start + f.payload.len();
+            let index = f.index;
+            Ok(Some((index, StateBytes { file: bytes, value })))
+        }
         damaged => Err(corrupt(
             STATE_HEADER_LEN,
             damage_of(&damaged).expect("not a frame"),

@@ -138,7 +138,10 @@ impl Node {
         // checked: the two halves of a restart, on two cores.
         let snapshot = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || StateMachine::load_snapshot(&dir))
+            tokio::task::spawn_blocking(move || {
+                let began = Instant::now();
+                (StateMachine::load_snapshot(&dir), began.elapsed())
+            })
         };
         let (log, report) = Log::open(
             dir,
@@ -173,10 +176,8 @@ impl Node {
         }
         let store = LogStore::open(log.clone(), dir).context("cannot read the Raft state files")?;
         let hub = Arc::new(Hub::default());
-        let loaded = snapshot
-            .await
-            .context("the snapshot loader panicked")?
-            .context("cannot load the snapshot")?;
+        let (loaded, snapshot_took) = snapshot.await.context("the snapshot loader panicked")?;
+        let loaded = loaded.context("cannot load the snapshot")?;
         let archive = log_format::Archive::open(
             dir,
             log_format::ArchiveConfig {
@@ -193,6 +194,7 @@ impl Node {
             None => anyhow::Error::new(e)
                 .context(format!("cannot open the message archive in {}", dir.display())),
         })?;
+        let replay_began = Instant::now();
         let (sm, replayed) = StateMachine::restore(
             dir,
             &log,
@@ -207,6 +209,8 @@ impl Node {
             records = report.records,
             replayed = replayed.records,
             last_applied = replayed.last_applied,
+            snapshot_ms = snapshot_took.as_millis() as u64,
+            replay_ms = replay_began.elapsed().as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "replayed the log"
         );
