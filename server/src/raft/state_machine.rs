@@ -567,20 +567,20 @@ fn replay(
     mut archive: Option<&mut Archive>,
 ) -> anyhow::Result<Replayed> {
     let mut replayed = Replayed::default();
-    let mut ignored = Vec::new();
     let mut stored = Vec::new();
+    // After a restart the archive may already hold the replayed messages.
+    let archived = archive.as_ref().and_then(|a| a.last_id()).unwrap_or(0);
     for record in log.iter_from(start) {
         let record = record?;
         if record.index > upto {
             break;
         }
         let entry = record_to_entry(&record)?;
-        let applied = apply_entry(state, applying, &entry, &mut ignored);
+        let applied = apply_entry(state, applying, &entry, None);
         replayed.events += applied.len() as u64;
-        ignored.clear();
         replayed.records += 1;
         if let Some(archive) = archive.as_deref_mut() {
-            to_archive(&entry, &applied, &mut stored);
+            to_archive(&entry, &applied, archived, &mut stored);
             if stored.len() >= 4096 {
                 append(archive, &mut stored)?;
             }
@@ -592,9 +592,14 @@ fn replay(
     Ok(replayed)
 }
 
-/// The messages `entry` stored (not its duplicates), as the archive keeps
-/// them, pushed onto `out`.
-fn to_archive(entry: &RaftEntry, applied: &[Applied], out: &mut Vec<(u64, Arc<ArchivedMessage>)>) {
+/// The messages `entry` stored (not its duplicates) with ids above
+/// `archived`, as the archive keeps them, pushed onto `out`.
+fn to_archive(
+    entry: &RaftEntry,
+    applied: &[Applied],
+    archived: u64,
+    out: &mut Vec<(u64, Arc<ArchivedMessage>)>,
+) {
     let EntryPayload::Normal(events) = &entry.payload else {
         return;
     };
@@ -609,6 +614,7 @@ fn to_archive(entry: &RaftEntry, applied: &[Applied], out: &mut Vec<(u64, Arc<Ar
                 conversation,
             },
         ) = (event, applied)
+            && id.0 > archived
         {
             let message = ArchivedMessage {
                 conversation: *conversation,
@@ -640,12 +646,13 @@ fn append(
     Ok(())
 }
 
-/// Applies one entry; each event gets the log position of its slot.
+/// Applies one entry; each event gets the log position of its slot. What
+/// live subscribers must hear goes to `notices`; a replay passes `None`.
 fn apply_entry(
     state: &mut ChatState,
     applying: &mut Applying,
     entry: &RaftEntry,
-    notices: &mut Vec<Fanout>,
+    mut notices: Option<&mut Vec<Fanout>>,
 ) -> Vec<Applied> {
     applying.last_applied = Some(entry.log_id);
     match &entry.payload {
@@ -653,7 +660,13 @@ fn apply_entry(
         EntryPayload::Normal(events) => events
             .iter()
             .enumerate()
-            .map(|(slot, event)| state.apply(position(entry.log_id.index, slot), event, notices))
+            .map(|(slot, event)| {
+                let index = position(entry.log_id.index, slot);
+                match notices.as_deref_mut() {
+                    Some(notices) => state.apply(index, event, notices),
+                    None => state.apply_quietly(index, event),
+                }
+            })
             .collect(),
         EntryPayload::Membership(m) => {
             applying.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -699,9 +712,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut applying = self.shared.meta.lock().expect("lock");
             let mut events = 0;
             for entry in entries {
-                let applied = apply_entry(&mut state, &mut applying, &entry, &mut notices);
+                let applied = apply_entry(&mut state, &mut applying, &entry, Some(&mut notices));
                 events += applied.len() as u64;
-                to_archive(&entry, &applied, &mut stored);
+                // `append` skips what the archive holds already.
+                to_archive(&entry, &applied, 0, &mut stored);
                 out.push(applied);
             }
             // In the archive before the state lock is released: any id a

@@ -202,6 +202,22 @@ pub struct AccountPage {
     pub next_after: Option<String>,
 }
 
+/// Where applying an event puts what live subscribers must hear; `None`
+/// while replaying, when nobody listens.
+struct Notify<'a>(Option<&'a mut Vec<Fanout>>);
+
+impl Notify<'_> {
+    fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn push(&mut self, fanout: Fanout) {
+        if let Some(out) = self.0.as_deref_mut() {
+            out.push(fanout);
+        }
+    }
+}
+
 /// Everything the server knows, derived from the log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatState {
@@ -249,6 +265,16 @@ impl ChatState {
     /// the ids it creates are that position); feed events for live
     /// subscribers are pushed to `notify`.
     pub fn apply(&mut self, index: u64, event: &Event, notify: &mut Vec<Fanout>) -> Applied {
+        self.apply_to(index, event, &mut Notify(Some(notify)))
+    }
+
+    /// [`ChatState::apply`] for a replay, which has no subscribers to tell:
+    /// the feed events are not even built.
+    pub fn apply_quietly(&mut self, index: u64, event: &Event) -> Applied {
+        self.apply_to(index, event, &mut Notify(None))
+    }
+
+    fn apply_to(&mut self, index: u64, event: &Event, notify: &mut Notify<'_>) -> Applied {
         match event {
             Event::AccountCreated {
                 username,
@@ -348,7 +374,7 @@ impl ChatState {
         client_msg_id: &str,
         body: &str,
         at_ms: u64,
-        notify: &mut Vec<Fanout>,
+        notify: &mut Notify<'_>,
     ) -> Applied {
         let key = key_hash(client_msg_id);
         if let Some(&id) = self.idempotency.get(&from).and_then(|keys| keys.get(&key)) {
@@ -373,6 +399,13 @@ impl ChatState {
             }
         }
         self.idempotency.entry(from).or_default().insert(key, id);
+        if !notify.wanted() {
+            return Applied::Message {
+                id,
+                duplicate: false,
+                conversation,
+            };
+        }
         for account in [from, to] {
             if let Some(meta) = self.message_ref(account, conversation, id) {
                 let view = MessageView {
@@ -425,7 +458,7 @@ impl ChatState {
         index: u64,
         account: AccountId,
         up_to: MessageId,
-        notify: &mut Vec<Fanout>,
+        notify: &mut Notify<'_>,
     ) -> Applied {
         let Some(acc) = self.accounts.get_mut(&account) else {
             return Applied::Rejected(Rejection::NoSuchAccount);
@@ -457,7 +490,7 @@ impl ChatState {
         account: AccountId,
         peer: AccountId,
         up_to: MessageId,
-        notify: &mut Vec<Fanout>,
+        notify: &mut Notify<'_>,
     ) -> Applied {
         if !self.accounts.contains_key(&account) {
             return Applied::Rejected(Rejection::NoSuchAccount);
@@ -486,8 +519,11 @@ impl ChatState {
         peer: AccountId,
         up_to: MessageId,
         read: bool,
-        notify: &mut Vec<Fanout>,
+        notify: &mut Notify<'_>,
     ) {
+        if !notify.wanted() {
+            return;
+        }
         let (Some(_), Some(p)) = (self.accounts.get(&to), self.accounts.get(&peer)) else {
             return;
         };
@@ -513,7 +549,7 @@ impl ChatState {
         index: u64,
         account: AccountId,
         ids: &[MessageId],
-        notify: &mut Vec<Fanout>,
+        notify: &mut Notify<'_>,
     ) -> Applied {
         let Some(acc) = self.accounts.get(&account) else {
             return Applied::Rejected(Rejection::NoSuchAccount);
