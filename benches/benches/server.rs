@@ -19,7 +19,9 @@ use chat_benches::server::abuse;
 use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
-use chat_benches::server::process::{self, ACCOUNT_LIMIT_FLAG, ReplayReport, ServerProcess};
+use chat_benches::server::process::{
+    self, ACCOUNT_LIMIT_FLAG, ReplayReport, ServerProcess, SnapshotBuild,
+};
 use chat_benches::server::reads::{self, Ask, Backlog, ReadTally, Reader};
 use chat_benches::server::{Probe, Usage};
 use chat_benches::{Table, grouped, millis, percent};
@@ -806,6 +808,9 @@ async fn bench_restart(
     );
     // Memory while serving: the server has just taken every message.
     let serving_rss = process::rss_of(server.pid());
+    let builds: Vec<SnapshotBuild> = (server.stderr_lines().iter())
+        .filter_map(|line| SnapshotBuild::parse(line))
+        .collect();
     let took = cli.stop.stop(server)?;
     eprintln!(
         "server stopped ({}) in {} ms",
@@ -902,6 +907,7 @@ async fn bench_restart(
     }
     println!();
 
+    print_snapshot_builds(&builds);
     let mut rss: Vec<u64> = runs.iter().filter_map(|r| r.rss).collect();
     rss.sort();
     if let (Some(serving), Some(&restarted)) = (serving_rss, rss.get(rss.len() / 2)) {
@@ -1529,4 +1535,30 @@ fn print_reads(
         )
     );
     println!();
+}
+
+/// The snapshots built while the log filled: how their size and build time
+/// grew with it.
+fn print_snapshot_builds(builds: &[SnapshotBuild]) {
+    if builds.is_empty() {
+        println!("no snapshot was built while the log filled");
+        println!();
+        return;
+    }
+    println!("snapshots built while the log filled, in order:");
+    println!();
+    let mut table = Table::new(&["snapshot", "size MiB", "build ms", "how"]);
+    for (i, b) in builds.iter().enumerate() {
+        table.row(vec![
+            (i + 1).to_string(),
+            mib(b.bytes),
+            grouped(b.took_ms as f64),
+            if b.by_replay {
+                "by replay, writes went on".to_owned()
+            } else {
+                "from the live state, writes paused".to_owned()
+            },
+        ]);
+    }
+    println!("{table}");
 }

@@ -317,20 +317,56 @@ impl ReplayReport {
         if !line.contains(Self::MESSAGE) {
             return None;
         }
-        let field = |name: &str| {
-            line.split_whitespace().find_map(|word| {
-                word.strip_prefix(name)?
-                    .strip_prefix('=')?
-                    .trim_end_matches(',')
-                    .parse()
-                    .ok()
-            })
-        };
         Some(ReplayReport {
             line: line.to_owned(),
-            records: field("records"),
-            replayed: field("replayed"),
-            elapsed_ms: field("elapsed_ms"),
+            records: field(line, "records"),
+            replayed: field(line, "replayed"),
+            elapsed_ms: field(line, "elapsed_ms"),
+        })
+    }
+}
+
+/// The number after `name=` in a log line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|word| {
+        word.strip_prefix(name)?
+            .strip_prefix('=')?
+            .trim_end_matches(',')
+            .parse()
+            .ok()
+    })
+}
+
+/// A snapshot the server built while running, from its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotBuild {
+    /// The encoded state.
+    pub bytes: u64,
+    /// By replaying the log from the previous snapshot (writes went on), or
+    /// else by encoding the live state (writes paused meanwhile).
+    pub by_replay: bool,
+    /// How long it took.
+    pub took_ms: u64,
+}
+
+impl SnapshotBuild {
+    pub fn parse(line: &str) -> Option<SnapshotBuild> {
+        let by_replay = if line.contains("built a snapshot by replaying the log") {
+            true
+        } else if line.contains("built a snapshot from the live state") {
+            false
+        } else {
+            return None;
+        };
+        let took = if by_replay {
+            "elapsed_ms"
+        } else {
+            "writes_paused_ms"
+        };
+        Some(SnapshotBuild {
+            bytes: field(line, "bytes")?,
+            by_replay,
+            took_ms: field(line, took)?,
         })
     }
 }
@@ -398,6 +434,32 @@ mod tests {
                 .starts_with("2025-01-01T00:00:00.000001Z  INFO chat_server")
         );
         assert_eq!(ReplayReport::parse("INFO serving addr=127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn snapshot_lines_give_size_and_time() {
+        let replayed = "2025-01-01T00:00:00Z  INFO chat_server::raft::state_machine: built a \
+                        snapshot by replaying the log; writes went on upto=T1-N1.500000 \
+                        from=T1-N1.0 bytes=10485760 elapsed_ms=1300";
+        assert_eq!(
+            SnapshotBuild::parse(replayed),
+            Some(SnapshotBuild {
+                bytes: 10_485_760,
+                by_replay: true,
+                took_ms: 1300
+            })
+        );
+        let live = "INFO built a snapshot from the live state upto=T1-N1.9 bytes=512 \
+                    writes_paused_ms=4";
+        assert_eq!(
+            SnapshotBuild::parse(live),
+            Some(SnapshotBuild {
+                bytes: 512,
+                by_replay: false,
+                took_ms: 4
+            })
+        );
+        assert_eq!(SnapshotBuild::parse("building a snapshot"), None);
     }
 
     #[test]
