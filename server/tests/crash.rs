@@ -510,19 +510,6 @@ async fn a_closed_stderr_does_not_stop_the_server() {
     tokio::time::timeout(std::time::Duration::from_secs(30), serve)
         .await
         .expect("the server answers within 30 s");
-    let pid = server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not stop within 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let status = server.terminate(std::time::Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
 }

@@ -101,6 +101,22 @@ impl ServerProcess {
         ChatClient::new(ch)
     }
 
+    /// Sends SIGTERM and waits up to `within` for the exit (a test whose
+    /// server does not stop fails, and the guard kills it).
+    pub fn terminate(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        use wait_timeout::ChildExt;
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "cannot send SIGTERM to {pid}"
+        );
+        // Blocks this runtime thread only; the tests run multi-threaded.
+        tokio::task::block_in_place(|| self.child.wait_timeout(within))
+            .expect("wait for the server")
+            .unwrap_or_else(|| panic!("the server did not stop within {within:?} of SIGTERM"))
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
