@@ -47,6 +47,15 @@ pub struct ReadTally {
 }
 
 impl ReadTally {
+    fn new() -> Self {
+        ReadTally {
+            latency: latency_histogram(),
+            short_pages: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
     pub fn pages(&self) -> u64 {
         self.latency.len()
     }
@@ -92,12 +101,7 @@ pub async fn read_pages(
             let mut client = ChatClient::new(reader.user.channel.clone());
             let mut status = ClusterClient::new(reader.user.channel.clone());
             let mut places = Places(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1));
-            let mut tally = ReadTally {
-                latency: latency_histogram(),
-                short_pages: 0,
-                errors: 0,
-                first_error: None,
-            };
+            let mut tally = ReadTally::new();
             loop {
                 ticks.tick().await;
                 let began = Instant::now();
@@ -152,12 +156,7 @@ pub async fn read_pages(
             }
         });
     }
-    let mut all = ReadTally {
-        latency: latency_histogram(),
-        short_pages: 0,
-        errors: 0,
-        first_error: None,
-    };
+    let mut all = ReadTally::new();
     while let Some(done) = tasks.join_next().await {
         let tally = done.context("a reader panicked")??;
         all.latency
