@@ -53,7 +53,7 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"chatsnap";
 /// types (a field, a map's hasher, the meaning of ids) changes it: a
 /// snapshot of another version is refused with a clear error instead of
 /// being misread.
-pub const SNAPSHOT_VERSION: u16 = 4;
+pub const SNAPSHOT_VERSION: u16 = 5;
 
 /// Why snapshot data cannot be turned back into a state.
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@
 //! name becomes free for a new account, which starts empty.
 
 mod conversation;
+mod keys;
 mod presized;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use log_format::events::{AccountId, Event, MessageId, PasswordHash, SessionId, T
 use serde::{Deserialize, Serialize};
 
 use self::conversation::Conversation;
+use self::keys::SentKeys;
 pub use log_format::events::ConversationId;
 
 /// The maps of the state: aHash is several times faster than SipHash on
@@ -233,8 +235,8 @@ pub struct ChatState {
     direct: HashMap<(AccountId, AccountId), ConversationId>,
     /// Sender -> 64-bit hash of its client message id -> the message it
     /// made (see [`key_hash`]).
-    #[serde(deserialize_with = "presized::map_of_maps")]
-    idempotency: HashMap<AccountId, HashMap<u64, MessageId>>,
+    #[serde(deserialize_with = "presized::map")]
+    idempotency: HashMap<AccountId, SentKeys>,
     /// Messages erased since the last [`ChatState::take_erased`], whose
     /// bodies the archive still holds. Not part of the state proper: not in
     /// snapshots, not compared between replicas (see `take_erased`).
@@ -377,7 +379,7 @@ impl ChatState {
         notify: &mut Notify<'_>,
     ) -> Applied {
         let key = key_hash(client_msg_id);
-        if let Some(&id) = self.idempotency.get(&from).and_then(|keys| keys.get(&key)) {
+        if let Some(id) = self.idempotency.get(&from).and_then(|keys| keys.get(key)) {
             let conversation =
                 (self.direct.get(&direct_key(from, to)).copied()).unwrap_or_default();
             return Applied::Message {
@@ -632,7 +634,7 @@ impl ChatState {
                     });
                 }
                 if let Some(keys) = self.idempotency.get_mut(&member) {
-                    keys.retain(|_, id| !erased.contains(id));
+                    keys.retain(|id| !erased.contains(&id));
                 }
             }
         }
@@ -685,10 +687,7 @@ impl ChatState {
     /// The message an earlier send of `from` with this client message id
     /// made, if any.
     pub fn message_by_key(&self, from: AccountId, client_msg_id: &str) -> Option<MessageId> {
-        self.idempotency
-            .get(&from)?
-            .get(&key_hash(client_msg_id))
-            .copied()
+        self.idempotency.get(&from)?.get(key_hash(client_msg_id))
     }
 
     /// The messages erased since the last call, in the order they were
@@ -971,7 +970,7 @@ impl ChatState {
         let mut keys: Vec<_> = self
             .idempotency
             .iter()
-            .flat_map(|(from, keys)| keys.iter().map(move |(k, id)| (*from, *k, *id)))
+            .flat_map(|(from, keys)| keys.iter().map(move |(k, id)| (*from, k, id)))
             .collect();
         keys.sort();
         let _ = writeln!(out, "keys {keys:?}");

@@ -59,15 +59,3 @@ where
 {
     Presized::deserialize(d).map(|p| p.0)
 }
-
-/// A map whose values are maps, every one presized.
-pub fn map_of_maps<'de, D, K, K2, V>(d: D) -> Result<HashMap<K, HashMap<K2, V>>, D::Error>
-where
-    D: Deserializer<'de>,
-    K: Deserialize<'de> + Eq + Hash,
-    K2: Deserialize<'de> + Eq + Hash,
-    V: Deserialize<'de>,
-{
-    let outer: Presized<K, Presized<K2, V>> = Presized::deserialize(d)?;
-    Ok(outer.0.into_iter().map(|(k, v)| (k, v.0)).collect())
-}
