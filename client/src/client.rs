@@ -247,6 +247,7 @@ impl Client {
             body: body.to_owned(),
             client_msg_id: client_msg_id.to_owned(),
             min_applied: self.read_cursor(),
+            ..Default::default()
         };
         let reply = self
             .call(
@@ -279,6 +280,7 @@ impl Client {
             before: before.unwrap_or(0),
             limit,
             min_applied: self.read_cursor(),
+            ..Default::default()
         };
         let reply = self
             .call(Rpc::History, request, |channel, request, _| async move {
@@ -334,6 +336,7 @@ impl Client {
             peer: peer.to_owned(),
             up_to,
             min_applied: self.read_cursor(),
+            ..Default::default()
         };
         let reply = self
             .call(

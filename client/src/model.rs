@@ -339,6 +339,8 @@ impl Event {
                 ids: deleted.ids,
             },
             Kind::CaughtUp(_) => Self::CaughtUp { id },
+            // Group conversations are not in this client's model yet.
+            Kind::Group(_) => return None,
         })
     }
 }
@@ -479,6 +481,7 @@ mod tests {
         let page = HistoryPage::from(proto::HistoryResponse {
             messages: vec![],
             next_before: 0,
+            ..Default::default()
         });
         assert_eq!(page.next_before, None);
         let accounts = AccountPage::from(proto::ListAccountsResponse {

@@ -198,6 +198,82 @@ pub enum Event {
         ids: Vec<MessageId>,
         at_ms: u64,
     },
+    /// `owner` made a group conversation (its id is this event's position)
+    /// titled `title`, with `members` (the owner among them).
+    GroupCreated {
+        owner: AccountId,
+        title: String,
+        members: Vec<AccountId>,
+        /// The owner's idempotency key: a retry with it makes no second
+        /// group (keys of groups and of messages are kept apart).
+        client_request_id: String,
+        at_ms: u64,
+    },
+    /// `by`, a member, changed the group `group`.
+    GroupChanged {
+        by: AccountId,
+        group: ConversationId,
+        change: GroupChange,
+        at_ms: u64,
+    },
+    /// `from` posted a message to the conversation it is a member of.
+    Posted {
+        from: AccountId,
+        conversation: ConversationId,
+        /// The sender's idempotency key, as in `MessageSent`.
+        client_msg_id: String,
+        body: String,
+        at_ms: u64,
+    },
+    /// `account` has read `conversation` up to `up_to`.
+    ConversationRead {
+        account: AccountId,
+        conversation: ConversationId,
+        up_to: MessageId,
+        at_ms: u64,
+    },
+}
+
+/// What a `GroupChanged` event changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupChange {
+    /// These accounts became members; they see messages from here on.
+    Added(Vec<AccountId>),
+    /// This member was removed.
+    Removed(AccountId),
+    /// `by` left.
+    Left,
+    /// The group's title is now this.
+    Renamed(String),
+    /// This member owns the group now; the owner before stays an admin.
+    OwnerChanged(AccountId),
+    /// This member is an admin (may add, remove and rename) or not.
+    AdminSet { account: AccountId, admin: bool },
+}
+
+impl GroupChange {
+    /// A short snake_case name of the change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GroupChange::Added(_) => "added",
+            GroupChange::Removed(_) => "removed",
+            GroupChange::Left => "left",
+            GroupChange::Renamed(_) => "renamed",
+            GroupChange::OwnerChanged(_) => "owner_changed",
+            GroupChange::AdminSet { .. } => "admin_set",
+        }
+    }
+
+    /// The accounts the change names.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        match self {
+            GroupChange::Added(accounts) => accounts.clone(),
+            GroupChange::Removed(a)
+            | GroupChange::OwnerChanged(a)
+            | GroupChange::AdminSet { account: a, .. } => vec![*a],
+            GroupChange::Left | GroupChange::Renamed(_) => vec![],
+        }
+    }
 }
 
 /// The kinds of entries and events `log-inspect dump` shows, as named by
@@ -214,6 +290,10 @@ pub const KINDS: &[&str] = &[
     "delivered_up_to",
     "read_up_to",
     "messages_deleted",
+    "group_created",
+    "group_changed",
+    "posted",
+    "conversation_read",
 ];
 
 impl LogEntry {
@@ -248,6 +328,23 @@ impl Event {
             Event::DeliveredUpTo { .. } => "delivered_up_to",
             Event::ReadUpTo { .. } => "read_up_to",
             Event::MessagesDeleted { .. } => "messages_deleted",
+            Event::GroupCreated { .. } => "group_created",
+            Event::GroupChanged { .. } => "group_changed",
+            Event::Posted { .. } => "posted",
+            Event::ConversationRead { .. } => "conversation_read",
+        }
+    }
+
+    /// For an event that stores a message: its sender, body and time.
+    pub fn message(&self) -> Option<(AccountId, &str, u64)> {
+        match self {
+            Event::MessageSent {
+                from, body, at_ms, ..
+            }
+            | Event::Posted {
+                from, body, at_ms, ..
+            } => Some((*from, body, *at_ms)),
+            _ => None,
         }
     }
 
@@ -262,6 +359,14 @@ impl Event {
             | Event::MessagesDeleted { account, .. } => vec![*account],
             Event::MessageSent { from, to, .. } => vec![*from, *to],
             Event::ReadUpTo { account, peer, .. } => vec![*account, *peer],
+            Event::GroupCreated { members, .. } => members.clone(),
+            Event::GroupChanged { by, change, .. } => {
+                let mut accounts = vec![*by];
+                accounts.extend(change.accounts());
+                accounts
+            }
+            Event::Posted { from, .. } => vec![*from],
+            Event::ConversationRead { account, .. } => vec![*account],
         }
     }
 
@@ -302,6 +407,11 @@ impl Event {
                     id.0 = f(id.0);
                 }
             }
+            // Version 1 had no groups: these never need rewriting.
+            Event::GroupCreated { .. }
+            | Event::GroupChanged { .. }
+            | Event::Posted { .. }
+            | Event::ConversationRead { .. } => {}
         }
     }
 }

@@ -80,6 +80,7 @@ mod tests {
                 sent_at_ms: 1_700_000_000_000,
                 delivered: false,
                 read: false,
+                ..Default::default()
             })),
         };
         let bytes = event.encode_to_vec();

@@ -36,6 +36,7 @@ async fn history(c: &mut ChatClient<Channel>, bob: &str) -> Vec<(String, u64)> {
                 before,
                 limit: 1000,
                 min_applied: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -87,6 +88,7 @@ async fn sigkill_during_sends_loses_and_duplicates_nothing() {
                         body: key.clone(),
                         client_msg_id: key.clone(),
                         min_applied: 0,
+                        ..Default::default()
                     })
                     .await;
                 match r {
@@ -139,6 +141,7 @@ async fn sigkill_during_sends_loses_and_duplicates_nothing() {
                 body: key.clone(),
                 client_msg_id: key.clone(),
                 min_applied: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -365,6 +368,7 @@ async fn sigkill_while_a_snapshot_is_built_loses_nothing() {
                 body: format!("doomed-{round}"),
                 client_msg_id: format!("doomed-{round}"),
                 min_applied: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -394,6 +398,7 @@ async fn sigkill_while_a_snapshot_is_built_loses_nothing() {
                             body: format!("{key} {}", "x".repeat(200)),
                             client_msg_id: key.clone(),
                             min_applied: 0,
+                            ..Default::default()
                         })
                         .await;
                     match r {

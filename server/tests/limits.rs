@@ -81,6 +81,7 @@ fn send(token: &str, n: usize) -> pb::SendRequest {
         body: format!("message {n}"),
         client_msg_id: format!("k{n}"),
         min_applied: 0,
+        ..Default::default()
     }
 }
 

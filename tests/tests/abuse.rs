@@ -146,6 +146,7 @@ async fn errors_never_echo_oversized_input() {
             body: "hi".into(),
             client_msg_id: "k1".into(),
             min_applied: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -165,6 +166,7 @@ async fn errors_never_echo_oversized_input() {
             peer: huge,
             up_to: 1,
             min_applied: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -257,6 +259,7 @@ async fn a_quiet_live_subscription_is_not_cut() {
         body: "still there?".into(),
         client_msg_id: "k".into(),
         min_applied: 0,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -280,6 +283,7 @@ async fn an_oversized_request_is_resource_exhausted() {
             body: "x".repeat(5 << 20),
             client_msg_id: "k".into(),
             min_applied: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

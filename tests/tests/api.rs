@@ -164,6 +164,7 @@ async fn messages_history_receipts_and_deletion() {
             body: "x".into(),
             client_msg_id: "k".into(),
             min_applied: 0,
+            ..Default::default()
         })
         .await;
     assert_eq!(code(to_nobody), Code::NotFound);
@@ -179,6 +180,7 @@ async fn messages_history_receipts_and_deletion() {
                 body: body.into(),
                 client_msg_id: key.into(),
                 min_applied: 0,
+                ..Default::default()
             })
             .await;
         assert_eq!(code(r), Code::InvalidArgument);
@@ -190,6 +192,7 @@ async fn messages_history_receipts_and_deletion() {
             body: "me".into(),
             client_msg_id: "self".into(),
             min_applied: 0,
+            ..Default::default()
         })
         .await;
     assert_eq!(code(to_self), Code::InvalidArgument);
@@ -218,6 +221,7 @@ async fn messages_history_receipts_and_deletion() {
             before: 0,
             limit: 2,
             min_applied: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -231,6 +235,7 @@ async fn messages_history_receipts_and_deletion() {
             before: page.next_before,
             limit: 10,
             min_applied: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -270,6 +275,7 @@ async fn messages_history_receipts_and_deletion() {
             peer: "ann".into(),
             up_to: m2.message_id,
             min_applied: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -385,6 +391,7 @@ async fn a_token_reaches_only_its_own_data() {
         peer: "ann".into(),
         up_to: m.message_id,
         min_applied: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

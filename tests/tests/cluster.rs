@@ -147,6 +147,7 @@ async fn bodies(c: &mut Client, token: &str, min_applied: u64) -> Vec<String> {
             before: 0,
             limit: 1000,
             min_applied,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -212,6 +213,7 @@ async fn any_server_takes_writes_and_reads_see_them() {
                 body: format!("m{i}"),
                 client_msg_id: format!("k{i}"),
                 min_applied: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -397,6 +399,7 @@ async fn the_cluster_survives_its_leader_and_loses_nothing() {
                 body: format!("after {i}"),
                 client_msg_id: format!("after {i}"),
                 min_applied: 0,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -446,6 +449,7 @@ async fn a_minority_never_commits_and_nothing_is_lost_after_healing() {
             body: "lost in the minority".into(),
             client_msg_id: "minority".into(),
             min_applied: 0,
+            ..Default::default()
         })
         .await;
     assert_eq!(code(r), Code::Unavailable);
@@ -462,6 +466,7 @@ async fn a_minority_never_commits_and_nothing_is_lost_after_healing() {
                 body: "in the majority".into(),
                 client_msg_id: "majority".into(),
                 min_applied: 0,
+                ..Default::default()
             })
             .await;
         match r {
@@ -664,6 +669,7 @@ async fn snapshots_bound_the_log_and_bring_new_servers_up_to_date() {
                 before: 0,
                 limit: 1000,
                 min_applied: 0,
+                ..Default::default()
             })
             .await;
         if let Ok(h) = h

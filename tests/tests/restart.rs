@@ -86,6 +86,7 @@ async fn restart_restores_exactly_the_same_state() {
         peer: "ann".into(),
         up_to: ids[5],
         min_applied: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

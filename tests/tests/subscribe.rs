@@ -96,6 +96,7 @@ async fn every_session_gets_every_message_and_the_sender_gets_receipts() {
         peer: "ann".into(),
         up_to: m.message_id,
         min_applied: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

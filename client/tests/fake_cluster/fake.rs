@@ -534,6 +534,7 @@ impl Chat for Replica {
                     sent_at_ms: id * 1000,
                     delivered: false,
                     read: false,
+                    ..Default::default()
                 };
                 state.messages.push(message.clone());
                 let event = proto::Event {
@@ -654,6 +655,7 @@ impl Chat for Replica {
         Ok(Response::new(proto::HistoryResponse {
             messages,
             next_before: 0,
+            ..Default::default()
         }))
     }
 
@@ -716,6 +718,27 @@ impl Chat for Replica {
             }
         };
         self.reply(reply)
+    }
+
+    async fn create_group(
+        &self,
+        _: Request<proto::CreateGroupRequest>,
+    ) -> Result<Response<proto::CreateGroupResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster has no groups"))
+    }
+
+    async fn change_group(
+        &self,
+        _: Request<proto::ChangeGroupRequest>,
+    ) -> Result<Response<proto::ChangeGroupResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster has no groups"))
+    }
+
+    async fn members(
+        &self,
+        _: Request<proto::MembersRequest>,
+    ) -> Result<Response<proto::MembersResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster has no groups"))
     }
 }
 

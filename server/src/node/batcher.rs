@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use log_format::events::{self, EVENTS_PER_RECORD, Event};
+use log_format::events::{self, EVENTS_PER_RECORD, Event, GroupChange};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -147,7 +147,22 @@ fn weight(event: &Event) -> usize {
             body,
             client_msg_id,
             ..
+        }
+        | Event::Posted {
+            body,
+            client_msg_id,
+            ..
         } => FIXED + body.len() + client_msg_id.len(),
+        Event::GroupCreated {
+            title,
+            members,
+            client_request_id,
+            ..
+        } => FIXED + title.len() + client_request_id.len() + 10 * members.len(),
+        Event::GroupChanged {
+            change: GroupChange::Added(ids),
+            ..
+        } => FIXED + 10 * ids.len(),
         Event::AccountCreated {
             username,
             password_hash,

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use anyhow::Context as _;
-use log_format::events::{ArchivedMessage, Event, MessageId, cursor_through, position};
+use log_format::events::{ArchivedMessage, MessageId, cursor_through, position};
 use log_format::{Archive, Log, StateFile};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -53,7 +53,7 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"chatsnap";
 /// types (a field, a map's hasher, the meaning of ids) changes it: a
 /// snapshot of another version is refused with a clear error instead of
 /// being misread.
-pub const SNAPSHOT_VERSION: u16 = 5;
+pub const SNAPSHOT_VERSION: u16 = 6;
 
 /// Why snapshot data cannot be turned back into a state.
 #[derive(Debug, thiserror::Error)]
@@ -605,22 +605,20 @@ fn to_archive(
     };
     for (event, applied) in events.iter().zip(applied) {
         if let (
-            Event::MessageSent {
-                from, body, at_ms, ..
-            },
+            Some((from, body, at_ms)),
             Applied::Message {
                 id,
                 duplicate: false,
                 conversation,
             },
-        ) = (event, applied)
+        ) = (event.message(), applied)
             && id.0 > archived
         {
             let message = ArchivedMessage {
                 conversation: *conversation,
-                from: *from,
-                at_ms: *at_ms,
-                body: body.clone(),
+                from,
+                at_ms,
+                body: body.to_owned(),
             };
             out.push((id.0, Arc::new(message)));
         }
@@ -795,7 +793,7 @@ mod tests {
     use super::*;
     use crate::state::Rejection;
     use log_format::LogConfig;
-    use log_format::events::{AccountId, Event, MessageId, PasswordHash};
+    use log_format::events::{AccountId, ConversationId, Event, MessageId, PasswordHash};
     use openraft::testing::log_id;
 
     fn created(name: &str) -> Event {
@@ -1002,6 +1000,32 @@ mod tests {
                         account: account(rng),
                         at_ms: index,
                     },
+                    // Groups of three: made by the entries at 6 and (at
+                    // times) later; posts to the first.
+                    _ if index == 6 => Event::GroupCreated {
+                        owner: AccountId(0),
+                        title: "first".into(),
+                        members: vec![AccountId(1000), AccountId(2000), AccountId(3000)],
+                        client_request_id: "first".into(),
+                        at_ms: index,
+                    },
+                    3 if rng.below(4) == 0 => Event::GroupCreated {
+                        owner: account(rng),
+                        title: format!("group {index}"),
+                        members: vec![account(rng), account(rng)],
+                        client_request_id: format!("g{index}"),
+                        at_ms: index,
+                    },
+                    4 | 5 => {
+                        sent.push(MessageId(position(index, 0)));
+                        Event::Posted {
+                            from: account(rng),
+                            conversation: ConversationId(position(6, 0)),
+                            client_msg_id: format!("p{}", rng.below(index + 1)),
+                            body: format!("body of {index} in a group"),
+                            at_ms: index,
+                        }
+                    }
                     _ => {
                         sent.push(MessageId(position(index, 0)));
                         Event::MessageSent {
@@ -1026,10 +1050,23 @@ mod tests {
     }
 
     /// Every answer the state gives, bodies included: each pair's history
-    /// read through the archive.
+    /// and each account's view of the first group, read through the archive.
     fn answers(sm: &StateMachine) -> String {
         let mut out = sm.state().fingerprint();
         let ids: Vec<AccountId> = (0..6).map(|i| AccountId(1000 * i)).collect();
+        for a in &ids {
+            let refs = (sm
+                .state()
+                .history_of(*a, ConversationId(position(6, 0)), None, 10_000))
+            .map(|h| h.0)
+            .unwrap_or_default();
+            let msg_ids: Vec<MessageId> = refs.iter().map(|r| r.id).collect();
+            let bodies = sm.bodies().get_many(&msg_ids).unwrap();
+            for (r, body) in refs.iter().zip(bodies) {
+                let body = body.unwrap_or_else(|| panic!("message {} has no body", r.id));
+                out += &format!("{a} group {} {} {}\n", r.id, body.at_ms, body.body);
+            }
+        }
         for a in &ids {
             for b in &ids {
                 let refs = sm.state().history(*a, *b, None, 10_000).0;
@@ -1072,6 +1109,10 @@ mod tests {
             }
             let live = answers(&sm);
             assert!(live.matches("body of").count() > 20, "seed {seed}: {live}");
+            assert!(
+                live.contains("in a group"),
+                "seed {seed}: no group message: {live}"
+            );
             let committed = Some(log_id(1, 1, index - 1));
             drop(sm);
 

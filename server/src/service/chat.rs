@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat_proto as pb;
-use log_format::events::{AccountId, CloseReason, Event, MessageId, SessionId};
+use log_format::events::{
+    AccountId, CloseReason, ConversationId, Event, GroupChange, MessageId, SessionId,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +19,7 @@ use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity, 
 use crate::error::ChatError;
 use crate::hub::{Ended, StreamItem};
 use crate::node::Node;
-use crate::state::{Applied, ChatState, ConversationSummary, Rejection};
+use crate::state::{Applied, ChatState, ConversationSummary, MAX_MEMBERS, Rejection};
 
 /// Longest username, in characters.
 pub const MAX_USERNAME: usize = 32;
@@ -30,6 +32,8 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_ACCOUNT_PAGE: u32 = 100;
 pub const DEFAULT_HISTORY_PAGE: u32 = 50;
 pub const MAX_DELETE: usize = 1000;
+/// Longest group title, in characters.
+pub const MAX_TITLE: usize = 64;
 /// Backlog entries read from the indexes at a time by a subscription.
 const BACKLOG_PAGE: usize = 256;
 
@@ -118,6 +122,98 @@ fn peer(state: &ChatState, name: &str) -> Result<AccountId, ChatError> {
         .account_by_name(name)
         .map(|(id, _)| id)
         .ok_or_else(|| ChatError::NotFound(format!("there is no account named '{name}'")))
+}
+
+/// The conversation a request names, by the other person or by its id.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Peer(AccountId),
+    Conversation(ConversationId),
+}
+
+/// Which conversation a request names: exactly one of the other person's
+/// name (`field`), account id (`field_account_id`) or `conversation_id`.
+fn target(
+    state: &ChatState,
+    field: &str,
+    name: &str,
+    account_id: u64,
+    conversation_id: u64,
+) -> Result<Target, ChatError> {
+    let given = [!name.is_empty(), account_id != 0, conversation_id != 0];
+    match given.iter().filter(|g| **g).count() {
+        0 => {
+            return Err(ChatError::invalid(format!(
+                "say which conversation: `{field}` (a username), `{field}_account_id` or `conversation_id`"
+            )));
+        }
+        1 => {}
+        _ => {
+            return Err(ChatError::invalid(format!(
+                "give only one of `{field}`, `{field}_account_id` and `conversation_id`"
+            )));
+        }
+    }
+    if conversation_id != 0 {
+        return Ok(Target::Conversation(ConversationId(conversation_id)));
+    }
+    if account_id != 0 {
+        return match state.account(AccountId(account_id)) {
+            Some(_) => Ok(Target::Peer(AccountId(account_id))),
+            None => Err(ChatError::NotFound(format!(
+                "there is no account with id {account_id}; it may have been deleted"
+            ))),
+        };
+    }
+    peer(state, name).map(Target::Peer)
+}
+
+fn no_conversation(id: ConversationId) -> ChatError {
+    ChatError::NotFound(format!(
+        "there is no conversation {id} that you are a member of"
+    ))
+}
+
+/// A group title: 1 to [`MAX_TITLE`] characters, no control characters,
+/// not only spaces. Never echoed.
+fn validate_title(title: &str) -> Result<(), ChatError> {
+    let chars = title.chars().count();
+    let ok = (1..=MAX_TITLE).contains(&chars)
+        && !title.chars().any(char::is_control)
+        && !title.trim().is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(ChatError::invalid(format!(
+            "a group title is 1 to {MAX_TITLE} characters of printable text, not only spaces"
+        )))
+    }
+}
+
+/// What the state's refusal of a group change means for the caller.
+fn group_refusal(r: Rejection, group: ConversationId) -> ChatError {
+    match r {
+        Rejection::NoSuchConversation => no_conversation(group),
+        Rejection::NotAGroup => ChatError::FailedPrecondition(format!(
+            "conversation {group} is a direct conversation, not a group: it has no members to change"
+        )),
+        Rejection::NotAllowed => ChatError::PermissionDenied(
+            "only the group's owner (and the admins it names, for adding, removing plain members and renaming) may do that".into(),
+        ),
+        Rejection::AlreadyMember => {
+            ChatError::AlreadyExists("every account named is a member already".into())
+        }
+        Rejection::NotAMember => {
+            ChatError::NotFound("that account is not a member of the group".into())
+        }
+        Rejection::TooManyMembers => ChatError::FailedPrecondition(format!(
+            "a group has at most {MAX_MEMBERS} members"
+        )),
+        Rejection::NoSuchAccount => {
+            ChatError::NotFound("an account named does not exist (any more)".into())
+        }
+        other => unexpected(Applied::Rejected(other)),
+    }
 }
 
 fn page_limit(limit: u32, default: u32) -> Result<usize, ChatError> {
@@ -396,7 +492,7 @@ impl ChatService {
             Done(MessageId),
             New {
                 from: AccountId,
-                to: AccountId,
+                to: Target,
             },
         }
         let check = self.node.read(|state| {
@@ -410,8 +506,15 @@ impl ChatService {
             if let Some(id) = state.message_by_key(from, &req.client_msg_id) {
                 return Ok(Check::Done(id));
             }
-            let to = peer(state, &req.to)?;
-            if to == from {
+            let to = target(state, "to", &req.to, req.to_account_id, req.conversation_id)?;
+            if let Target::Conversation(c) = to
+                && state.history_of(from, c, None, 0).is_none()
+            {
+                return Err(no_conversation(c));
+            }
+            if let Target::Peer(to) = to
+                && to == from
+            {
                 return Err(ChatError::invalid("you cannot send a message to yourself"));
             }
             Ok(Check::New { from, to })
@@ -427,12 +530,21 @@ impl ChatService {
             Check::New { from, to } => (from, to),
         };
         let at_ms = now_ms();
-        let event = Event::MessageSent {
-            from,
-            to,
-            client_msg_id: req.client_msg_id,
-            body: req.body,
-            at_ms,
+        let event = match to {
+            Target::Peer(to) => Event::MessageSent {
+                from,
+                to,
+                client_msg_id: req.client_msg_id,
+                body: req.body,
+                at_ms,
+            },
+            Target::Conversation(conversation) => Event::Posted {
+                from,
+                conversation,
+                client_msg_id: req.client_msg_id,
+                body: req.body,
+                at_ms,
+            },
         };
         match self.node.propose(event).await? {
             (index, Applied::Message { id, duplicate, .. }) => Ok(pb::SendResponse {
@@ -445,10 +557,12 @@ impl ChatService {
                 },
                 log_position: index.max(id.0),
             }),
-            (_, Applied::Rejected(Rejection::NoSuchAccount)) => Err(ChatError::NotFound(format!(
-                "there is no account named '{}'",
-                req.to
-            ))),
+            (_, Applied::Rejected(Rejection::NoSuchAccount)) => Err(ChatError::NotFound(
+                "the recipient's account does not exist (any more)".into(),
+            )),
+            (_, Applied::Rejected(Rejection::NoSuchConversation)) => {
+                Err(no_conversation(ConversationId(req.conversation_id)))
+            }
             (_, other) => Err(unexpected(other)),
         }
     }
@@ -456,16 +570,39 @@ impl ChatService {
     async fn history(&self, req: pb::HistoryRequest) -> Result<pb::HistoryResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
         let before = (req.before != 0).then_some(MessageId(req.before));
-        let (refs, next) = self.node.read(|state| {
+        let (refs, next, notices) = self.node.read(|state| {
             let (_, account) = self.signed_in(state, &req.token)?;
             let limit = page_limit(req.limit, DEFAULT_HISTORY_PAGE)?;
-            let peer = peer(state, &req.peer)?;
-            Ok::<_, ChatError>(state.history(account, peer, before, limit))
+            let c = match target(
+                state,
+                "peer",
+                &req.peer,
+                req.peer_account_id,
+                req.conversation_id,
+            )? {
+                Target::Peer(peer) => {
+                    let (refs, next) = state.history(account, peer, before, limit);
+                    return Ok((refs, next, Vec::new()));
+                }
+                Target::Conversation(c) => c,
+            };
+            let (refs, next) =
+                (state.history_of(account, c, before, limit)).ok_or_else(|| no_conversation(c))?;
+            // The changes between this page's oldest message and `before`.
+            let after = match (next, refs.last()) {
+                (Some(_), Some(oldest)) => oldest.id.0,
+                _ => 0,
+            };
+            let up_to = before.map_or(u64::MAX, |b| b.0 - 1);
+            let mut notices = state.notices_of(account, c, after, up_to);
+            notices.reverse();
+            Ok::<_, ChatError>((refs, next, notices))
         })?;
         let messages = self.node.views(refs).await?;
         Ok(pb::HistoryResponse {
             messages: messages.into_iter().map(convert::message).collect(),
             next_before: next.map_or(0, |m| m.0),
+            group_events: notices.into_iter().map(convert::group_event).collect(),
         })
     }
 
@@ -489,8 +626,10 @@ impl ChatService {
                 (Some(r), Some(v)) if v.meta.id == r.id => lasts.next(),
                 _ => None,
             },
+            conversation: c.conversation,
             peer: c.peer,
             peer_name: c.peer_name,
+            group: c.group,
             unread: c.unread,
         });
         Ok(pb::ConversationsResponse {
@@ -539,23 +678,46 @@ impl ChatService {
 
     async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::MarkReadResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (account, peer) = self.node.read(|state| {
+        let (account, to) = self.node.read(|state| {
             let (_, account) = self.signed_in(state, &req.token)?;
-            let peer = peer(state, &req.peer)?;
+            let to = target(
+                state,
+                "peer",
+                &req.peer,
+                req.peer_account_id,
+                req.conversation_id,
+            )?;
+            if let Target::Conversation(c) = to
+                && state.history_of(account, c, None, 0).is_none()
+            {
+                return Err(no_conversation(c));
+            }
             self.check_cursor(req.up_to)?;
-            Ok::<_, ChatError>((account, peer))
+            Ok::<_, ChatError>((account, to))
         })?;
-        let event = Event::ReadUpTo {
-            account,
-            peer,
-            up_to: MessageId(req.up_to),
-            at_ms: now_ms(),
+        let (up_to, at_ms) = (MessageId(req.up_to), now_ms());
+        let event = match to {
+            Target::Peer(peer) => Event::ReadUpTo {
+                account,
+                peer,
+                up_to,
+                at_ms,
+            },
+            Target::Conversation(conversation) => Event::ConversationRead {
+                account,
+                conversation,
+                up_to,
+                at_ms,
+            },
         };
         match self.node.propose(event).await? {
             (index, Applied::Unread(n)) => Ok(pb::MarkReadResponse {
                 unread_count: n,
                 log_position: index,
             }),
+            (_, Applied::Rejected(Rejection::NoSuchConversation)) => {
+                Err(no_conversation(ConversationId(req.conversation_id)))
+            }
             (_, other) => Err(unexpected(other)),
         }
     }
@@ -583,6 +745,173 @@ impl ChatService {
             }),
             (_, other) => Err(unexpected(other)),
         }
+    }
+
+    async fn create_group(
+        &self,
+        req: pb::CreateGroupRequest,
+    ) -> Result<pb::CreateGroupResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        validate_title(&req.title)?;
+        if req.client_request_id.is_empty() || req.client_request_id.len() > MAX_CLIENT_MSG_ID {
+            return Err(ChatError::invalid(format!(
+                "client_request_id is required: 1 to {MAX_CLIENT_MSG_ID} bytes that identify this request among the caller's (a UUID works)"
+            )));
+        }
+        if req.member_ids.len() + req.member_names.len() >= MAX_MEMBERS {
+            return Err(ChatError::invalid(format!(
+                "a group has at most {MAX_MEMBERS} members, you included: name at most {} others",
+                MAX_MEMBERS - 1
+            )));
+        }
+        let (owner, members, done) = self.node.read(|state| {
+            let (_, owner) = self.signed_in(state, &req.token)?;
+            if let Some(c) = state.group_by_key(owner, &req.client_request_id) {
+                return Ok((owner, Vec::new(), Some(c)));
+            }
+            let mut members = Vec::new();
+            for id in &req.member_ids {
+                if state.account(AccountId(*id)).is_none() {
+                    return Err(ChatError::NotFound(format!(
+                        "there is no account with id {id}; it may have been deleted"
+                    )));
+                }
+                members.push(AccountId(*id));
+            }
+            for name in &req.member_names {
+                members.push(peer(state, name)?);
+            }
+            Ok::<_, ChatError>((owner, members, None))
+        })?;
+        if let Some(c) = done {
+            return Ok(pb::CreateGroupResponse {
+                conversation_id: c.0,
+                log_position: self.node.applied_cursor(),
+            });
+        }
+        let event = Event::GroupCreated {
+            owner,
+            title: req.title,
+            members,
+            client_request_id: req.client_request_id,
+            at_ms: now_ms(),
+        };
+        match self.node.propose(event).await? {
+            (index, Applied::GroupCreated(c)) => Ok(pb::CreateGroupResponse {
+                conversation_id: c.0,
+                log_position: index,
+            }),
+            (_, Applied::Rejected(r)) => Err(group_refusal(r, ConversationId(0))),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    async fn change_group(
+        &self,
+        req: pb::ChangeGroupRequest,
+    ) -> Result<pb::ChangeGroupResponse, ChatError> {
+        use pb::change_group_request::Change as C;
+        self.node.wait_applied(req.min_applied).await?;
+        let group = ConversationId(req.conversation_id);
+        let one = |id: u64| {
+            if id == 0 {
+                Err(ChatError::invalid(
+                    "name the member by its account id (not 0)",
+                ))
+            } else {
+                Ok(AccountId(id))
+            }
+        };
+        let change = match req.change {
+            None => {
+                return Err(ChatError::invalid(
+                    "say what to change: add, remove, leave, rename, new_owner, add_admin or remove_admin",
+                ));
+            }
+            Some(C::Add(ids)) => {
+                if ids.ids.is_empty() || ids.ids.len() >= MAX_MEMBERS {
+                    return Err(ChatError::invalid(format!(
+                        "add 1 to {} accounts at a time",
+                        MAX_MEMBERS - 1
+                    )));
+                }
+                let ids = ids
+                    .ids
+                    .iter()
+                    .map(|id| one(*id))
+                    .collect::<Result<_, _>>()?;
+                GroupChange::Added(ids)
+            }
+            Some(C::Remove(id)) => GroupChange::Removed(one(id)?),
+            Some(C::Leave(true)) => GroupChange::Left,
+            Some(C::Leave(false)) => {
+                return Err(ChatError::invalid("leave must be true to leave"));
+            }
+            Some(C::Rename(title)) => {
+                validate_title(&title)?;
+                GroupChange::Renamed(title)
+            }
+            Some(C::NewOwner(id)) => GroupChange::OwnerChanged(one(id)?),
+            Some(C::AddAdmin(id)) => GroupChange::AdminSet {
+                account: one(id)?,
+                admin: true,
+            },
+            Some(C::RemoveAdmin(id)) => GroupChange::AdminSet {
+                account: one(id)?,
+                admin: false,
+            },
+        };
+        let by = self.node.read(|state| {
+            let (_, by) = self.signed_in(state, &req.token)?;
+            if let GroupChange::Added(ids) = &change
+                && let Some(id) = ids.iter().find(|id| state.account(**id).is_none())
+            {
+                return Err(ChatError::NotFound(format!(
+                    "there is no account with id {id}; it may have been deleted"
+                )));
+            }
+            Ok::<_, ChatError>(by)
+        })?;
+        let event = Event::GroupChanged {
+            by,
+            group,
+            change,
+            at_ms: now_ms(),
+        };
+        match self.node.propose(event).await? {
+            (index, Applied::Done) => Ok(pb::ChangeGroupResponse {
+                log_position: index,
+            }),
+            (_, Applied::Rejected(r)) => Err(group_refusal(r, group)),
+            (_, other) => Err(unexpected(other)),
+        }
+    }
+
+    async fn members(&self, req: pb::MembersRequest) -> Result<pb::MembersResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            let c = ConversationId(req.conversation_id);
+            let members = state
+                .members_of(account, c)
+                .ok_or_else(|| no_conversation(c))?;
+            let group = state.group(account, c);
+            Ok(pb::MembersResponse {
+                members: (members.into_iter())
+                    .map(|m| pb::ConversationMember {
+                        account_id: m.account.0,
+                        username: m.name,
+                        owner: group.is_some_and(|g| g.owner == m.account),
+                        admin: group.is_some_and(|g| g.admins.contains(&m.account)),
+                        joined_at: m.joined.0,
+                        read_up_to: m.read_up_to.0,
+                        delivered_up_to: m.delivered_up_to.0,
+                        online: state.is_online(m.account),
+                    })
+                    .collect(),
+                title: group.map(|g| g.title.clone()).unwrap_or_default(),
+            })
+        })
     }
 
     async fn subscribe(
@@ -796,6 +1125,24 @@ impl pb::chat_server::Chat for ChatService {
         r: Request<pb::DeleteMessagesRequest>,
     ) -> RpcResult<pb::DeleteMessagesResponse> {
         self.answer(ChatService::delete_messages(self, r.into_inner()).await)
+    }
+
+    async fn create_group(
+        &self,
+        r: Request<pb::CreateGroupRequest>,
+    ) -> RpcResult<pb::CreateGroupResponse> {
+        self.answer(ChatService::create_group(self, r.into_inner()).await)
+    }
+
+    async fn change_group(
+        &self,
+        r: Request<pb::ChangeGroupRequest>,
+    ) -> RpcResult<pb::ChangeGroupResponse> {
+        self.answer(ChatService::change_group(self, r.into_inner()).await)
+    }
+
+    async fn members(&self, r: Request<pb::MembersRequest>) -> RpcResult<pb::MembersResponse> {
+        self.answer(ChatService::members(self, r.into_inner()).await)
     }
 }
 

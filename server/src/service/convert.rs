@@ -7,7 +7,9 @@ use openraft::ServerState;
 
 use crate::node::ClusterView;
 use crate::raft::Member;
-use crate::state::{ConversationSummary, FeedEntry, FeedKind, MessageView};
+use crate::state::{
+    Change, ConversationSummary, FeedEntry, FeedKind, GroupChange, GroupNoticeView, MessageView,
+};
 
 pub fn message(m: MessageView) -> pb::Message {
     let meta = m.meta;
@@ -21,6 +23,41 @@ pub fn message(m: MessageView) -> pb::Message {
         sent_at_ms: m.at_ms,
         delivered: meta.delivered,
         read: meta.read,
+        conversation_id: meta.conversation.0,
+        in_group: meta.in_group,
+        read_by: meta.read_by,
+        readers: meta.readers,
+    }
+}
+
+pub fn group_event(n: GroupNoticeView) -> pb::GroupEvent {
+    use pb::group_event::Kind;
+    let kind = match &n.change {
+        Change::Created { .. } => Kind::Created,
+        Change::AccountDeleted => Kind::AccountDeleted,
+        Change::Changed(c) => match c {
+            GroupChange::Added(_) => Kind::Added,
+            GroupChange::Removed(_) => Kind::Removed,
+            GroupChange::Left => Kind::Left,
+            GroupChange::Renamed(_) => Kind::Renamed,
+            GroupChange::OwnerChanged(_) => Kind::OwnerChanged,
+            GroupChange::AdminSet { admin: true, .. } => Kind::AdminAdded,
+            GroupChange::AdminSet { admin: false, .. } => Kind::AdminRemoved,
+        },
+    };
+    pb::GroupEvent {
+        kind: kind as i32,
+        conversation_id: n.conversation.0,
+        title: n.title,
+        by: n.by_name,
+        by_account_id: n.by.0,
+        accounts: (n.accounts.into_iter())
+            .map(|(id, name)| pb::AccountRef {
+                account_id: id.0,
+                username: name,
+            })
+            .collect(),
+        new_owner_account_id: n.new_owner.map_or(0, |a| a.0),
     }
 }
 
@@ -45,14 +82,17 @@ pub fn event(e: FeedEntry) -> pb::Event {
             peer,
             peer_name,
             up_to,
+            conversation,
         } => pb::event::Kind::Read(pb::Read {
             peer: peer_name,
             peer_account_id: peer.0,
             up_to: up_to.0,
+            conversation_id: conversation.0,
         }),
         FeedKind::Deleted(ids) => pb::event::Kind::Deleted(pb::Deleted {
             ids: ids.into_iter().map(|i| i.0).collect(),
         }),
+        FeedKind::Group(n) => pb::event::Kind::Group(group_event(n)),
     };
     pb::Event {
         id: e.index,
@@ -69,11 +109,20 @@ pub fn caught_up(cursor: u64) -> pb::Event {
 }
 
 pub fn conversation(c: ConversationSummary) -> pb::Conversation {
+    let (is_group, title, owner, members) = match c.group {
+        Some((title, owner, members)) => (true, title, owner.0, members as u32),
+        None => (false, String::new(), 0, 2),
+    };
     pb::Conversation {
         peer: c.peer_name,
         peer_account_id: c.peer.0,
         last_message: c.last.map(message),
         unread_count: c.unread,
+        conversation_id: c.conversation.0,
+        is_group,
+        title,
+        owner_account_id: owner,
+        member_count: members,
     }
 }
 

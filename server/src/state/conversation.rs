@@ -3,14 +3,65 @@
 
 use std::collections::BTreeMap;
 
-use log_format::events::{AccountId, MessageId};
+use log_format::events::{AccountId, GroupChange, MessageId};
 use serde::{Deserialize, Serialize};
+
+/// The most members a group can have.
+pub const MAX_MEMBERS: usize = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Conversation {
     members: Vec<Member>,
     /// Every message some member can still see, ascending by id.
     messages: Vec<Entry>,
+    /// What makes it a group; `None` for a direct conversation.
+    group: Option<Box<Group>>,
+}
+
+/// A group's title, its owner and admins, and the membership changes its
+/// members see in their timelines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub title: String,
+    pub owner: AccountId,
+    /// Members the owner made admins (they add, remove and rename), ascending.
+    pub admins: Vec<AccountId>,
+    /// Every change since the group was made, in log order: few, next to
+    /// its messages.
+    pub notices: Vec<Notice>,
+}
+
+/// A change to a group, as its members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The log position of the event that made it.
+    pub index: u64,
+    pub by: AccountId,
+    pub change: Change,
+    /// Who owns the group after the change, when it passed ownership on
+    /// (an owner who left).
+    pub new_owner: Option<AccountId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// `by` made the group with this title and these members.
+    Created {
+        title: String,
+        members: Vec<AccountId>,
+    },
+    Changed(GroupChange),
+    /// `by` left because its account was deleted.
+    AccountDeleted,
+}
+
+/// What removing a member changed.
+#[derive(Debug)]
+pub struct Removed {
+    /// Its unread count in the conversation, no longer counted.
+    pub unread: u64,
+    /// Messages no member can see any more, gone from the conversation.
+    pub erased: Vec<MessageId>,
 }
 
 /// A message of the conversation: 16 bytes, once per message.
@@ -83,7 +134,153 @@ impl Conversation {
                 })
                 .collect(),
             messages: Vec::new(),
+            group: None,
         }
+    }
+
+    /// A group made at log position `index` by `owner` with `members`
+    /// (the owner among them, each once).
+    pub fn group(index: u64, owner: AccountId, title: String, members: Vec<AccountId>) -> Self {
+        let mut conv = Conversation::new(members.iter().copied());
+        for m in &mut conv.members {
+            m.joined = MessageId(index);
+            m.read_up_to = MessageId(index);
+        }
+        conv.group = Some(Box::new(Group {
+            title: title.clone(),
+            owner,
+            admins: Vec::new(),
+            notices: vec![Notice {
+                index,
+                by: owner,
+                change: Change::Created { title, members },
+                new_owner: None,
+            }],
+        }));
+        conv
+    }
+
+    pub fn group_info(&self) -> Option<&Group> {
+        self.group.as_deref()
+    }
+
+    pub fn group_info_mut(&mut self) -> Option<&mut Group> {
+        self.group.as_deref_mut()
+    }
+
+    pub fn is_member(&self, account: AccountId) -> bool {
+        self.member(account).is_some()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Makes `account` a member that sees messages from `joined` on.
+    pub fn add_member(&mut self, account: AccountId, joined: MessageId) {
+        if self.is_member(account) {
+            return;
+        }
+        self.members.push(Member {
+            account,
+            joined,
+            read_up_to: joined,
+            unread: 0,
+            delivered_receipt: None,
+            read_receipt: None,
+            hidden: Vec::new(),
+        });
+    }
+
+    /// Removes member `account`, and the messages no member left can see.
+    pub fn remove_member(&mut self, account: AccountId) -> Option<Removed> {
+        let at = self.members.iter().position(|m| m.account == account)?;
+        let gone = self.members.remove(at);
+        let members = &self.members;
+        let mut erased = Vec::new();
+        self.messages.retain(|e| {
+            let seen = members.iter().any(|m| m.sees(e.id));
+            if !seen {
+                erased.push(e.id);
+            }
+            seen
+        });
+        if !erased.is_empty() {
+            for m in &mut self.members {
+                m.hidden.retain(|id| erased.binary_search(id).is_err());
+            }
+        }
+        if let Some(g) = self.group.as_deref_mut() {
+            g.admins.retain(|a| *a != account);
+        }
+        Some(Removed {
+            unread: gone.unread,
+            erased,
+        })
+    }
+
+    /// The messages `account` sent, ascending.
+    pub fn sent_by(&self, account: AccountId) -> Vec<MessageId> {
+        (self.messages.iter())
+            .filter(|e| e.sender == account)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Erases message `id` from every member's view; returns the members
+    /// for whom it was unread.
+    pub fn erase(&mut self, id: MessageId) -> Vec<AccountId> {
+        let Some(pos) = self.position(id) else {
+            return Vec::new();
+        };
+        let sender = self.messages[pos].sender;
+        self.messages.remove(pos);
+        let mut was_unread = Vec::new();
+        for m in &mut self.members {
+            if let Ok(at) = m.hidden.binary_search(&id) {
+                m.hidden.remove(at);
+            } else if m.account != sender && id > m.read_up_to && id >= m.joined {
+                m.unread -= 1;
+                was_unread.push(m.account);
+            }
+        }
+        was_unread
+    }
+
+    /// Each other member's read cursor and whether it is past `id`, for
+    /// "read by N of M".
+    pub fn read_by(&self, sender: AccountId, id: MessageId) -> (usize, usize) {
+        let others = self.members.iter().filter(|m| m.account != sender);
+        let (mut read, mut all) = (0, 0);
+        for m in others {
+            if m.joined <= id {
+                all += 1;
+                if m.read_up_to >= id {
+                    read += 1;
+                }
+            }
+        }
+        (read, all)
+    }
+
+    /// Each member with its join point and read cursor.
+    pub fn member_cursors(&self) -> impl Iterator<Item = (AccountId, MessageId, MessageId)> + '_ {
+        (self.members.iter()).map(|m| (m.account, m.joined, m.read_up_to))
+    }
+
+    /// The changes `account` can see after position `after`, up to
+    /// `up_to`: those since it joined.
+    pub fn notices_for(
+        &self,
+        account: AccountId,
+        after: u64,
+        up_to: u64,
+    ) -> impl Iterator<Item = &Notice> + '_ {
+        let joined = self.member(account).map_or(u64::MAX, |m| m.joined.0);
+        let notices = self.group.as_deref().map_or(&[][..], |g| &g.notices[..]);
+        notices
+            .iter()
+            .filter(move |n| n.index >= joined && n.index > after && n.index <= up_to)
     }
 
     fn member(&self, account: AccountId) -> Option<&Member> {

@@ -30,9 +30,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use log_format::events::{AccountId, Event, MessageId, PasswordHash, SessionId, TokenHash};
 use serde::{Deserialize, Serialize};
 
-use self::conversation::Conversation;
+pub use self::conversation::{Change, Group, MAX_MEMBERS};
+use self::conversation::{Conversation, Notice};
 use self::keys::SentKeys;
 pub use log_format::events::ConversationId;
+pub use log_format::events::GroupChange;
 
 /// The maps of the state: aHash is several times faster than SipHash on
 /// replay and, keyed per process, still resists flooding with crafted keys.
@@ -55,6 +57,8 @@ pub enum Applied {
         /// conversation of its sender and recipient, when there is one).
         conversation: ConversationId,
     },
+    /// A group was made: its id.
+    GroupCreated(ConversationId),
     /// How many messages left the caller's view.
     Deleted(u64),
     /// The conversation's unread count after a read receipt.
@@ -69,6 +73,18 @@ pub enum Rejection {
     NameTaken,
     NoSuchAccount,
     NoSuchSession,
+    /// No such conversation, or the caller is not in it: the same answer.
+    NoSuchConversation,
+    /// A direct conversation asked for something only groups do.
+    NotAGroup,
+    /// The caller is a member without the right to do this.
+    NotAllowed,
+    /// Every account named is a member already.
+    AlreadyMember,
+    /// The account named is not a member.
+    NotAMember,
+    /// The group would have more than [`MAX_MEMBERS`] members.
+    TooManyMembers,
 }
 
 /// An account as the indexes keep it.
@@ -125,14 +141,33 @@ pub enum FeedKind<M = MessageView> {
         peer_name: String,
         up_to: MessageId,
     },
-    /// `peer` read the subscriber's messages up to `up_to`.
+    /// `peer` read the subscriber's messages in `conversation` up to `up_to`.
     Read {
         peer: AccountId,
         peer_name: String,
         up_to: MessageId,
+        conversation: ConversationId,
     },
     /// The subscriber deleted these messages (from another session).
     Deleted(Vec<MessageId>),
+    /// A group the subscriber is (or was, until this) a member of changed.
+    Group(GroupNoticeView),
+}
+
+/// A change to a group, with the names a client shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNoticeView {
+    pub conversation: ConversationId,
+    /// The group's title after the change.
+    pub title: String,
+    pub by: AccountId,
+    pub by_name: String,
+    pub change: Change,
+    /// The accounts the change names, with their names (empty for an
+    /// account deleted since).
+    pub accounts: Vec<(AccountId, String)>,
+    /// Who owns the group now, when the change passed ownership on.
+    pub new_owner: Option<AccountId>,
 }
 
 impl<M> FeedKind<M> {
@@ -154,12 +189,15 @@ impl<M> FeedKind<M> {
                 peer,
                 peer_name,
                 up_to,
+                conversation,
             } => FeedKind::Read {
                 peer,
                 peer_name,
                 up_to,
+                conversation,
             },
             FeedKind::Deleted(ids) => FeedKind::Deleted(ids),
+            FeedKind::Group(notice) => FeedKind::Group(notice),
         })
     }
 }
@@ -169,14 +207,23 @@ impl<M> FeedKind<M> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
     pub id: MessageId,
+    pub conversation: ConversationId,
+    /// Posted to a group (`to` is then none).
+    pub in_group: bool,
     pub from: AccountId,
     pub from_name: String,
     pub to: AccountId,
     pub to_name: String,
-    /// For the viewer's own messages: the recipient acknowledged delivery.
+    /// For the viewer's own messages: the recipient (every other member
+    /// of a group) acknowledged delivery.
     pub delivered: bool,
-    /// For the viewer's own messages: the recipient read it.
+    /// For the viewer's own messages: the recipient (every other member
+    /// of a group) read it.
     pub read: bool,
+    /// For the viewer's own messages: how many of the `readers` (the other
+    /// members who were there when it was sent) have read it.
+    pub read_by: u32,
+    pub readers: u32,
 }
 
 /// A message as one member sees it, body included.
@@ -190,10 +237,25 @@ pub struct MessageView {
 /// One row of `Conversations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationSummary<M = MessageView> {
+    pub conversation: ConversationId,
+    /// The other member of a direct conversation; none for a group.
     pub peer: AccountId,
     pub peer_name: String,
+    /// A group's title, owner and member count.
+    pub group: Option<(String, AccountId, usize)>,
     pub last: Option<M>,
     pub unread: u64,
+}
+
+/// A member of a conversation, as `Members` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub account: AccountId,
+    pub name: String,
+    /// It sees messages from here on.
+    pub joined: MessageId,
+    pub read_up_to: MessageId,
+    pub delivered_up_to: MessageId,
 }
 
 /// Where a `ListAccounts` page stops and the next one starts.
@@ -257,6 +319,33 @@ fn key_hash(client_msg_id: &str) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
+/// A client request id of a `CreateGroup` as the idempotency index keeps
+/// it: hashed apart from message ids, so the two never meet.
+fn group_key_hash(client_request_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"group\0")
+        .chain_update(client_request_id.as_bytes())
+        .finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The group an earlier `CreateGroup` of `owner` with this request id made,
+/// if any.
+impl ChatState {
+    pub fn group_by_key(
+        &self,
+        owner: AccountId,
+        client_request_id: &str,
+    ) -> Option<ConversationId> {
+        let id = self
+            .idempotency
+            .get(&owner)?
+            .get(group_key_hash(client_request_id))?;
+        Some(ConversationId(id.0))
+    }
+}
+
 /// The key of a direct conversation: its members, the lower id first.
 fn direct_key(a: AccountId, b: AccountId) -> (AccountId, AccountId) {
     (a.min(b), a.max(b))
@@ -304,7 +393,7 @@ impl ChatState {
                 Applied::AccountCreated(id)
             }
             Event::AccountDeleted { account, .. } => {
-                let applied = self.delete_account(*account);
+                let applied = self.delete_account(index, *account, notify);
                 if applied == Applied::Done {
                     notify.push(Fanout::AccountDeleted(*account));
                 }
@@ -364,6 +453,57 @@ impl ChatState {
             Event::MessagesDeleted { account, ids, .. } => {
                 self.delete_messages(index, *account, ids, notify)
             }
+            Event::GroupCreated {
+                owner,
+                title,
+                members,
+                client_request_id,
+                ..
+            } => {
+                let key = group_key_hash(client_request_id);
+                if let Some(id) = self.idempotency.get(owner).and_then(|keys| keys.get(key)) {
+                    return Applied::GroupCreated(ConversationId(id.0));
+                }
+                let applied = self.create_group(index, *owner, title, members, notify);
+                if let Applied::GroupCreated(_) = applied {
+                    self.idempotency
+                        .entry(*owner)
+                        .or_default()
+                        .insert(key, MessageId(index));
+                }
+                applied
+            }
+            Event::GroupChanged {
+                by, group, change, ..
+            } => self.change_group(index, *by, *group, change, notify),
+            Event::Posted {
+                from,
+                conversation,
+                client_msg_id,
+                body,
+                at_ms,
+            } => {
+                let key = key_hash(client_msg_id);
+                if let Some(id) = self.idempotency.get(from).and_then(|keys| keys.get(key)) {
+                    return Applied::Message {
+                        id,
+                        duplicate: true,
+                        conversation: *conversation,
+                    };
+                }
+                let member =
+                    (self.conversations.get(conversation)).is_some_and(|c| c.is_member(*from));
+                if !member {
+                    return Applied::Rejected(Rejection::NoSuchConversation);
+                }
+                self.store(index, *from, *conversation, key, body, *at_ms, notify)
+            }
+            Event::ConversationRead {
+                account,
+                conversation,
+                up_to,
+                ..
+            } => self.read_conversation(index, *account, *conversation, *up_to, notify),
         }
     }
 
@@ -391,9 +531,25 @@ impl ChatState {
         if !self.accounts.contains_key(&from) || !self.accounts.contains_key(&to) {
             return Applied::Rejected(Rejection::NoSuchAccount);
         }
-        let id = MessageId(index);
         let conversation = self.direct_conversation(index, from, to);
-        let conv = self.conversations.get_mut(&conversation).expect("made");
+        self.store(index, from, conversation, key, body, at_ms, notify)
+    }
+
+    /// Stores message `index` from `from`, a member, in `conversation`,
+    /// under idempotency key `key`, and tells every member.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        index: u64,
+        from: AccountId,
+        conversation: ConversationId,
+        key: u64,
+        body: &str,
+        at_ms: u64,
+        notify: &mut Notify<'_>,
+    ) -> Applied {
+        let id = MessageId(index);
+        let conv = self.conversations.get_mut(&conversation).expect("checked");
         let unread_for = conv.post(id, from);
         for member in unread_for {
             if let Some(acc) = self.accounts.get_mut(&member) {
@@ -401,30 +557,23 @@ impl ChatState {
             }
         }
         self.idempotency.entry(from).or_default().insert(key, id);
-        if !notify.wanted() {
-            return Applied::Message {
-                id,
-                duplicate: false,
-                conversation,
-            };
-        }
-        for account in [from, to] {
-            if let Some(meta) = self.message_ref(account, conversation, id) {
-                let view = MessageView {
-                    meta,
-                    body: body.to_owned(),
-                    at_ms,
-                };
-                notify.push(Fanout::Feed(
-                    account,
-                    FeedEntry {
-                        index,
-                        kind: FeedKind::Message(view),
-                    },
-                ));
-            }
-            if from == to {
-                break;
+        if notify.wanted() {
+            let members = self.conversations[&conversation].members();
+            for account in members {
+                if let Some(meta) = self.message_ref(account, conversation, id) {
+                    let view = MessageView {
+                        meta,
+                        body: body.to_owned(),
+                        at_ms,
+                    };
+                    notify.push(Fanout::Feed(
+                        account,
+                        FeedEntry {
+                            index,
+                            kind: FeedKind::Message(view),
+                        },
+                    ));
+                }
             }
         }
         Applied::Message {
@@ -432,6 +581,291 @@ impl ChatState {
             duplicate: false,
             conversation,
         }
+    }
+
+    /// Makes group `index` of `owner` with `members`.
+    fn create_group(
+        &mut self,
+        index: u64,
+        owner: AccountId,
+        title: &str,
+        members: &[AccountId],
+        notify: &mut Notify<'_>,
+    ) -> Applied {
+        let mut all = vec![owner];
+        for m in members {
+            if !all.contains(m) {
+                all.push(*m);
+            }
+        }
+        if all.iter().any(|a| !self.accounts.contains_key(a)) {
+            return Applied::Rejected(Rejection::NoSuchAccount);
+        }
+        if all.len() > MAX_MEMBERS {
+            return Applied::Rejected(Rejection::TooManyMembers);
+        }
+        let id = ConversationId(index);
+        let conv = Conversation::group(index, owner, title.to_owned(), all.clone());
+        self.conversations.insert(id, conv);
+        for a in &all {
+            let acc = self.accounts.get_mut(a).expect("checked");
+            // Conversation ids grow with the log: pushing keeps the order.
+            acc.conversations.push(id);
+        }
+        self.notify_group(id, all.iter().copied(), notify);
+        Applied::GroupCreated(id)
+    }
+
+    /// Applies `change` by `by` to group `group`, checking `by`'s rights.
+    fn change_group(
+        &mut self,
+        index: u64,
+        by: AccountId,
+        group: ConversationId,
+        change: &GroupChange,
+        notify: &mut Notify<'_>,
+    ) -> Applied {
+        let Some(conv) = self.conversations.get(&group).filter(|c| c.is_member(by)) else {
+            return Applied::Rejected(Rejection::NoSuchConversation);
+        };
+        let Some(g) = conv.group_info() else {
+            return Applied::Rejected(Rejection::NotAGroup);
+        };
+        let owner = g.owner == by;
+        let admin = owner || g.admins.contains(&by);
+        let rejected = match change {
+            GroupChange::Added(accounts) => {
+                let new: Vec<AccountId> = (accounts.iter())
+                    .filter(|a| !conv.is_member(**a))
+                    .copied()
+                    .collect();
+                if !admin {
+                    Some(Rejection::NotAllowed)
+                } else if accounts.iter().any(|a| !self.accounts.contains_key(a)) {
+                    Some(Rejection::NoSuchAccount)
+                } else if new.is_empty() {
+                    Some(Rejection::AlreadyMember)
+                } else if conv.member_count() + new.len() > MAX_MEMBERS {
+                    Some(Rejection::TooManyMembers)
+                } else {
+                    None
+                }
+            }
+            GroupChange::Removed(account) => {
+                if !conv.is_member(*account) {
+                    Some(Rejection::NotAMember)
+                } else if !admin
+                    || *account == g.owner
+                    || (!owner && g.admins.contains(account))
+                    || *account == by
+                {
+                    Some(Rejection::NotAllowed)
+                } else {
+                    None
+                }
+            }
+            GroupChange::Left => None,
+            GroupChange::Renamed(_) => (!admin).then_some(Rejection::NotAllowed),
+            GroupChange::OwnerChanged(account) | GroupChange::AdminSet { account, .. } => {
+                if !owner || *account == by {
+                    Some(Rejection::NotAllowed)
+                } else if !conv.is_member(*account) {
+                    Some(Rejection::NotAMember)
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(r) = rejected {
+            return Applied::Rejected(r);
+        }
+        // Those who hear of the change: the members before it and after.
+        let mut told = conv.members();
+        let mut new_owner = None;
+        match change {
+            GroupChange::Added(accounts) => {
+                let conv = self.conversations.get_mut(&group).expect("checked");
+                for a in accounts {
+                    if !conv.is_member(*a) {
+                        conv.add_member(*a, MessageId(index));
+                        told.push(*a);
+                        let acc = self.accounts.get_mut(a).expect("checked");
+                        let at = acc.conversations.partition_point(|c| *c < group);
+                        acc.conversations.insert(at, group);
+                    }
+                }
+            }
+            GroupChange::Removed(account) => {
+                self.leave_group(group, *account);
+            }
+            GroupChange::Left => new_owner = self.leave_group(group, by),
+            GroupChange::Renamed(title) => {
+                let g = self.group_mut(group);
+                g.title = title.clone();
+            }
+            GroupChange::OwnerChanged(account) => {
+                let g = self.group_mut(group);
+                g.owner = *account;
+                g.admins.retain(|a| a != account);
+                let at = g.admins.partition_point(|a| *a < by);
+                g.admins.insert(at, by);
+            }
+            GroupChange::AdminSet { account, admin } => {
+                let g = self.group_mut(group);
+                g.admins.retain(|a| a != account);
+                if *admin {
+                    let at = g.admins.partition_point(|a| a < account);
+                    g.admins.insert(at, *account);
+                }
+            }
+        }
+        let notice = Notice {
+            index,
+            by,
+            change: Change::Changed(change.clone()),
+            new_owner,
+        };
+        if let Some(g) = self
+            .conversations
+            .get_mut(&group)
+            .and_then(|c| c.group_info_mut())
+        {
+            g.notices.push(notice.clone());
+        }
+        self.notify_notice(group, &notice, told, notify);
+        Applied::Done
+    }
+
+    fn group_mut(&mut self, group: ConversationId) -> &mut Group {
+        (self.conversations.get_mut(&group))
+            .and_then(|c| c.group_info_mut())
+            .expect("a group")
+    }
+
+    /// Takes `account` out of group `group`: its unread messages there stop
+    /// counting, messages nobody left can see are erased, and a group left
+    /// empty is gone. An owner leaving passes ownership to the first admin,
+    /// or else the longest-standing member: who owns it now is returned.
+    fn leave_group(&mut self, group: ConversationId, account: AccountId) -> Option<AccountId> {
+        let conv = self.conversations.get_mut(&group)?;
+        let removed = conv.remove_member(account)?;
+        if let Some(acc) = self.accounts.get_mut(&account) {
+            acc.unread -= removed.unread;
+            acc.conversations.retain(|c| *c != group);
+        }
+        self.erased.extend(removed.erased);
+        if conv.member_count() == 0 {
+            let conv = self.conversations.remove(&group).expect("there");
+            self.erased.extend(conv.message_ids());
+            return None;
+        }
+        let members = conv.members();
+        let g = conv.group_info_mut()?;
+        if g.owner != account {
+            return None;
+        }
+        let next = g.admins.first().copied().unwrap_or(members[0]);
+        g.owner = next;
+        g.admins.retain(|a| *a != next);
+        Some(next)
+    }
+
+    /// Tells the members of a group just made that it exists.
+    fn notify_group(
+        &self,
+        group: ConversationId,
+        members: impl Iterator<Item = AccountId>,
+        notify: &mut Notify<'_>,
+    ) {
+        if !notify.wanted() {
+            return;
+        }
+        let Some(notice) = (self.conversations.get(&group))
+            .and_then(|c| c.group_info())
+            .and_then(|g| g.notices.first())
+        else {
+            return;
+        };
+        self.notify_notice(group, notice, members.collect(), notify);
+    }
+
+    fn notify_notice(
+        &self,
+        group: ConversationId,
+        notice: &Notice,
+        told: Vec<AccountId>,
+        notify: &mut Notify<'_>,
+    ) {
+        if !notify.wanted() {
+            return;
+        }
+        let Some(view) = self.notice_view(group, notice) else {
+            return;
+        };
+        for account in told {
+            notify.push(Fanout::Feed(
+                account,
+                FeedEntry {
+                    index: notice.index,
+                    kind: FeedKind::Group(view.clone()),
+                },
+            ));
+        }
+    }
+
+    /// A notice of group `group` with the names a client shows; the title
+    /// is the group's current one (the group may be gone: then the one the
+    /// notice names, or none).
+    fn notice_view(&self, group: ConversationId, notice: &Notice) -> Option<GroupNoticeView> {
+        let name = |a: &AccountId| {
+            self.accounts
+                .get(a)
+                .map_or(String::new(), |x| x.username.clone())
+        };
+        let accounts: Vec<AccountId> = match &notice.change {
+            Change::Created { members, .. } => members.clone(),
+            Change::Changed(c) => c.accounts(),
+            Change::AccountDeleted => Vec::new(),
+        };
+        let title = match self.conversations.get(&group).and_then(|c| c.group_info()) {
+            Some(g) => g.title.clone(),
+            None => match &notice.change {
+                Change::Created { title, .. } => title.clone(),
+                _ => String::new(),
+            },
+        };
+        Some(GroupNoticeView {
+            conversation: group,
+            title,
+            by: notice.by,
+            by_name: name(&notice.by),
+            change: notice.change.clone(),
+            accounts: accounts.iter().map(|a| (*a, name(a))).collect(),
+            new_owner: notice.new_owner,
+        })
+    }
+
+    fn read_conversation(
+        &mut self,
+        index: u64,
+        account: AccountId,
+        conversation: ConversationId,
+        up_to: MessageId,
+        notify: &mut Notify<'_>,
+    ) -> Applied {
+        let Some(conv) = self.conversations.get_mut(&conversation) else {
+            return Applied::Rejected(Rejection::NoSuchConversation);
+        };
+        let Some(read) = conv.read(index, account, up_to) else {
+            return Applied::Rejected(Rejection::NoSuchConversation);
+        };
+        if let Some(acc) = self.accounts.get_mut(&account) {
+            acc.unread -= read.no_longer_unread;
+        }
+        for (sender, newest) in read.receipts {
+            self.notify_read(index, sender, account, newest, conversation, notify);
+        }
+        Applied::Unread(read.unread)
     }
 
     /// The direct conversation of `a` and `b`, made (with id `index`) if
@@ -470,18 +904,29 @@ impl ChatState {
             return Applied::Done;
         }
         acc.delivered_up_to = up_to;
-        let mut receipts = Vec::new();
+        // The newest newly delivered message, for each sender it came from
+        // (over every conversation they share: one receipt each).
+        let mut receipts: BTreeMap<AccountId, MessageId> = BTreeMap::new();
         for c in &acc.conversations {
             let Some(conv) = self.conversations.get_mut(c) else {
                 continue;
             };
-            // The newest newly delivered message, for each sender it came from.
             for (sender, newest) in conv.deliver(index, account, old, up_to) {
-                receipts.push((sender, newest));
+                let at = receipts.entry(sender).or_default();
+                *at = (*at).max(newest);
             }
         }
-        for (sender, newest) in receipts {
-            self.notify_receipt(index, sender, account, newest, false, notify);
+        if let Some(acc) = self.accounts.get(&account)
+            && notify.wanted()
+        {
+            for (sender, up_to) in receipts {
+                let kind = FeedKind::Delivered {
+                    peer: account,
+                    peer_name: acc.username.clone(),
+                    up_to,
+                };
+                notify.push(Fanout::Feed(sender, FeedEntry { index, kind }));
+            }
         }
         Applied::Done
     }
@@ -497,30 +942,24 @@ impl ChatState {
         if !self.accounts.contains_key(&account) {
             return Applied::Rejected(Rejection::NoSuchAccount);
         }
-        let Some(conv) = (self.direct.get(&direct_key(account, peer)))
-            .and_then(|c| self.conversations.get_mut(c))
-        else {
-            return Applied::Unread(0);
-        };
-        let Some(read) = conv.read(index, account, up_to) else {
-            return Applied::Unread(0);
-        };
-        let acc = self.accounts.get_mut(&account).expect("checked");
-        acc.unread -= read.no_longer_unread;
-        for (sender, newest) in read.receipts {
-            self.notify_receipt(index, sender, account, newest, true, notify);
+        match self.direct.get(&direct_key(account, peer)) {
+            Some(c) => match self.read_conversation(index, account, *c, up_to, notify) {
+                Applied::Rejected(_) => Applied::Unread(0),
+                applied => applied,
+            },
+            None => Applied::Unread(0),
         }
-        Applied::Unread(read.unread)
     }
 
-    /// Tells `to` that `peer` received (or read) its messages up to `up_to`.
-    fn notify_receipt(
+    /// Tells `to` that `peer` read its messages in `conversation` up to
+    /// `up_to`.
+    fn notify_read(
         &self,
         index: u64,
         to: AccountId,
         peer: AccountId,
         up_to: MessageId,
-        read: bool,
+        conversation: ConversationId,
         notify: &mut Notify<'_>,
     ) {
         if !notify.wanted() {
@@ -529,19 +968,11 @@ impl ChatState {
         let (Some(_), Some(p)) = (self.accounts.get(&to), self.accounts.get(&peer)) else {
             return;
         };
-        let peer_name = p.username.clone();
-        let kind = if read {
-            FeedKind::Read {
-                peer,
-                peer_name,
-                up_to,
-            }
-        } else {
-            FeedKind::Delivered {
-                peer,
-                peer_name,
-                up_to,
-            }
+        let kind = FeedKind::Read {
+            peer,
+            peer_name: p.username.clone(),
+            up_to,
+            conversation,
         };
         notify.push(Fanout::Feed(to, FeedEntry { index, kind }));
     }
@@ -596,7 +1027,12 @@ impl ChatState {
         Applied::Deleted(n)
     }
 
-    fn delete_account(&mut self, account: AccountId) -> Applied {
+    fn delete_account(
+        &mut self,
+        index: u64,
+        account: AccountId,
+        notify: &mut Notify<'_>,
+    ) -> Applied {
         let Some(acc) = self.accounts.remove(&account) else {
             return Applied::Rejected(Rejection::NoSuchAccount);
         };
@@ -606,10 +1042,44 @@ impl ChatState {
                 self.by_token.remove(&s.token_hash);
             }
         }
-        // Erase every conversation it was in: the messages it sent or
-        // received, on both sides, and the keys that named them.
+        // Erase every direct conversation it was in: the messages it sent
+        // or received, on both sides, and the keys that named them. In a
+        // group, the messages it sent are erased and it leaves.
         let mut erased = HashSet::new();
+        let mut touched = Vec::new();
         for c in &acc.conversations {
+            if (self.conversations.get(c)).is_some_and(|conv| conv.group_info().is_some()) {
+                let before = self.erased.len();
+                let conv = self.conversations.get_mut(c).expect("there");
+                for id in conv.sent_by(account) {
+                    for member in conv.erase(id) {
+                        if let Some(p) = self.accounts.get_mut(&member) {
+                            p.unread -= 1;
+                        }
+                    }
+                    self.erased.push(id);
+                }
+                let members = conv.members();
+                let new_owner = self.leave_group(*c, account);
+                erased.extend(self.erased[before..].iter().copied());
+                touched.extend(members.iter().copied().filter(|m| *m != account));
+                let notice = Notice {
+                    index,
+                    by: account,
+                    change: Change::AccountDeleted,
+                    new_owner,
+                };
+                if let Some(g) = self
+                    .conversations
+                    .get_mut(c)
+                    .and_then(|c| c.group_info_mut())
+                {
+                    g.notices.push(notice.clone());
+                    let told = members.into_iter().filter(|m| *m != account).collect();
+                    self.notify_notice(*c, &notice, told, notify);
+                }
+                continue;
+            }
             let Some(conv) = self.conversations.remove(c) else {
                 continue;
             };
@@ -636,6 +1106,17 @@ impl ChatState {
                 if let Some(keys) = self.idempotency.get_mut(&member) {
                     keys.retain(|id| !erased.contains(&id));
                 }
+            }
+        }
+        for member in touched {
+            if let Some(p) = self.accounts.get_mut(&member) {
+                p.deletions.retain_mut(|(_, ids)| {
+                    ids.retain(|id| !erased.contains(id));
+                    !ids.is_empty()
+                });
+            }
+            if let Some(keys) = self.idempotency.get_mut(&member) {
+                keys.retain(|id| !erased.contains(&id));
             }
         }
         self.idempotency.remove(&account);
@@ -754,14 +1235,81 @@ impl ChatState {
         before: Option<MessageId>,
         limit: usize,
     ) -> (Vec<MessageRef>, Option<MessageId>) {
-        let Some((c, conv)) = self.direct_of(account, peer) else {
+        let Some((c, _)) = self.direct_of(account, peer) else {
             return (Vec::new(), None);
         };
+        self.history_of(account, c, before, limit)
+            .unwrap_or_default()
+    }
+
+    /// [`ChatState::history`] of a conversation by its id; `None` when
+    /// there is no such conversation or `account` is not a member.
+    pub fn history_of(
+        &self,
+        account: AccountId,
+        c: ConversationId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Option<(Vec<MessageRef>, Option<MessageId>)> {
+        let conv = self
+            .conversations
+            .get(&c)
+            .filter(|c| c.is_member(account))?;
         let (ids, next) = conv.page(account, before, limit);
         let page = (ids.into_iter())
             .filter_map(|id| self.message_ref(account, c, id))
             .collect();
-        (page, next)
+        Some((page, next))
+    }
+
+    /// The group `c` as member `account` sees it: `None` when there is no
+    /// such group or `account` is not in it.
+    pub fn group(&self, account: AccountId, c: ConversationId) -> Option<&Group> {
+        let conv = self
+            .conversations
+            .get(&c)
+            .filter(|c| c.is_member(account))?;
+        conv.group_info()
+    }
+
+    /// The members of conversation `c` with their names, join points and
+    /// read cursors, if `account` is one of them.
+    pub fn members_of(&self, account: AccountId, c: ConversationId) -> Option<Vec<MemberView>> {
+        let conv = self
+            .conversations
+            .get(&c)
+            .filter(|c| c.is_member(account))?;
+        Some(
+            conv.member_cursors()
+                .filter_map(|(a, joined, read)| {
+                    let acc = self.accounts.get(&a)?;
+                    Some(MemberView {
+                        account: a,
+                        name: acc.username.clone(),
+                        joined,
+                        read_up_to: read,
+                        delivered_up_to: acc.delivered_up_to,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The changes of group `c` that member `account` can see, with an id
+    /// in `after..up_to` (both exclusive of `after`), oldest first.
+    pub fn notices_of(
+        &self,
+        account: AccountId,
+        c: ConversationId,
+        after: u64,
+        up_to: u64,
+    ) -> Vec<GroupNoticeView> {
+        let Some(conv) = self.conversations.get(&c) else {
+            return Vec::new();
+        };
+        (conv.notices_for(account, after, up_to))
+            .filter_map(|n| self.notice_view(c, n))
+            .collect()
     }
 
     /// Every conversation of `account`, most recent first.
@@ -772,20 +1320,36 @@ impl ChatState {
         let mut out: Vec<ConversationSummary<MessageRef>> = (acc.conversations.iter())
             .filter_map(|c| {
                 let conv = self.conversations.get(c)?;
-                let peer = conv.peer_of(account);
-                let peer_name = self.accounts.get(&peer)?.username.clone();
+                let (peer, peer_name, group) = match conv.group_info() {
+                    Some(g) => (
+                        AccountId(0),
+                        String::new(),
+                        Some((g.title.clone(), g.owner, conv.member_count())),
+                    ),
+                    None => {
+                        let peer = conv.peer_of(account);
+                        (peer, self.accounts.get(&peer)?.username.clone(), None)
+                    }
+                };
                 Some(ConversationSummary {
+                    conversation: *c,
                     peer,
                     peer_name,
+                    group,
                     last: (conv.last_visible(account))
                         .and_then(|id| self.message_ref(account, *c, id)),
                     unread: conv.unread_of(account),
                 })
             })
             .collect();
+        // Most recent first: a group with no message yet by when it was made.
         out.sort_by(|a, b| {
-            let key = |c: &ConversationSummary<MessageRef>| c.last.as_ref().map(|m| m.id);
-            key(b).cmp(&key(a)).then(a.peer.cmp(&b.peer))
+            let key = |c: &ConversationSummary<MessageRef>| {
+                c.last.as_ref().map_or(c.conversation.0, |m| m.id.0)
+            };
+            key(b)
+                .cmp(&key(a))
+                .then(a.conversation.cmp(&b.conversation))
         });
         out
     }
@@ -825,6 +1389,14 @@ impl ChatState {
                     });
                 }
             }
+            for notice in conv.notices_for(account, after, up_to) {
+                if let Some(view) = self.notice_view(*c, notice) {
+                    out.push(FeedEntry {
+                        index: notice.index,
+                        kind: FeedKind::Group(view),
+                    });
+                }
+            }
             for receipt in conv.receipts_for(account) {
                 if !within(receipt.index) {
                     continue;
@@ -838,6 +1410,7 @@ impl ChatState {
                         peer,
                         peer_name,
                         up_to,
+                        conversation: *c,
                     }
                 } else {
                     FeedKind::Delivered {
@@ -886,6 +1459,35 @@ impl ChatState {
     ) -> Option<MessageRef> {
         let conv = self.conversations.get(&c)?;
         let from = conv.visible_sender(viewer, id)?;
+        let from_name = self.accounts.get(&from)?.username.clone();
+        if conv.group_info().is_some() {
+            let (mut read_by, mut readers, mut delivered) = (0, 0, true);
+            if from == viewer {
+                (read_by, readers) = conv.read_by(from, id);
+                delivered = (conv.member_cursors())
+                    .filter(|(a, joined, _)| *a != from && *joined <= id)
+                    .all(|(a, _, read)| {
+                        read >= id
+                            || self
+                                .accounts
+                                .get(&a)
+                                .is_some_and(|x| x.delivered_up_to >= id)
+                    });
+            }
+            return Some(MessageRef {
+                id,
+                conversation: c,
+                in_group: true,
+                from,
+                from_name,
+                to: AccountId(0),
+                to_name: String::new(),
+                delivered: from == viewer && readers > 0 && delivered,
+                read: from == viewer && readers > 0 && read_by == readers,
+                read_by: read_by as u32,
+                readers: readers as u32,
+            });
+        }
         let to = if from == viewer {
             conv.peer_of(viewer)
         } else {
@@ -900,12 +1502,16 @@ impl ChatState {
         };
         Some(MessageRef {
             id,
+            conversation: c,
+            in_group: false,
             from,
-            from_name: self.accounts.get(&from)?.username.clone(),
+            from_name,
             to,
             to_name: self.accounts.get(&to)?.username.clone(),
             delivered,
             read,
+            read_by: read as u32,
+            readers: u32::from(from == viewer && to != viewer),
         })
     }
 }

@@ -15,10 +15,47 @@ enum Action {
     Delete(u8),
     Open(u8),
     Close(u8),
-    Send { from: u8, to: u8, key: u8, body: u8 },
-    Ack { who: u8, back: u8 },
-    Read { who: u8, peer: u8, back: u8 },
-    DeleteMsgs { who: u8, pick: Vec<u8> },
+    Send {
+        from: u8,
+        to: u8,
+        key: u8,
+        body: u8,
+    },
+    Ack {
+        who: u8,
+        back: u8,
+    },
+    Read {
+        who: u8,
+        peer: u8,
+        back: u8,
+    },
+    DeleteMsgs {
+        who: u8,
+        pick: Vec<u8>,
+    },
+    CreateGroup {
+        owner: u8,
+        members: Vec<u8>,
+        key: u8,
+    },
+    ChangeGroup {
+        by: u8,
+        group: u8,
+        change: u8,
+        who: u8,
+    },
+    Post {
+        from: u8,
+        group: u8,
+        key: u8,
+        body: u8,
+    },
+    ReadGroup {
+        who: u8,
+        group: u8,
+        back: u8,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -31,6 +68,10 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (0u8..6, 0u8..4).prop_map(|(who, back)| Action::Ack { who, back }),
         2 => (0u8..6, 0u8..6, 0u8..4).prop_map(|(who, peer, back)| Action::Read { who, peer, back }),
         1 => (0u8..6, proptest::collection::vec(any::<u8>(), 1..4)).prop_map(|(who, pick)| Action::DeleteMsgs { who, pick }),
+        1 => (0u8..6, proptest::collection::vec(0u8..6, 0..4), 0u8..3).prop_map(|(owner, members, key)| Action::CreateGroup { owner, members, key }),
+        2 => (0u8..6, any::<u8>(), 0u8..7, 0u8..6).prop_map(|(by, group, change, who)| Action::ChangeGroup { by, group, change, who }),
+        4 => (0u8..6, any::<u8>(), 0u8..4, any::<u8>()).prop_map(|(from, group, key, body)| Action::Post { from, group, key, body }),
+        1 => (0u8..6, any::<u8>(), 0u8..4).prop_map(|(who, group, back)| Action::ReadGroup { who, group, back }),
     ]
 }
 
@@ -50,6 +91,20 @@ fn event_for(state: &ChatState, index: u64, a: &Action) -> Event {
             .unwrap_or(AccountId(999))
     };
     let msgs: Vec<MessageId> = state.all_message_ids();
+    let groups: Vec<ConversationId> = {
+        let mut v: Vec<_> = (state.conversations.iter())
+            .filter(|(_, c)| c.group_info().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    };
+    let group = |n: u8| {
+        groups
+            .get(n as usize % groups.len().max(1))
+            .copied()
+            .unwrap_or(ConversationId(4242))
+    };
     let at_ms = index * 10;
     match a {
         Action::Create(n) => Event::AccountCreated {
@@ -119,6 +174,68 @@ fn event_for(state: &ChatState, index: u64, a: &Action) -> Event {
                 .collect(),
             at_ms,
         },
+        Action::CreateGroup {
+            owner,
+            members,
+            key,
+        } => Event::GroupCreated {
+            owner: pick(*owner),
+            title: format!("group {index}"),
+            members: members.iter().map(|m| pick(*m)).collect(),
+            client_request_id: format!("g{key}"),
+            at_ms,
+        },
+        Action::ChangeGroup {
+            by,
+            group: g,
+            change,
+            who,
+        } => {
+            let who = pick(*who);
+            let change = match change {
+                0 => GroupChange::Added(vec![who]),
+                1 => GroupChange::Removed(who),
+                2 => GroupChange::Left,
+                3 => GroupChange::Renamed(format!("renamed {index}")),
+                4 => GroupChange::OwnerChanged(who),
+                5 => GroupChange::AdminSet {
+                    account: who,
+                    admin: true,
+                },
+                _ => GroupChange::AdminSet {
+                    account: who,
+                    admin: false,
+                },
+            };
+            Event::GroupChanged {
+                by: pick(*by),
+                group: group(*g),
+                change,
+                at_ms,
+            }
+        }
+        Action::Post {
+            from,
+            group: g,
+            key,
+            body,
+        } => Event::Posted {
+            from: pick(*from),
+            conversation: group(*g),
+            client_msg_id: format!("p{key}"),
+            body: format!("group body {body}"),
+            at_ms,
+        },
+        Action::ReadGroup {
+            who,
+            group: g,
+            back,
+        } => Event::ConversationRead {
+            account: pick(*who),
+            conversation: group(*g),
+            up_to: MessageId(index.saturating_sub(*back as u64 * 1500)),
+            at_ms,
+        },
     }
 }
 
@@ -142,6 +259,23 @@ fn check_invariants(s: &ChatState) {
         }
         for id in conv.message_ids() {
             assert!(!s.erased.contains(&id), "erased message {id} still indexed");
+        }
+        if let Some(g) = conv.group_info() {
+            let members = conv.members();
+            assert!(!members.is_empty(), "an empty group {c} is gone");
+            assert!(
+                members.contains(&g.owner),
+                "group {c}: the owner is a member"
+            );
+            assert!(
+                !g.admins.contains(&g.owner),
+                "group {c}: the owner is not also an admin"
+            );
+            assert!(
+                g.admins.iter().all(|a| members.contains(a)),
+                "group {c}: admins are members"
+            );
+            assert!(g.admins.windows(2).all(|w| w[0] < w[1]));
         }
     }
     assert_eq!(s.by_name.len(), s.accounts.len());
@@ -480,6 +614,9 @@ fn backlog(s: &ChatState, account: AccountId, after: u64, limit: usize) -> Vec<(
                     format!("read by {peer_name} up to {up_to}")
                 }
                 FeedKind::Deleted(ids) => format!("deleted {ids:?}"),
+                FeedKind::Group(n) => {
+                    format!("group {} {:?} by {}", n.conversation, n.change, n.by_name)
+                }
             };
             (e.index, what)
         })
@@ -599,4 +736,293 @@ fn erasure_drops_bodies_and_indexes() {
     // A's key for its message to b is forgotten with it; the one to c stays.
     assert_eq!(s.message_by_key(a, "3"), Some(MessageId(7)));
     assert_eq!(s.message_by_key(b, "2"), None);
+}
+
+fn group_change(
+    s: &mut ChatState,
+    index: u64,
+    by: AccountId,
+    group: ConversationId,
+    change: GroupChange,
+) -> Applied {
+    apply(
+        s,
+        index,
+        Event::GroupChanged {
+            by,
+            group,
+            change,
+            at_ms: index,
+        },
+    )
+}
+
+fn post(s: &mut ChatState, index: u64, from: AccountId, conversation: ConversationId) -> Applied {
+    apply(
+        s,
+        index,
+        Event::Posted {
+            from,
+            conversation,
+            client_msg_id: format!("k{index}"),
+            body: format!("m{index}"),
+            at_ms: index,
+        },
+    )
+}
+
+/// Who may change a group, what a member added later sees, and what
+/// leaving does: the rules of the group-conversation issue.
+#[test]
+fn group_rules_and_visibility() {
+    let mut s = ChatState::default();
+    let [ann, bob, cy, dee] =
+        [(1, "ann"), (2, "bob"), (3, "cy"), (4, "dee")].map(|(i, n)| created(&mut s, i, n));
+    let g = match apply(
+        &mut s,
+        100,
+        Event::GroupCreated {
+            owner: ann,
+            title: "team".into(),
+            members: vec![bob, bob, ann],
+            client_request_id: "g1".into(),
+            at_ms: 0,
+        },
+    ) {
+        Applied::GroupCreated(g) => g,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.group_by_key(ann, "g1"), Some(g));
+    assert_eq!(s.members_of(ann, g).unwrap().len(), 2, "repeats count once");
+    // A non-member: the same answer as for no group at all.
+    assert!(s.history_of(cy, g, None, 10).is_none());
+    assert_eq!(
+        post(&mut s, 101, cy, g),
+        Applied::Rejected(Rejection::NoSuchConversation)
+    );
+    assert_eq!(
+        group_change(&mut s, 102, cy, g, GroupChange::Renamed("x".into())),
+        Applied::Rejected(Rejection::NoSuchConversation)
+    );
+    // A plain member cannot add, rename or remove.
+    assert_eq!(
+        group_change(&mut s, 103, bob, g, GroupChange::Added(vec![cy])),
+        Applied::Rejected(Rejection::NotAllowed)
+    );
+    assert!(matches!(
+        post(&mut s, 104, ann, g),
+        Applied::Message {
+            duplicate: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        group_change(&mut s, 105, ann, g, GroupChange::Added(vec![cy])),
+        Applied::Done
+    );
+    assert_eq!(
+        group_change(&mut s, 106, ann, g, GroupChange::Added(vec![cy])),
+        Applied::Rejected(Rejection::AlreadyMember)
+    );
+    assert!(matches!(post(&mut s, 107, bob, g), Applied::Message { .. }));
+    // cy joined at 105: it sees 107, not 104.
+    let (page, _) = s.history_of(cy, g, None, 10).unwrap();
+    assert_eq!(page.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![107]);
+    let (page, _) = s.history_of(bob, g, None, 10).unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.id.0).collect::<Vec<_>>(),
+        vec![107, 104]
+    );
+    assert_eq!(s.conversations(cy)[0].unread, 1);
+    assert_eq!(s.account(cy).unwrap().unread, 1);
+    // Its notices start with its own addition.
+    let seen: Vec<u64> = s
+        .notices_of(cy, g, 0, u64::MAX)
+        .iter()
+        .map(|n| n.conversation.0)
+        .collect();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(s.notices_of(bob, g, 0, u64::MAX).len(), 2);
+    // Receipts: read by 1 of 2.
+    assert_eq!(
+        apply(
+            &mut s,
+            108,
+            Event::ConversationRead {
+                account: cy,
+                conversation: g,
+                up_to: MessageId(107),
+                at_ms: 0
+            },
+        ),
+        Applied::Unread(0)
+    );
+    let (page, _) = s.history_of(bob, g, None, 1).unwrap();
+    assert_eq!(
+        (page[0].read_by, page[0].readers, page[0].read),
+        (1, 2, false)
+    );
+    // Only the owner names admins; an admin adds but cannot remove an admin.
+    assert_eq!(
+        group_change(
+            &mut s,
+            109,
+            bob,
+            g,
+            GroupChange::AdminSet {
+                account: cy,
+                admin: true
+            }
+        ),
+        Applied::Rejected(Rejection::NotAllowed)
+    );
+    assert_eq!(
+        group_change(
+            &mut s,
+            110,
+            ann,
+            g,
+            GroupChange::AdminSet {
+                account: bob,
+                admin: true
+            }
+        ),
+        Applied::Done
+    );
+    assert_eq!(
+        group_change(
+            &mut s,
+            111,
+            ann,
+            g,
+            GroupChange::AdminSet {
+                account: cy,
+                admin: true
+            }
+        ),
+        Applied::Done
+    );
+    assert_eq!(
+        group_change(&mut s, 112, bob, g, GroupChange::Removed(cy)),
+        Applied::Rejected(Rejection::NotAllowed)
+    );
+    assert_eq!(
+        group_change(&mut s, 113, bob, g, GroupChange::Added(vec![dee])),
+        Applied::Done
+    );
+    assert_eq!(
+        group_change(&mut s, 114, bob, g, GroupChange::Removed(dee)),
+        Applied::Done
+    );
+    assert!(
+        s.history_of(dee, g, None, 10).is_none(),
+        "a removed member keeps nothing"
+    );
+    assert!(s.conversations(dee).is_empty());
+    // The owner leaves: the first admin owns the group.
+    assert_eq!(
+        group_change(&mut s, 115, ann, g, GroupChange::Left),
+        Applied::Done
+    );
+    assert_eq!(s.group(bob, g).unwrap().owner, bob);
+    // The message only ann could see (104, before cy joined; bob saw it too)
+    // stays while bob is there.
+    assert_eq!(
+        group_change(&mut s, 116, bob, g, GroupChange::Left),
+        Applied::Done
+    );
+    assert_eq!(s.group(cy, g).unwrap().owner, cy);
+    assert_eq!(
+        s.all_message_ids(),
+        vec![MessageId(107)],
+        "104 had no reader left"
+    );
+    assert!(s.take_erased().contains(&MessageId(104)));
+    // The last member leaves: the group is gone and its messages erased.
+    assert_eq!(
+        group_change(&mut s, 117, cy, g, GroupChange::Left),
+        Applied::Done
+    );
+    assert!(s.all_message_ids().is_empty());
+    assert_eq!(s.take_erased(), vec![MessageId(107)]);
+    assert!(s.group(cy, g).is_none());
+    check_invariants(&s);
+}
+
+/// A deleted account leaves its groups, its messages there are erased, and
+/// the others hear of it; a group message reaches every member once.
+#[test]
+fn deleting_an_account_leaves_its_groups() {
+    let mut s = ChatState::default();
+    let [ann, bob, cy] = [(1, "ann"), (2, "bob"), (3, "cy")].map(|(i, n)| created(&mut s, i, n));
+    let Applied::GroupCreated(g) = apply(
+        &mut s,
+        100,
+        Event::GroupCreated {
+            owner: ann,
+            title: "team".into(),
+            members: vec![bob, cy],
+            client_request_id: "g".into(),
+            at_ms: 0,
+        },
+    ) else {
+        panic!()
+    };
+    let mut notices = Vec::new();
+    s.apply(
+        101,
+        &Event::Posted {
+            from: ann,
+            conversation: g,
+            client_msg_id: "a".into(),
+            body: "hi".into(),
+            at_ms: 0,
+        },
+        &mut notices,
+    );
+    let told: Vec<AccountId> = (notices.iter())
+        .filter_map(|n| match n {
+            Fanout::Feed(
+                to,
+                FeedEntry {
+                    kind: FeedKind::Message(_),
+                    ..
+                },
+            ) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![ann, bob, cy], "each member once");
+    post(&mut s, 102, bob, g);
+    let mut notices = Vec::new();
+    s.apply(
+        103,
+        &Event::AccountDeleted {
+            account: ann,
+            at_ms: 0,
+        },
+        &mut notices,
+    );
+    let (page, _) = s.history_of(bob, g, None, 10).unwrap();
+    assert_eq!(page.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![102]);
+    assert_eq!(
+        s.group(bob, g).unwrap().owner,
+        bob,
+        "the longest-standing member owns it"
+    );
+    let heard: Vec<AccountId> = (notices.iter())
+        .filter_map(|n| match n {
+            Fanout::Feed(
+                to,
+                FeedEntry {
+                    kind: FeedKind::Group(v),
+                    ..
+                },
+            ) if v.change == Change::AccountDeleted => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heard, vec![bob, cy]);
+    assert_eq!(s.account(cy).unwrap().unread, 1);
+    check_invariants(&s);
 }

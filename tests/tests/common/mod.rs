@@ -148,6 +148,7 @@ pub async fn send_keyed(
         body: body.into(),
         client_msg_id: key.into(),
         min_applied: 0,
+        ..Default::default()
     })
     .await
     .expect("send")
