@@ -18,6 +18,9 @@ pub type MessageId = u64;
 /// position of the chat event that caused it.
 pub type EventId = u64;
 
+/// A conversation's id (a direct one or a group): a log position.
+pub type ConversationId = u64;
+
 /// Where a chat event sits in the replicated log: `record index * 1000 +
 /// its place in the record` (a record holds up to 1000 events). Every id and
 /// read-your-writes cursor of the chat API is one.
@@ -156,6 +159,16 @@ pub struct Message {
     /// For a message the caller sent: the recipient has read it. Always
     /// false in subscription events (follow [`Event::Read`]).
     pub read: bool,
+    /// The conversation it belongs to (direct or group); 0 if not known.
+    pub conversation_id: ConversationId,
+    /// Posted to a group: `to` and `to_account_id` are then empty, and
+    /// `delivered`/`read` mean every other member.
+    pub in_group: bool,
+    /// For a message the caller sent (from History): how many of `readers`
+    /// (the other members when it was sent) have read it.
+    pub read_by: u32,
+    /// The other members when it was sent (1 in a direct conversation).
+    pub readers: u32,
 }
 
 impl From<proto::Message> for Message {
@@ -170,6 +183,10 @@ impl From<proto::Message> for Message {
             sent_at: time_from_ms(message.sent_at_ms),
             delivered: message.delivered,
             read: message.read,
+            conversation_id: message.conversation_id,
+            in_group: message.in_group,
+            read_by: message.read_by,
+            readers: message.readers,
         }
     }
 }
@@ -207,10 +224,14 @@ impl From<proto::HistoryResponse> for HistoryPage {
 /// The caller's conversation with one other account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
-    /// The other party's username.
+    /// The other party's username; empty for a group.
     pub peer: String,
-    /// The other party's account id.
+    /// The other party's account id; 0 for a group.
     pub peer_account_id: AccountId,
+    /// The conversation's id.
+    pub conversation_id: ConversationId,
+    /// A group's title, owner and member count; `None` for a direct one.
+    pub group: Option<GroupSummary>,
     /// The newest message the caller has not deleted, if any.
     pub last_message: Option<Message>,
     /// Messages from the peer that the caller has not marked read.
@@ -222,8 +243,98 @@ impl From<proto::Conversation> for Conversation {
         Self {
             peer: conversation.peer,
             peer_account_id: conversation.peer_account_id,
+            conversation_id: conversation.conversation_id,
+            group: conversation.is_group.then_some(GroupSummary {
+                title: conversation.title,
+                owner_account_id: conversation.owner_account_id,
+                member_count: conversation.member_count,
+            }),
             last_message: conversation.last_message.map(Message::from),
             unread: conversation.unread_count,
+        }
+    }
+}
+
+/// What a group is, as the conversation list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    /// The group's title.
+    pub title: String,
+    /// Its owner.
+    pub owner_account_id: AccountId,
+    /// How many members it has, the caller included.
+    pub member_count: u32,
+}
+
+/// What changed in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupChangeKind {
+    /// The group was made; `accounts` are its first members.
+    Created,
+    /// `accounts` were added.
+    Added,
+    /// `accounts[0]` was removed.
+    Removed,
+    /// `by` left.
+    Left,
+    /// The group was renamed to `title`.
+    Renamed,
+    /// `accounts[0]` owns the group now.
+    OwnerChanged,
+    /// `accounts[0]` is an admin now.
+    AdminAdded,
+    /// `accounts[0]` is no longer an admin.
+    AdminRemoved,
+    /// `by` deleted its account (and left).
+    AccountDeleted,
+    /// A change this client does not know (a newer server's).
+    Unknown,
+}
+
+/// A change to a group the caller is (or was, until this) in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    /// What changed.
+    pub kind: GroupChangeKind,
+    /// The group.
+    pub conversation_id: ConversationId,
+    /// Its title now.
+    pub title: String,
+    /// Who made the change (empty name: deleted since).
+    pub by: String,
+    /// Its account id.
+    pub by_account_id: AccountId,
+    /// The accounts the change names: id and name (empty if deleted since).
+    pub accounts: Vec<(AccountId, String)>,
+    /// When an owner left: who owns the group now.
+    pub new_owner: Option<AccountId>,
+}
+
+impl From<proto::GroupEvent> for GroupChange {
+    fn from(g: proto::GroupEvent) -> Self {
+        use proto::group_event::Kind;
+        let kind = match Kind::try_from(g.kind) {
+            Ok(Kind::Created) => GroupChangeKind::Created,
+            Ok(Kind::Added) => GroupChangeKind::Added,
+            Ok(Kind::Removed) => GroupChangeKind::Removed,
+            Ok(Kind::Left) => GroupChangeKind::Left,
+            Ok(Kind::Renamed) => GroupChangeKind::Renamed,
+            Ok(Kind::OwnerChanged) => GroupChangeKind::OwnerChanged,
+            Ok(Kind::AdminAdded) => GroupChangeKind::AdminAdded,
+            Ok(Kind::AdminRemoved) => GroupChangeKind::AdminRemoved,
+            Ok(Kind::AccountDeleted) => GroupChangeKind::AccountDeleted,
+            Ok(Kind::Unspecified) | Err(_) => GroupChangeKind::Unknown,
+        };
+        Self {
+            kind,
+            conversation_id: g.conversation_id,
+            title: g.title,
+            by: g.by,
+            by_account_id: g.by_account_id,
+            accounts: (g.accounts.into_iter())
+                .map(|a| (a.account_id, a.username))
+                .collect(),
+            new_owner: (g.new_owner_account_id != 0).then_some(g.new_owner_account_id),
         }
     }
 }
@@ -282,6 +393,15 @@ pub enum Event {
         peer_account_id: AccountId,
         /// Every message the caller sent the peer up to this id is read.
         up_to: MessageId,
+        /// In this conversation (the direct one with the peer, or a group).
+        conversation_id: ConversationId,
+    },
+    /// A group the caller is in changed (or the caller was removed).
+    Group {
+        /// The event's id.
+        id: EventId,
+        /// The change.
+        change: GroupChange,
     },
     /// Another session of the caller deleted messages from its view.
     Deleted {
@@ -307,6 +427,7 @@ impl Event {
             | Self::Delivered { id, .. }
             | Self::Read { id, .. }
             | Self::Deleted { id, .. }
+            | Self::Group { id, .. }
             | Self::CaughtUp { id } => *id,
         }
     }
@@ -333,14 +454,17 @@ impl Event {
                 peer: read.peer,
                 peer_account_id: read.peer_account_id,
                 up_to: read.up_to,
+                conversation_id: read.conversation_id,
             },
             Kind::Deleted(deleted) => Self::Deleted {
                 id,
                 ids: deleted.ids,
             },
             Kind::CaughtUp(_) => Self::CaughtUp { id },
-            // Group conversations are not in this client's model yet.
-            Kind::Group(_) => return None,
+            Kind::Group(group) => Self::Group {
+                id,
+                change: group.into(),
+            },
         })
     }
 }
@@ -468,6 +592,47 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(caught_up.id(), 9);
+        let group = Event::from_proto(wire(
+            11,
+            proto::event::Kind::Group(proto::GroupEvent {
+                kind: proto::group_event::Kind::Removed as i32,
+                conversation_id: 3,
+                title: "team".into(),
+                by: "ann".into(),
+                by_account_id: 1,
+                accounts: vec![proto::AccountRef {
+                    account_id: 2,
+                    username: String::new(),
+                }],
+                new_owner_account_id: 0,
+            }),
+        ));
+        assert_eq!(
+            group,
+            Some(Event::Group {
+                id: 11,
+                change: GroupChange {
+                    kind: GroupChangeKind::Removed,
+                    conversation_id: 3,
+                    title: "team".into(),
+                    by: "ann".into(),
+                    by_account_id: 1,
+                    accounts: vec![(2, String::new())],
+                    new_owner: None,
+                },
+            })
+        );
+        let newer = Event::from_proto(wire(
+            12,
+            proto::event::Kind::Group(proto::GroupEvent {
+                kind: 99,
+                ..Default::default()
+            }),
+        ))
+        .unwrap();
+        assert!(
+            matches!(newer, Event::Group { change, .. } if change.kind == GroupChangeKind::Unknown)
+        );
     }
 
     #[test]

@@ -53,6 +53,10 @@ fn big_conversation() -> App {
                 sent_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i * 37),
                 delivered: true,
                 read: i % 2 == 0,
+                conversation_id: 0,
+                in_group: false,
+                read_by: 0,
+                readers: 1,
             }
         })
         .collect();

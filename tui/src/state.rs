@@ -6,7 +6,7 @@
 //! it in answer to keys and to the client task's events, and the panes draw
 //! from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chat_client::{Account, AccountId, Message, MessageId};
@@ -295,6 +295,11 @@ pub struct State {
     pub time_zone: FixedOffset,
     /// Ring the bell for a message in a conversation that is not on screen.
     pub bell: bool,
+    /// The group conversations the account is in, by id. This client shows
+    /// direct conversations only (groups are in the API, not yet here): it
+    /// leaves out their rows, messages and receipts rather than show them
+    /// as if they were direct ones.
+    pub groups: HashSet<u64>,
 }
 
 impl Default for State {
@@ -317,6 +322,7 @@ impl Default for State {
             theme: Theme::default(),
             time_zone: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
             bell: true,
+            groups: HashSet::new(),
         }
     }
 }
@@ -371,8 +377,7 @@ impl State {
                 online: online.get(&c.peer_id).copied(),
             })
             .collect();
-        let listed: std::collections::HashSet<AccountId> =
-            rows.iter().map(|r| r.account_id).collect();
+        let listed: HashSet<AccountId> = rows.iter().map(|r| r.account_id).collect();
         rows.extend(
             self.directory
                 .accounts

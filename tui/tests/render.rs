@@ -45,6 +45,10 @@ fn message(id: MessageId, from: (AccountId, &str), to: (AccountId, &str), body: 
         sent_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + id * 60),
         delivered: false,
         read: false,
+        conversation_id: 0,
+        in_group: false,
+        read_by: 0,
+        readers: 1,
     }
 }
 
@@ -105,6 +109,8 @@ fn conversation_with_bob() -> App {
         vec![Conversation {
             peer: "bob".to_owned(),
             peer_account_id: BOB,
+            conversation_id: 30,
+            group: None,
             last_message: Some(message(16, bob, me, "")),
             unread: 2,
         }],
@@ -323,6 +329,8 @@ fn many_unread_conversations() {
             Conversation {
                 peer: (*name).to_owned(),
                 peer_account_id: id,
+                conversation_id: 1000 + id,
+                group: None,
                 last_message: Some(message(100 + id, (id, name), me, "hi")),
                 unread: if i % 4 == 3 {
                     0

@@ -23,6 +23,10 @@ impl App {
             ServerEvent::Conversations(list) => {
                 let me = self.state.my_id();
                 for listed in list.conversations {
+                    if listed.group.is_some() {
+                        self.state.groups.insert(listed.conversation_id);
+                        continue;
+                    }
                     let conversation = self
                         .state
                         .conversation_mut(listed.peer_account_id, &listed.peer);
@@ -77,6 +81,10 @@ impl App {
                     sent_at: sent.sent_at,
                     delivered: false,
                     read: false,
+                    conversation_id: 0,
+                    in_group: false,
+                    read_by: 0,
+                    readers: 1,
                 };
                 let conversation = self.state.conversation_mut(pending.peer_id, &pending.peer);
                 conversation.last_id = conversation.last_id.max(sent.id);
@@ -184,6 +192,7 @@ impl App {
         };
         state.stream_error = None;
         state.conversations.clear();
+        state.groups.clear();
         state.selected = None;
         state.live = false;
         state.unacked = 0;
@@ -278,6 +287,16 @@ impl App {
     fn live(&mut self, event: Event) {
         self.state.stream_error = None;
         match event {
+            // Not shown yet: see `State::groups`.
+            Event::Message { message, .. } if message.in_group => {
+                self.state.groups.insert(message.conversation_id);
+            }
+            Event::Group { change, .. } => {
+                self.state.groups.insert(change.conversation_id);
+            }
+            Event::Read {
+                conversation_id, ..
+            } if self.state.groups.contains(&conversation_id) => {}
             Event::Message { id, message } => self.live_message(id, message),
             Event::Delivered {
                 peer,

@@ -556,6 +556,10 @@ mod tests {
             sent_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + id * 3600),
             delivered: false,
             read: false,
+            conversation_id: 0,
+            in_group: false,
+            read_by: 0,
+            readers: 1,
         }
     }
 
