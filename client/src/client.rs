@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::failover::{Connection, ConnectionState};
 use crate::model::{
     AccountPage, ClusterStatus, Conversations, CreatedAccount, EventId, HistoryPage, LogPosition,
-    MessageId, SentMessage, Session,
+    MessageId, Peer, SentMessage, Session,
 };
 use crate::retry::Rpc;
 use crate::subscription::Subscription;
@@ -234,20 +234,26 @@ impl Client {
     /// the same key, even much later, sends nothing new and returns the first
     /// send's message: an outbox can keep a message with its key and retry
     /// until it gets an answer.
-    pub async fn send_with_id(
+    ///
+    /// `to` is a username, or better an account id ([`Peer::Account`]: a
+    /// name registered again after a deletion is someone else) or a
+    /// conversation ([`Peer::Conversation`], for groups).
+    pub async fn send_with_id<'a>(
         &self,
         token: &str,
-        to: &str,
+        to: impl Into<Peer<'a>>,
         body: &str,
         client_msg_id: &str,
     ) -> Result<SentMessage> {
+        let (to, to_account_id, conversation_id) = to.into().fields();
         let request = proto::SendRequest {
             token: token.to_owned(),
-            to: to.to_owned(),
+            to,
+            to_account_id,
+            conversation_id,
             body: body.to_owned(),
             client_msg_id: client_msg_id.to_owned(),
             min_applied: self.read_cursor(),
-            ..Default::default()
         };
         let reply = self
             .call(
@@ -264,23 +270,26 @@ impl Client {
         })
     }
 
-    /// Reads the conversation with `peer`, newest first: messages with an id
-    /// below `before` (`None` for the newest), at most `limit` (1 to 1000, or
-    /// 0 for the server's default).
-    pub async fn history(
+    /// Reads the conversation with `peer` (a name, an account id or a
+    /// conversation id), newest first: messages with an id below `before`
+    /// (`None` for the newest), at most `limit` (1 to 1000, or 0 for the
+    /// server's default).
+    pub async fn history<'a>(
         &self,
         token: &str,
-        peer: &str,
+        peer: impl Into<Peer<'a>>,
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<HistoryPage> {
+        let (peer, peer_account_id, conversation_id) = peer.into().fields();
         let request = || proto::HistoryRequest {
             token: token.to_owned(),
-            peer: peer.to_owned(),
+            peer: peer.clone(),
+            peer_account_id,
+            conversation_id,
             before: before.unwrap_or(0),
             limit,
             min_applied: self.read_cursor(),
-            ..Default::default()
         };
         let reply = self
             .call(Rpc::History, request, |channel, request, _| async move {
@@ -328,15 +337,23 @@ impl Client {
         Ok(())
     }
 
-    /// Marks the messages from `peer` up to `up_to` as read. Returns how many
-    /// messages from `peer` are still unread.
-    pub async fn mark_read(&self, token: &str, peer: &str, up_to: MessageId) -> Result<u64> {
+    /// Marks the messages from `peer` (a name, an account id or a
+    /// conversation id) up to `up_to` as read. Returns how many messages
+    /// there are still unread.
+    pub async fn mark_read<'a>(
+        &self,
+        token: &str,
+        peer: impl Into<Peer<'a>>,
+        up_to: MessageId,
+    ) -> Result<u64> {
+        let (peer, peer_account_id, conversation_id) = peer.into().fields();
         let request = proto::MarkReadRequest {
             token: token.to_owned(),
-            peer: peer.to_owned(),
+            peer,
+            peer_account_id,
+            conversation_id,
             up_to,
             min_applied: self.read_cursor(),
-            ..Default::default()
         };
         let reply = self
             .call(

@@ -55,7 +55,7 @@ pub use failover::ConnectionState;
 pub use model::{
     Account, AccountId, AccountPage, ClusterStatus, Conversation, ConversationId, Conversations,
     CreatedAccount, Event, EventId, GroupChange, GroupChangeKind, GroupSummary, HistoryPage,
-    LogIndex, LogPosition, Member, Message, MessageId, Role, SentMessage, Session,
+    LogIndex, LogPosition, Member, Message, MessageId, Peer, Role, SentMessage, Session,
 };
 pub use retry::{Backoff, Retry};
 pub use subscription::Subscription;

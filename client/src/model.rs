@@ -21,6 +21,42 @@ pub type EventId = u64;
 /// A conversation's id (a direct one or a group): a log position.
 pub type ConversationId = u64;
 
+/// Whom a call is about: the other person of a direct conversation, by
+/// name or (safer: a name registered again after a deletion is someone
+/// else) by account id, or a conversation by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer<'a> {
+    /// A username.
+    Name(&'a str),
+    /// An account id.
+    Account(AccountId),
+    /// A conversation id (a group, or a direct conversation).
+    Conversation(ConversationId),
+}
+
+impl Peer<'_> {
+    /// The request fields it sets: name, account id, conversation id.
+    pub(crate) fn fields(self) -> (String, AccountId, ConversationId) {
+        match self {
+            Peer::Name(name) => (name.to_owned(), 0, 0),
+            Peer::Account(id) => (String::new(), id, 0),
+            Peer::Conversation(id) => (String::new(), 0, id),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Peer<'a> {
+    fn from(name: &'a str) -> Self {
+        Peer::Name(name)
+    }
+}
+
+impl<'a> From<&'a String> for Peer<'a> {
+    fn from(name: &'a String) -> Self {
+        Peer::Name(name)
+    }
+}
+
 /// Where a chat event sits in the replicated log: `record index * 1000 +
 /// its place in the record` (a record holds up to 1000 events). Every id and
 /// read-your-writes cursor of the chat API is one.

@@ -38,8 +38,11 @@ impl std::fmt::Debug for SignInRequest {
 /// A message on its way out: what the outbox sender sends, in order.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    /// The recipient's username.
+    /// The recipient's username, for the screen.
     pub to: String,
+    /// The recipient's account id, which the message is addressed to: a
+    /// name registered again after a deletion is someone else.
+    pub to_id: AccountId,
     /// The text.
     pub body: String,
     /// The idempotency key: every retry reuses it, so a send repeated after
@@ -91,6 +94,8 @@ pub enum Command {
     MarkRead {
         /// The other party's username.
         peer: String,
+        /// The other party's account id, which the receipt is addressed to.
+        peer_id: AccountId,
         /// The highest message id shown.
         up_to: MessageId,
     },
@@ -137,9 +142,14 @@ impl std::fmt::Debug for Command {
                 .finish(),
             Self::Send(outgoing) => f.debug_tuple("Send").field(outgoing).finish(),
             Self::Ack { up_to } => f.debug_struct("Ack").field("up_to", up_to).finish(),
-            Self::MarkRead { peer, up_to } => f
+            Self::MarkRead {
+                peer,
+                peer_id,
+                up_to,
+            } => f
                 .debug_struct("MarkRead")
                 .field("peer", peer)
+                .field("peer_id", peer_id)
                 .field("up_to", up_to)
                 .finish(),
             Self::DeleteMessages { ids } => {

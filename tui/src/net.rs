@@ -12,7 +12,9 @@
 
 use std::time::Duration;
 
-use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId, Retry};
+use chat_client::{
+    AccountId, Backoff, Client, ClientConfig, ClientError, Code, MessageId, Peer, Retry,
+};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
@@ -296,7 +298,9 @@ fn handle(
             before,
         } => {
             session.tasks.spawn(async move {
-                let result = client.history(&token, &peer, before, HISTORY_PAGE).await;
+                let result = client
+                    .history(&token, peer_of(peer_id, &peer), before, HISTORY_PAGE)
+                    .await;
                 let event = match result {
                     Ok(page) => ServerEvent::History {
                         peer_id,
@@ -322,9 +326,14 @@ fn handle(
                 }
             });
         }
-        Command::MarkRead { peer, up_to } => {
+        Command::MarkRead {
+            peer,
+            peer_id,
+            up_to,
+        } => {
             session.tasks.spawn(async move {
-                if let Err(error) = client.mark_read(&token, &peer, up_to).await {
+                let peer = peer_of(peer_id, &peer);
+                if let Err(error) = client.mark_read(&token, peer, up_to).await {
                     let _ = events.send(failure("mark read", &error));
                 }
             });
@@ -458,7 +467,7 @@ async fn send_in_order(
                 || {
                     client.send_with_id(
                         &token,
-                        &outgoing.to,
+                        peer_of(outgoing.to_id, &outgoing.to),
                         &outgoing.body,
                         &outgoing.client_msg_id,
                     )
@@ -479,6 +488,17 @@ async fn send_in_order(
             },
         };
         let _ = events.send(event);
+    }
+}
+
+/// The other person of a conversation as a call names it: by account id
+/// (a name registered again after a deletion is someone else), by name
+/// only if the id is not known.
+fn peer_of(id: AccountId, name: &str) -> Peer<'_> {
+    if id == 0 {
+        Peer::Name(name)
+    } else {
+        Peer::Account(id)
     }
 }
 

@@ -222,6 +222,7 @@ impl Pending {
     pub fn outgoing(&self) -> Outgoing {
         Outgoing {
             to: self.peer.clone(),
+            to_id: self.peer_id,
             body: self.body.clone(),
             client_msg_id: self.client_msg_id.clone(),
         }

@@ -187,8 +187,12 @@ impl App {
         if up_to == 0 {
             return;
         }
-        let peer = conversation.peer.clone();
-        self.command(Command::MarkRead { peer, up_to });
+        let (peer, peer_id) = (conversation.peer.clone(), conversation.peer_id);
+        self.command(Command::MarkRead {
+            peer,
+            peer_id,
+            up_to,
+        });
     }
 
     /// Asks for the page of history above what is loaded, if there is one

@@ -362,7 +362,11 @@ impl App {
             return;
         }
         if on_screen {
-            self.command(Command::MarkRead { peer, up_to: id });
+            self.command(Command::MarkRead {
+                peer,
+                peer_id,
+                up_to: id,
+            });
         } else {
             self.state.conversation_mut(peer_id, &peer).unread += 1;
             if self.state.live && self.state.bell {

@@ -274,6 +274,7 @@ fn moving_the_selection_opens_loads_and_marks_read() {
         commands(&app.take_effects()),
         [Command::MarkRead {
             peer: "bob".to_owned(),
+            peer_id: BOB,
             up_to: 12
         }]
     );
@@ -421,6 +422,7 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
     let [
         Command::Send(Outgoing {
             to,
+            to_id,
             body,
             client_msg_id,
         }),
@@ -429,6 +431,7 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
         panic!("{sent:?}");
     };
     assert_eq!((to.as_str(), body.as_str()), ("bob", "hi bob"));
+    assert_eq!(*to_id, BOB, "addressed by account, not by a name");
     assert_eq!(app.state.outbox.len(), 1);
     app.on_server_event(ServerEvent::SendRetrying {
         client_msg_id: client_msg_id.clone(),
@@ -540,6 +543,7 @@ fn a_message_on_screen_is_marked_read_and_one_elsewhere_rings() {
             Command::Ack { up_to: 6 },
             Command::MarkRead {
                 peer: "bob".to_owned(),
+                peer_id: BOB,
                 up_to: 6
             }
         ]
@@ -817,6 +821,7 @@ fn an_expired_session_returns_to_sign_in_and_keeps_the_outbox() {
     assert!(
         commands(&app.take_effects()).contains(&Command::Send(Outgoing {
             to: "bob".to_owned(),
+            to_id: BOB,
             body: "pending".to_owned(),
             client_msg_id: key_before,
         }))
