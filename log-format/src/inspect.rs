@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 
 use crate::archive::{ArchiveScan, scan_archive};
 use crate::error::Error;
-use crate::events::{self, ArchivedMessage, EntryBody, Event, KINDS, LogEntry};
+use crate::events::{
+    self, AccountId, ArchivedMessage, EntryBody, Event, GroupChange, KINDS, LogEntry,
+};
 use crate::format::{
     ARCHIVE_DIR, COMMITTED_FILE, PURGED_FILE, RECORD_HEADER_LEN, SEGMENT_EXTENSION,
 };
@@ -105,7 +107,8 @@ pub struct DumpArgs {
     /// Only records of this kind (repeatable)
     #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(KINDS))]
     pub kind: Vec<String>,
-    /// Only records that concern the account(s) ever named USER (ignoring case)
+    /// Only records that concern the account(s) ever named USER (ignoring
+    /// case), their groups' included while they are members
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 }
@@ -199,6 +202,9 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
     check_log_dir(&args.dir)?;
     let mut out = Out::new();
     let mut user_ids = BTreeSet::new();
+    // The groups the user is in as the scan goes: their posts, receipts and
+    // changes concern it too.
+    let mut user_groups = BTreeSet::new();
     let wanted_user = args.user.as_deref().map(str::to_lowercase);
     let result = scan_dir(&args.dir, |_, _, frame| {
         let decoded = events::decode(frame.payload);
@@ -206,10 +212,32 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
         // that ever had the name.
         if let (Some(user), Ok(entry)) = (&wanted_user, &decoded) {
             for (slot, event) in entry.events().iter().enumerate() {
-                if let Event::AccountCreated { username, .. } = event
-                    && username.to_lowercase() == *user
-                {
-                    user_ids.insert(events::position(frame.index, slot));
+                let id = events::position(frame.index, slot);
+                let is_user = |a: &AccountId| user_ids.contains(&a.0);
+                match event {
+                    Event::AccountCreated { username, .. } if username.to_lowercase() == *user => {
+                        user_ids.insert(id);
+                    }
+                    Event::GroupCreated { owner, members, .. }
+                        if is_user(owner) || members.iter().any(is_user) =>
+                    {
+                        user_groups.insert(id);
+                    }
+                    Event::GroupChanged {
+                        by, group, change, ..
+                    } => match change {
+                        GroupChange::Added(added) if added.iter().any(is_user) => {
+                            user_groups.insert(group.0);
+                        }
+                        GroupChange::Removed(a) if is_user(a) => {
+                            user_groups.remove(&group.0);
+                        }
+                        GroupChange::Left if is_user(by) => {
+                            user_groups.remove(&group.0);
+                        }
+                        _ => {}
+                    },
+                    _ => {}
                 }
             }
         }
@@ -234,8 +262,19 @@ fn dump(args: &DumpArgs) -> anyhow::Result<ExitCode> {
         };
         for (slot, event) in entry.events().iter().enumerate() {
             let id = events::position(frame.index, slot);
+            let in_group = match event {
+                Event::Posted { conversation, .. }
+                | Event::ConversationRead { conversation, .. }
+                | Event::GroupChanged {
+                    group: conversation,
+                    ..
+                } => user_groups.contains(&conversation.0),
+                _ => false,
+            };
             let concerns_user = || {
-                user_ids.contains(&id) || event.accounts().iter().any(|a| user_ids.contains(&a.0))
+                in_group
+                    || user_ids.contains(&id)
+                    || event.accounts().iter().any(|a| user_ids.contains(&a.0))
             };
             if wanted_kind(event.kind()) && (wanted_user.is_none() || concerns_user()) {
                 let line = Line::event(frame.index, frame.term, entry.leader_node, id, event);

@@ -191,6 +191,92 @@ fn dump_user_follows_every_account_that_had_the_name() {
     assert_eq!(idx, vec![2, 4, 5, 6, 7, 7]);
 }
 
+/// alice (1000), bob (2000) and carol (3000); bob makes a group with carol
+/// (4000), carol posts, bob adds alice (6000), carol posts again (7000) and
+/// alice reads (8000), alice leaves (9000), carol posts (10000).
+#[test]
+fn dump_user_follows_the_groups_the_user_is_in_while_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = |name: &str| {
+        event(Event::AccountCreated {
+            username: name.into(),
+            password_hash: PasswordHash("$argon2id$x".into()),
+            at_ms: 0,
+        })
+    };
+    let post = |body: &str| {
+        event(Event::Posted {
+            from: AccountId(3000),
+            conversation: events::ConversationId(4000),
+            client_msg_id: body.into(),
+            body: body.into(),
+            at_ms: 0,
+        })
+    };
+    let changed = |by: u64, change: events::GroupChange| {
+        event(Event::GroupChanged {
+            by: AccountId(by),
+            group: events::ConversationId(4000),
+            change,
+            at_ms: 0,
+        })
+    };
+    let entries = [
+        LogEntry {
+            leader_node: 0,
+            body: EntryBody::Blank,
+        },
+        created("alice"),
+        created("bob"),
+        created("carol"),
+        event(Event::GroupCreated {
+            owner: AccountId(2000),
+            title: "team".into(),
+            members: vec![AccountId(3000)],
+            client_request_id: "g".into(),
+            at_ms: 0,
+        }),
+        post("before alice"),
+        changed(2000, events::GroupChange::Added(vec![AccountId(1000)])),
+        post("with alice"),
+        event(Event::ConversationRead {
+            account: AccountId(1000),
+            conversation: events::ConversationId(4000),
+            up_to: MessageId(7000),
+            at_ms: 0,
+        }),
+        changed(1000, events::GroupChange::Left),
+        post("after alice"),
+    ];
+    let (log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let records: Vec<Record> = (entries.iter().enumerate())
+        .map(|(i, e)| Record {
+            index: i as u64,
+            term: 1,
+            payload: events::encode(e),
+        })
+        .collect();
+    log.append(&records).unwrap();
+    drop(log);
+    let out = inspect(&[
+        "dump",
+        dir.path().to_str().unwrap(),
+        "--json",
+        "--user",
+        "alice",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let idx: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(idx, vec![1, 6, 7, 8, 9]);
+}
+
 #[test]
 fn unknown_kind_is_a_usage_error_listing_the_kinds() {
     let dir = tempfile::tempdir().unwrap();
