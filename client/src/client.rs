@@ -24,8 +24,8 @@ use crate::config::ClientConfig;
 use crate::error::Result;
 use crate::failover::{Connection, ConnectionState};
 use crate::model::{
-    AccountPage, ClusterStatus, Conversations, CreatedAccount, EventId, HistoryPage, LogPosition,
-    MessageId, Peer, SentMessage, Session,
+    AccountId, AccountPage, ClusterStatus, ConversationId, Conversations, CreatedAccount, EventId,
+    HistoryPage, LogPosition, MessageId, Peer, SentMessage, Session,
 };
 use crate::retry::Rpc;
 use crate::subscription::Subscription;
@@ -389,6 +389,85 @@ impl Client {
             .await?;
         self.wrote(reply.log_position);
         Ok(reply.deleted)
+    }
+
+    /// Makes a group titled `title` (1 to 64 characters) owned by the
+    /// caller, with the accounts `member_ids` (up to 999; the caller is
+    /// added). Returns its conversation id, for [`Peer::Conversation`]. A
+    /// retry (this call retries under one fresh key) never makes two.
+    pub async fn create_group(
+        &self,
+        token: &str,
+        title: &str,
+        member_ids: &[AccountId],
+    ) -> Result<ConversationId> {
+        let request = proto::CreateGroupRequest {
+            token: token.to_owned(),
+            title: title.to_owned(),
+            member_ids: member_ids.to_vec(),
+            member_names: Vec::new(),
+            client_request_id: Self::new_client_msg_id(),
+            min_applied: self.read_cursor(),
+        };
+        let reply = self
+            .call(
+                Rpc::CreateGroup,
+                || request.clone(),
+                |channel, request, _| async move {
+                    ChatClient::new(channel).create_group(request).await
+                },
+            )
+            .await?;
+        self.wrote(reply.log_position);
+        Ok(reply.conversation_id)
+    }
+
+    /// Changes group `group` (see the `ChangeGroup` call of the API for who
+    /// may do what). Not retried when its outcome is unknown: see
+    /// [`Members`](Self::members) before trying again.
+    pub async fn change_group(
+        &self,
+        token: &str,
+        group: ConversationId,
+        change: proto::change_group_request::Change,
+    ) -> Result<()> {
+        let request = proto::ChangeGroupRequest {
+            token: token.to_owned(),
+            conversation_id: group,
+            min_applied: self.read_cursor(),
+            change: Some(change),
+        };
+        let reply = self
+            .call(
+                Rpc::ChangeGroup,
+                || request.clone(),
+                |channel, request, _| async move {
+                    ChatClient::new(channel).change_group(request).await
+                },
+            )
+            .await?;
+        self.wrote(reply.log_position);
+        Ok(())
+    }
+
+    /// The members of a conversation the caller is in, with their cursors,
+    /// and a group's title.
+    pub async fn members(
+        &self,
+        token: &str,
+        conversation: ConversationId,
+    ) -> Result<proto::MembersResponse> {
+        let request = || proto::MembersRequest {
+            token: token.to_owned(),
+            conversation_id: conversation,
+            min_applied: self.read_cursor(),
+        };
+        let reply = self
+            .call(Rpc::Members, request, |channel, request, _| async move {
+                ChatClient::new(channel).members(request).await
+            })
+            .await?;
+        Ok(reply)
     }
 
     /// Describes the cluster as the current server sees it.

@@ -125,6 +125,9 @@ pub(crate) enum Rpc {
     Ack,
     MarkRead,
     DeleteMessages,
+    CreateGroup,
+    ChangeGroup,
+    Members,
     ClusterStatus,
 }
 
@@ -141,16 +144,18 @@ impl Rpc {
                 | Rpc::Ack
                 | Rpc::MarkRead
                 | Rpc::DeleteMessages
+                | Rpc::CreateGroup
+                | Rpc::ChangeGroup
         )
     }
 
     /// Whether the call may be made again when a first attempt may or may not
     /// have taken effect.
     ///
-    /// - Reads (ListAccounts, Subscribe, History, Conversations, Status)
-    ///   change nothing.
-    /// - Send carries an idempotency key: the server returns the first
-    ///   send's message instead of making a second one.
+    /// - Reads (ListAccounts, Subscribe, History, Conversations, Members,
+    ///   Status) change nothing.
+    /// - Send and CreateGroup carry an idempotency key: the server returns
+    ///   the first call's message or group instead of making a second one.
     /// - Ack and MarkRead move cursors that only grow; DeleteMessages skips
     ///   ids already deleted (its `deleted` count may then be lower than what
     ///   the two attempts deleted together).
@@ -166,8 +171,12 @@ impl Rpc {
     ///   would report UNAUTHENTICATED, which also means "wrong password", and
     ///   deleting an account is too grave to report wrongly. The caller gets
     ///   the error and the user can try again.
+    /// - ChangeGroup is not retried either: a retry after an add, a removal
+    ///   or a leave took effect is refused (ALREADY_EXISTS, NOT_FOUND), which
+    ///   would report a change that happened as one that failed. The caller
+    ///   gets the error and can look (Members) before trying again.
     pub(crate) fn retries_when_unsure(self) -> bool {
-        !matches!(self, Self::DeleteAccount)
+        !matches!(self, Self::DeleteAccount | Self::ChangeGroup)
     }
 
     /// Whether a call that failed with `fault` is made again, on the next
@@ -437,6 +446,9 @@ mod tests {
             Ack,
             MarkRead,
             DeleteMessages,
+            CreateGroup,
+            ChangeGroup,
+            Members,
             ClusterStatus,
         ];
         for rpc in all {
@@ -445,7 +457,11 @@ mod tests {
                 "{rpc:?} never reached a server"
             );
             assert!(!rpc.retries(Fault::Answered), "{rpc:?} was answered");
-            assert_eq!(rpc.retries(Fault::Unsure), rpc != DeleteAccount, "{rpc:?}");
+            assert_eq!(
+                rpc.retries(Fault::Unsure),
+                !matches!(rpc, DeleteAccount | ChangeGroup),
+                "{rpc:?}"
+            );
         }
     }
 

@@ -458,3 +458,93 @@ async fn direct_messages_by_account_id() {
         "the new carol got nothing"
     );
 }
+
+/// chat-client's group calls and its addressing by account and by
+/// conversation, against a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_client_makes_and_uses_a_group() {
+    use chat_client::{Client, ClientConfig, GroupChangeKind, Peer};
+    let server = TestServer::start().await;
+    let client = Client::connect(ClientConfig {
+        servers: vec![server.addr.clone()],
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    let ann_id = client
+        .create_account("ann", "ann-password")
+        .await
+        .unwrap()
+        .account_id;
+    let bob_id = client
+        .create_account("bob", "bob-password")
+        .await
+        .unwrap()
+        .account_id;
+    let ann = client.login("ann", "ann-password").await.unwrap().token;
+    let bob = client.login("bob", "bob-password").await.unwrap().token;
+    let g = client.create_group(&ann, "pair", &[bob_id]).await.unwrap();
+    let sent = client
+        .send_with_id(&bob, Peer::Conversation(g), "hello group", "k1")
+        .await
+        .unwrap();
+    let page = client
+        .history(&ann, Peer::Conversation(g), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.messages[0].id, sent.id);
+    assert!(page.messages[0].in_group);
+    assert_eq!(page.messages[0].conversation_id, g);
+    let unread = client
+        .mark_read(&ann, Peer::Conversation(g), sent.id)
+        .await
+        .unwrap();
+    assert_eq!(unread, 0);
+    let members = client.members(&bob, g).await.unwrap();
+    assert_eq!(members.title, "pair");
+    assert!(
+        members
+            .members
+            .iter()
+            .any(|m| m.account_id == ann_id && m.owner)
+    );
+    // Direct, by account id.
+    client
+        .send_with_id(&ann, Peer::Account(bob_id), "direct", "k2")
+        .await
+        .unwrap();
+    let list = client.conversations(&bob).await.unwrap();
+    assert_eq!(list.conversations.len(), 2);
+    assert!(
+        list.conversations
+            .iter()
+            .any(|c| c.group.as_ref().is_some_and(|g| g.title == "pair"))
+    );
+    // A change, seen on the stream.
+    let mut events = client.subscribe(&bob, 0).await.unwrap();
+    client
+        .change_group(&ann, g, Change::Rename("renamed".into()))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("the rename reaches bob's stream")
+            .expect("stream open")
+            .unwrap();
+        if let chat_client::Event::Group { change, .. } = event
+            && change.kind == GroupChangeKind::Renamed
+        {
+            assert_eq!(change.title, "renamed");
+            break;
+        }
+    }
+    // A change whose outcome is a refusal is reported, not retried into a
+    // different answer.
+    let refused = client
+        .change_group(&bob, g, Change::Rename("mine".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(Code::PermissionDenied));
+}
