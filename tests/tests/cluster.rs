@@ -425,6 +425,121 @@ async fn the_cluster_survives_its_leader_and_loses_nothing() {
     }
 }
 
+/// Group messages and membership changes through a follower, then through
+/// a new leader after the first is stopped: every acknowledged post is on
+/// every replica exactly once, a retried post included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_traffic_survives_its_leader_and_loses_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let first = cluster.leader().await;
+    let f = cluster.followers(first)[0];
+    let mut c = cluster.client(f).await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    let cy = account(&mut c, "cy").await;
+    let group = c
+        .create_group(pb::CreateGroupRequest {
+            token: ann.clone(),
+            title: "team".into(),
+            member_names: vec!["bob".into()],
+            client_request_id: "team".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation_id;
+    let post = |token: &str, body: String| pb::SendRequest {
+        token: token.into(),
+        conversation_id: group,
+        client_msg_id: body.clone(),
+        body,
+        ..Default::default()
+    };
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        c.send(post(&bob, format!("before {i}"))).await.unwrap();
+        acked.push(format!("before {i}"));
+    }
+    let cy_id = c
+        .list_accounts(pb::ListAccountsRequest {
+            pattern: "cy".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts[0]
+        .account_id;
+    c.change_group(pb::ChangeGroupRequest {
+        token: ann.clone(),
+        conversation_id: group,
+        change: Some(pb::change_group_request::Change::Add(pb::AccountIds {
+            ids: vec![cy_id],
+        })),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cluster.stop(first).await;
+    let second = cluster.leader().await;
+    let mut c = cluster.client(second).await;
+    for i in 0..3 {
+        let sent = c
+            .send(post(&cy, format!("after {i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        // A retry after a failover: the same message, not a second one.
+        let again = c
+            .send(post(&cy, format!("after {i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.message_id, sent.message_id);
+        acked.push(format!("after {i}"));
+    }
+    cluster.restart(first).await;
+    let last = c
+        .history(pb::HistoryRequest {
+            token: ann.clone(),
+            conversation_id: group,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages[0]
+        .id;
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id).await;
+        let h = c
+            .history(pb::HistoryRequest {
+                token: bob.clone(),
+                conversation_id: group,
+                limit: 1000,
+                min_applied: last,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut bodies: Vec<String> = h.messages.into_iter().map(|m| m.body).collect();
+        bodies.reverse();
+        assert_eq!(bodies, acked, "node {id}");
+        let members = c
+            .members(pb::MembersRequest {
+                token: cy.clone(),
+                conversation_id: group,
+                min_applied: last,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(members.members.len(), 3, "node {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_never_commits_and_nothing_is_lost_after_healing() {
     let cluster = Cluster::start(3).await;
