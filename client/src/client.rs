@@ -24,8 +24,9 @@ use crate::config::ClientConfig;
 use crate::error::Result;
 use crate::failover::{Connection, ConnectionState};
 use crate::model::{
-    AccountId, AccountPage, ClusterStatus, ConversationId, Conversations, CreatedAccount, EventId,
-    HistoryPage, LogPosition, MessageId, Peer, SentMessage, Session,
+    AccountId, AccountPage, ClusterStatus, ConversationId, ConversationMembers, Conversations,
+    CreatedAccount, EventId, GroupEdit, HistoryPage, LogPosition, MessageId, Peer, SentMessage,
+    Session,
 };
 use crate::retry::Rpc;
 use crate::subscription::Subscription;
@@ -429,13 +430,13 @@ impl Client {
         &self,
         token: &str,
         group: ConversationId,
-        change: proto::change_group_request::Change,
+        edit: GroupEdit,
     ) -> Result<()> {
         let request = proto::ChangeGroupRequest {
             token: token.to_owned(),
             conversation_id: group,
             min_applied: self.read_cursor(),
-            change: Some(change),
+            change: Some(edit.into()),
         };
         let reply = self
             .call(
@@ -456,7 +457,7 @@ impl Client {
         &self,
         token: &str,
         conversation: ConversationId,
-    ) -> Result<proto::MembersResponse> {
+    ) -> Result<ConversationMembers> {
         let request = || proto::MembersRequest {
             token: token.to_owned(),
             conversation_id: conversation,
@@ -467,7 +468,7 @@ impl Client {
                 ChatClient::new(channel).members(request).await
             })
             .await?;
-        Ok(reply)
+        Ok(reply.into())
     }
 
     /// Describes the cluster as the current server sees it.

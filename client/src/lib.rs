@@ -53,9 +53,10 @@ pub use config::{ClientConfig, DEFAULT_SERVER, KeepAlive, endpoint_uri};
 pub use error::{ClientError, Result};
 pub use failover::ConnectionState;
 pub use model::{
-    Account, AccountId, AccountPage, ClusterStatus, Conversation, ConversationId, Conversations,
-    CreatedAccount, Event, EventId, GroupChange, GroupChangeKind, GroupSummary, HistoryPage,
-    LogIndex, LogPosition, Member, Message, MessageId, Peer, Role, SentMessage, Session,
+    Account, AccountId, AccountPage, ClusterStatus, Conversation, ConversationId,
+    ConversationMember, ConversationMembers, Conversations, CreatedAccount, Event, EventId,
+    GroupChange, GroupChangeKind, GroupEdit, GroupSummary, HistoryPage, LogIndex, LogPosition,
+    Member, Message, MessageId, Peer, Role, SentMessage, Session,
 };
 pub use retry::{Backoff, Retry};
 pub use subscription::Subscription;

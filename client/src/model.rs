@@ -291,6 +291,92 @@ impl From<proto::Conversation> for Conversation {
     }
 }
 
+/// A change to make to a group, for
+/// [`Client::change_group`](crate::Client::change_group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEdit {
+    /// Add these accounts (owner and admins).
+    Add(Vec<AccountId>),
+    /// Remove this member (owner; admins for plain members).
+    Remove(AccountId),
+    /// The caller leaves.
+    Leave,
+    /// A new title (owner and admins).
+    Rename(String),
+    /// Hand ownership to this member (owner).
+    NewOwner(AccountId),
+    /// Make this member an admin (owner).
+    AddAdmin(AccountId),
+    /// Make this admin a plain member (owner).
+    RemoveAdmin(AccountId),
+}
+
+impl From<GroupEdit> for proto::change_group_request::Change {
+    fn from(edit: GroupEdit) -> Self {
+        use proto::change_group_request::Change;
+        match edit {
+            GroupEdit::Add(ids) => Change::Add(proto::AccountIds { ids }),
+            GroupEdit::Remove(id) => Change::Remove(id),
+            GroupEdit::Leave => Change::Leave(true),
+            GroupEdit::Rename(title) => Change::Rename(title),
+            GroupEdit::NewOwner(id) => Change::NewOwner(id),
+            GroupEdit::AddAdmin(id) => Change::AddAdmin(id),
+            GroupEdit::RemoveAdmin(id) => Change::RemoveAdmin(id),
+        }
+    }
+}
+
+/// A member of a conversation, from
+/// [`Client::members`](crate::Client::members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationMember {
+    /// Its account id.
+    pub account_id: AccountId,
+    /// Its username.
+    pub username: String,
+    /// It owns the group.
+    pub owner: bool,
+    /// An admin the owner named.
+    pub admin: bool,
+    /// It sees messages from this id on (0: from the start).
+    pub joined_at: MessageId,
+    /// It has read every message up to here: who has read a message.
+    pub read_up_to: MessageId,
+    /// Every message to it up to here has been delivered.
+    pub delivered_up_to: MessageId,
+    /// It has an open session.
+    pub online: bool,
+}
+
+/// The members of a conversation and, for a group, its title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationMembers {
+    /// In the order they joined.
+    pub members: Vec<ConversationMember>,
+    /// A group's title; empty for a direct conversation.
+    pub title: String,
+}
+
+impl From<proto::MembersResponse> for ConversationMembers {
+    fn from(r: proto::MembersResponse) -> Self {
+        Self {
+            members: (r.members.into_iter())
+                .map(|m| ConversationMember {
+                    account_id: m.account_id,
+                    username: m.username,
+                    owner: m.owner,
+                    admin: m.admin,
+                    joined_at: m.joined_at,
+                    read_up_to: m.read_up_to,
+                    delivered_up_to: m.delivered_up_to,
+                    online: m.online,
+                })
+                .collect(),
+            title: r.title,
+        }
+    }
+}
+
 /// What a group is, as the conversation list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {

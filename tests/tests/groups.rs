@@ -463,7 +463,7 @@ async fn direct_messages_by_account_id() {
 /// conversation, against a real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typed_client_makes_and_uses_a_group() {
-    use chat_client::{Client, ClientConfig, GroupChangeKind, Peer};
+    use chat_client::{Client, ClientConfig, GroupChangeKind, GroupEdit, Peer};
     let server = TestServer::start().await;
     let client = Client::connect(ClientConfig {
         servers: vec![server.addr.clone()],
@@ -523,7 +523,7 @@ async fn the_typed_client_makes_and_uses_a_group() {
     // A change, seen on the stream.
     let mut events = client.subscribe(&bob, 0).await.unwrap();
     client
-        .change_group(&ann, g, Change::Rename("renamed".into()))
+        .change_group(&ann, g, GroupEdit::Rename("renamed".into()))
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -543,7 +543,7 @@ async fn the_typed_client_makes_and_uses_a_group() {
     // A change whose outcome is a refusal is reported, not retried into a
     // different answer.
     let refused = client
-        .change_group(&bob, g, Change::Rename("mine".into()))
+        .change_group(&bob, g, GroupEdit::Rename("mine".into()))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(Code::PermissionDenied));
