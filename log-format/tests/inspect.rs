@@ -29,6 +29,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
+/// The `index` of each JSON line `dump --json` printed.
+fn indexes(o: &Output) -> Vec<u64> {
+    stdout(o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 fn event(e: Event) -> LogEntry {
     LogEntry {
         leader_node: 1,
@@ -154,14 +166,7 @@ fn dump_json_lines_parse_and_filter() {
     assert_eq!(lines[1]["id"], 7001);
 
     let out = inspect(&["dump", d, "--json", "--from", "2", "--to", "3"]);
-    let idx: Vec<u64> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let idx: Vec<u64> = indexes(&out);
     assert_eq!(idx, vec![2, 3]);
     assert!(!stdout(&out).contains("SECRET"));
 }
@@ -178,14 +183,7 @@ fn dump_user_follows_every_account_that_had_the_name() {
         "BOB",
     ]);
     assert!(out.status.success());
-    let idx: Vec<u64> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let idx: Vec<u64> = indexes(&out);
     // Both bobs: created at 2 and 7, the messages to them, the receipt and
     // the deletion; record 7 holds two events, each on its own line.
     assert_eq!(idx, vec![2, 4, 5, 6, 7, 7]);
@@ -266,14 +264,7 @@ fn dump_user_follows_the_groups_the_user_is_in_while_in_them() {
         "alice",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let idx: Vec<u64> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let idx: Vec<u64> = indexes(&out);
     assert_eq!(idx, vec![1, 6, 7, 8, 9]);
 }
 

@@ -508,7 +508,7 @@ impl ChatService {
             }
             let to = target(state, "to", &req.to, req.to_account_id, req.conversation_id)?;
             if let Target::Conversation(c) = to
-                && state.history_of(from, c, None, 0).is_none()
+                && !state.is_member(from, c)
             {
                 return Err(no_conversation(c));
             }
@@ -688,7 +688,7 @@ impl ChatService {
                 req.conversation_id,
             )?;
             if let Target::Conversation(c) = to
-                && state.history_of(account, c, None, 0).is_none()
+                && !state.is_member(account, c)
             {
                 return Err(no_conversation(c));
             }

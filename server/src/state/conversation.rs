@@ -247,8 +247,8 @@ impl Conversation {
         was_unread
     }
 
-    /// Each other member's read cursor and whether it is past `id`, for
-    /// "read by N of M".
+    /// How many of the other members who were there when `sender` sent
+    /// `id` have read it, and how many there were: "read by N of M".
     pub fn read_by(&self, sender: AccountId, id: MessageId) -> (usize, usize) {
         let others = self.members.iter().filter(|m| m.account != sender);
         let (mut read, mut all) = (0, 0);
@@ -429,12 +429,8 @@ impl Conversation {
         }
         let erased = self.members.iter().all(|m| !m.sees(id));
         if erased {
-            self.messages.remove(pos);
-            for m in &mut self.members {
-                if let Ok(at) = m.hidden.binary_search(&id) {
-                    m.hidden.remove(at);
-                }
-            }
+            // Nobody sees it: nobody counts it unread either.
+            self.erase(id);
         }
         Some(Hidden { was_unread, erased })
     }

@@ -330,22 +330,6 @@ fn group_key_hash(client_request_id: &str) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// The group an earlier `CreateGroup` of `owner` with this request id made,
-/// if any.
-impl ChatState {
-    pub fn group_by_key(
-        &self,
-        owner: AccountId,
-        client_request_id: &str,
-    ) -> Option<ConversationId> {
-        let id = self
-            .idempotency
-            .get(&owner)?
-            .get(group_key_hash(client_request_id))?;
-        Some(ConversationId(id.0))
-    }
-}
-
 /// The key of a direct conversation: its members, the lower id first.
 fn direct_key(a: AccountId, b: AccountId) -> (AccountId, AccountId) {
     (a.min(b), a.max(b))
@@ -461,7 +445,7 @@ impl ChatState {
                 ..
             } => {
                 let key = group_key_hash(client_request_id);
-                if let Some(id) = self.idempotency.get(owner).and_then(|keys| keys.get(key)) {
+                if let Some(id) = self.keyed(*owner, key) {
                     return Applied::GroupCreated(ConversationId(id.0));
                 }
                 let applied = self.create_group(index, *owner, title, members, notify);
@@ -484,16 +468,14 @@ impl ChatState {
                 at_ms,
             } => {
                 let key = key_hash(client_msg_id);
-                if let Some(id) = self.idempotency.get(from).and_then(|keys| keys.get(key)) {
+                if let Some(id) = self.keyed(*from, key) {
                     return Applied::Message {
                         id,
                         duplicate: true,
                         conversation: *conversation,
                     };
                 }
-                let member =
-                    (self.conversations.get(conversation)).is_some_and(|c| c.is_member(*from));
-                if !member {
+                if !self.is_member(*from, *conversation) {
                     return Applied::Rejected(Rejection::NoSuchConversation);
                 }
                 self.store(index, *from, *conversation, key, body, *at_ms, notify)
@@ -519,7 +501,7 @@ impl ChatState {
         notify: &mut Notify<'_>,
     ) -> Applied {
         let key = key_hash(client_msg_id);
-        if let Some(id) = self.idempotency.get(&from).and_then(|keys| keys.get(key)) {
+        if let Some(id) = self.keyed(from, key) {
             let conversation =
                 (self.direct.get(&direct_key(from, to)).copied()).unwrap_or_default();
             return Applied::Message {
@@ -1168,7 +1150,30 @@ impl ChatState {
     /// The message an earlier send of `from` with this client message id
     /// made, if any.
     pub fn message_by_key(&self, from: AccountId, client_msg_id: &str) -> Option<MessageId> {
-        self.idempotency.get(&from)?.get(key_hash(client_msg_id))
+        self.keyed(from, key_hash(client_msg_id))
+    }
+
+    /// The group an earlier `CreateGroup` of `owner` with this request id
+    /// made, if any.
+    pub fn group_by_key(
+        &self,
+        owner: AccountId,
+        client_request_id: &str,
+    ) -> Option<ConversationId> {
+        let id = self.keyed(owner, group_key_hash(client_request_id))?;
+        Some(ConversationId(id.0))
+    }
+
+    /// What `account`'s idempotency key `key` (hashed) made, if it was used.
+    fn keyed(&self, account: AccountId, key: u64) -> Option<MessageId> {
+        self.idempotency.get(&account)?.get(key)
+    }
+
+    /// Whether `account` is a member of conversation `c`.
+    pub fn is_member(&self, account: AccountId, c: ConversationId) -> bool {
+        self.conversations
+            .get(&c)
+            .is_some_and(|conv| conv.is_member(account))
     }
 
     /// The messages erased since the last call, in the order they were
