@@ -246,6 +246,10 @@ pub struct HistoryPage {
     pub messages: Vec<Message>,
     /// Pass as `before` to get the next, older page; `None` when there is none.
     pub next_before: Option<MessageId>,
+    /// In a group: its changes the caller can see between the page's oldest
+    /// message (or, on the last page, the caller's joining) and its newest,
+    /// newest first; place them among the messages by [`GroupChange::id`].
+    pub group_changes: Vec<GroupChange>,
 }
 
 impl From<proto::HistoryResponse> for HistoryPage {
@@ -253,6 +257,9 @@ impl From<proto::HistoryResponse> for HistoryPage {
         Self {
             messages: response.messages.into_iter().map(Message::from).collect(),
             next_before: nonzero(response.next_before),
+            group_changes: (response.group_events.into_iter())
+                .map(GroupChange::from)
+                .collect(),
         }
     }
 }
@@ -416,11 +423,16 @@ pub enum GroupChangeKind {
 /// A change to a group the caller is (or was, until this) in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupChange {
+    /// The change's id, in the space of message ids: where it sits among the
+    /// group's messages.
+    pub id: MessageId,
     /// What changed.
     pub kind: GroupChangeKind,
     /// The group.
     pub conversation_id: ConversationId,
-    /// Its title now.
+    /// The group's title: for [`Created`](GroupChangeKind::Created) and
+    /// [`Renamed`](GroupChangeKind::Renamed) the one it was given then,
+    /// otherwise its title now.
     pub title: String,
     /// Who made the change (empty name: deleted since).
     pub by: String,
@@ -448,6 +460,7 @@ impl From<proto::GroupEvent> for GroupChange {
             Ok(Kind::Unspecified) | Err(_) => GroupChangeKind::Unknown,
         };
         Self {
+            id: g.id,
             kind,
             conversation_id: g.conversation_id,
             title: g.title,
@@ -727,6 +740,7 @@ mod tests {
                     username: String::new(),
                 }],
                 new_owner_account_id: 0,
+                id: 11,
             }),
         ));
         assert_eq!(
@@ -734,6 +748,7 @@ mod tests {
             Some(Event::Group {
                 id: 11,
                 change: GroupChange {
+                    id: 11,
                     kind: GroupChangeKind::Removed,
                     conversation_id: 3,
                     title: "team".into(),

@@ -280,6 +280,16 @@ async fn groups_their_rules_and_what_members_see() {
             pb::group_event::Kind::Created as i32
         ]
     );
+    // Each change sits by its id among the messages: created < "before cy"
+    // < added < "after cy".
+    let ids: Vec<u64> = vec![
+        all.group_events[1].id,
+        all.messages[1].id,
+        all.group_events[0].id,
+        all.messages[0].id,
+    ];
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(seen.group_events[0].id, all.group_events[0].id);
     let mut cy_stream = c
         .subscribe(pb::SubscribeRequest {
             token: cy.clone(),
@@ -547,4 +557,25 @@ async fn the_typed_client_makes_and_uses_a_group() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(Code::PermissionDenied));
+    // History tells each change with the title it gave, in place.
+    client
+        .change_group(&ann, g, GroupEdit::Rename("again".into()))
+        .await
+        .unwrap();
+    let page = client
+        .history(&bob, Peer::Conversation(g), None, 10)
+        .await
+        .unwrap();
+    let changes: Vec<(GroupChangeKind, &str)> = (page.group_changes.iter().rev())
+        .map(|c| (c.kind, c.title.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (GroupChangeKind::Created, "pair"),
+            (GroupChangeKind::Renamed, "renamed"),
+            (GroupChangeKind::Renamed, "again"),
+        ]
+    );
+    assert!(page.group_changes[2].id < sent.id && sent.id < page.group_changes[1].id);
 }

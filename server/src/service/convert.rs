@@ -58,6 +58,7 @@ pub fn group_event(n: GroupNoticeView) -> pb::GroupEvent {
             })
             .collect(),
         new_owner_account_id: n.new_owner.map_or(0, |a| a.0),
+        id: n.index,
     }
 }
 

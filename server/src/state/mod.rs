@@ -157,6 +157,8 @@ pub enum FeedKind<M = MessageView> {
 /// A change to a group, with the names a client shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupNoticeView {
+    /// The log position of the change: where it sits among the messages.
+    pub index: u64,
     pub conversation: ConversationId,
     /// The group's title after the change.
     pub title: String,
@@ -796,8 +798,8 @@ impl ChatState {
     }
 
     /// A notice of group `group` with the names a client shows; the title
-    /// is the group's current one (the group may be gone: then the one the
-    /// notice names, or none).
+    /// is the one the group was created or renamed with, else its current
+    /// one (none when the group is gone).
     fn notice_view(&self, group: ConversationId, notice: &Notice) -> Option<GroupNoticeView> {
         let name = |a: &AccountId| {
             self.accounts
@@ -809,14 +811,15 @@ impl ChatState {
             Change::Changed(c) => c.accounts(),
             Change::AccountDeleted => Vec::new(),
         };
-        let title = match self.conversations.get(&group).and_then(|c| c.group_info()) {
-            Some(g) => g.title.clone(),
-            None => match &notice.change {
-                Change::Created { title, .. } => title.clone(),
-                _ => String::new(),
-            },
+        let title = match (&notice.change, self.conversations.get(&group)) {
+            (Change::Changed(GroupChange::Renamed(title)) | Change::Created { title, .. }, _) => {
+                title.clone()
+            }
+            (_, Some(conv)) => conv.group_info().map_or(String::new(), |g| g.title.clone()),
+            (_, None) => String::new(),
         };
         Some(GroupNoticeView {
+            index: notice.index,
             conversation: group,
             title,
             by: notice.by,
