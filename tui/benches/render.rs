@@ -19,7 +19,7 @@ use chat_client::{HistoryPage, Message};
 use chat_tui::action::{Action, Scroll};
 use chat_tui::app::{App, AppConfig};
 use chat_tui::message::ServerEvent;
-use chat_tui::state::Pane;
+use chat_tui::state::{ChatId, Pane};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -34,7 +34,7 @@ fn big_conversation() -> App {
         account_id: 1,
         server: "127.0.0.1:50051".to_owned(),
     });
-    app.open(2, "bob");
+    app.open(ChatId::Direct(2), "bob");
     let messages = (1..=MESSAGES)
         .rev()
         .map(|i| {
@@ -61,10 +61,11 @@ fn big_conversation() -> App {
         })
         .collect();
     app.on_server_event(ServerEvent::History {
-        peer_id: 2,
+        chat: ChatId::Direct(2),
         page: Ok(HistoryPage {
             messages,
             next_before: None,
+            group_changes: Vec::new(),
         }),
     });
     app.update(Action::Focus(Pane::Inbox));

@@ -4,7 +4,7 @@
 //! What goes to and comes from the client task is in
 //! [`message`](crate::message).
 
-use chat_client::MessageId;
+use chat_client::{AccountId, GroupEdit, MessageId};
 
 use crate::message::{Command, SignInRequest};
 use crate::state::Pane;
@@ -98,6 +98,37 @@ pub enum Action {
     DeleteAccount(String),
     /// Close the session and go back to sign-in.
     SignOut,
+    /// Show or hide the members of the open group.
+    ToggleMembers,
+    /// Move the selection of the members pane.
+    MoveMember(Move),
+    /// Open the dialog that makes a group.
+    AskNewGroup,
+    /// Make a group (from its dialog).
+    CreateGroup {
+        /// The title.
+        title: String,
+        /// The other members.
+        members: Vec<AccountId>,
+    },
+    /// Open the dialog that adds members to the open group.
+    AskAddMembers,
+    /// Open the dialog that renames the open group.
+    AskRename,
+    /// Ask whether to remove this member from the open group.
+    AskRemoveMember(AccountId),
+    /// Ask whether to hand the open group on to this member.
+    AskNewOwner(AccountId),
+    /// Make this member an admin of the open group, or a plain member again.
+    ToggleAdmin(AccountId),
+    /// Ask whether to leave the open group.
+    AskLeave,
+    /// Change the open group (confirmed where it asks).
+    ChangeGroup(GroupEdit),
+    /// Show who read the selected message of a group.
+    ShowReaders,
+    /// A name is being typed: offer accounts that start with it.
+    Complete(String),
     /// Show an error in the status bar.
     Error(String),
 }

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use chat_client::{
-    AccountId, AccountPage, ConnectionState, Conversations, Event, HistoryPage, MessageId,
-    SentMessage,
+    Account, AccountId, AccountPage, ConnectionState, ConversationId, ConversationMembers,
+    Conversations, Event, GroupEdit, HistoryPage, MessageId, SentMessage,
 };
+
+use crate::state::ChatId;
 
 /// What the sign-in form asks for, and what the client task is asked to do
 /// with it.
@@ -38,11 +40,11 @@ impl std::fmt::Debug for SignInRequest {
 /// A message on its way out: what the outbox sender sends, in order.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    /// The recipient's username, for the screen.
-    pub to: String,
-    /// The recipient's account id, which the message is addressed to: a
-    /// name registered again after a deletion is someone else.
-    pub to_id: AccountId,
+    /// The conversation, by id: a name registered again after a deletion
+    /// is someone else.
+    pub to: ChatId,
+    /// Its name, for the screen.
+    pub name: String,
     /// The text.
     pub body: String,
     /// The idempotency key: every retry reuses it, so a send repeated after
@@ -74,12 +76,10 @@ pub enum Command {
         /// The page to continue from; `None` for the first.
         page_token: Option<String>,
     },
-    /// Fetch a page of the conversation with `peer`, older than `before`.
+    /// Fetch a page of a conversation, older than `before`.
     LoadHistory {
-        /// The other party's account id, to file the answer under.
-        peer_id: AccountId,
-        /// The other party's username, which the API takes.
-        peer: String,
+        /// The conversation.
+        chat: ChatId,
         /// Only messages below this id; `None` for the newest.
         before: Option<MessageId>,
     },
@@ -90,14 +90,36 @@ pub enum Command {
         /// The highest message id received.
         up_to: MessageId,
     },
-    /// Mark the conversation with `peer` read up to this id.
+    /// Mark a conversation read up to this id.
     MarkRead {
-        /// The other party's username.
-        peer: String,
-        /// The other party's account id, which the receipt is addressed to.
-        peer_id: AccountId,
+        /// The conversation.
+        chat: ChatId,
         /// The highest message id shown.
         up_to: MessageId,
+    },
+    /// Make a group (retried under one key until the server answers).
+    CreateGroup {
+        /// Its title.
+        title: String,
+        /// The other members.
+        members: Vec<AccountId>,
+    },
+    /// Change a group (not retried when the outcome is unknown).
+    ChangeGroup {
+        /// The group.
+        group: ConversationId,
+        /// The change.
+        edit: GroupEdit,
+    },
+    /// Fetch the members of a group with their cursors.
+    LoadMembers {
+        /// The group.
+        group: ConversationId,
+    },
+    /// Fetch accounts whose name starts with `prefix`, to complete a name.
+    Complete {
+        /// What was typed.
+        prefix: String,
     },
     /// Delete messages from the user's own view.
     DeleteMessages {
@@ -130,28 +152,34 @@ impl std::fmt::Debug for Command {
                 .field("pattern", pattern)
                 .field("page_token", page_token)
                 .finish(),
-            Self::LoadHistory {
-                peer_id,
-                peer,
-                before,
-            } => f
+            Self::LoadHistory { chat, before } => f
                 .debug_struct("LoadHistory")
-                .field("peer_id", peer_id)
-                .field("peer", peer)
+                .field("chat", chat)
                 .field("before", before)
                 .finish(),
             Self::Send(outgoing) => f.debug_tuple("Send").field(outgoing).finish(),
             Self::Ack { up_to } => f.debug_struct("Ack").field("up_to", up_to).finish(),
-            Self::MarkRead {
-                peer,
-                peer_id,
-                up_to,
-            } => f
+            Self::MarkRead { chat, up_to } => f
                 .debug_struct("MarkRead")
-                .field("peer", peer)
-                .field("peer_id", peer_id)
+                .field("chat", chat)
                 .field("up_to", up_to)
                 .finish(),
+            Self::CreateGroup { title, members } => f
+                .debug_struct("CreateGroup")
+                .field("title", title)
+                .field("members", members)
+                .finish(),
+            Self::ChangeGroup { group, edit } => f
+                .debug_struct("ChangeGroup")
+                .field("group", group)
+                .field("edit", edit)
+                .finish(),
+            Self::LoadMembers { group } => {
+                f.debug_struct("LoadMembers").field("group", group).finish()
+            }
+            Self::Complete { prefix } => {
+                f.debug_struct("Complete").field("prefix", prefix).finish()
+            }
             Self::DeleteMessages { ids } => {
                 f.debug_struct("DeleteMessages").field("ids", ids).finish()
             }
@@ -203,8 +231,8 @@ pub enum ServerEvent {
     },
     /// A page of a conversation.
     History {
-        /// The other party.
-        peer_id: AccountId,
+        /// The conversation.
+        chat: ChatId,
         /// The page, or what went wrong loading it.
         page: Result<HistoryPage, String>,
     },
@@ -229,6 +257,32 @@ pub enum ServerEvent {
         client_msg_id: String,
         /// The server's reason.
         error: String,
+    },
+    /// A group was made at the user's request.
+    GroupCreated {
+        /// Its id.
+        group: ConversationId,
+        /// Its title.
+        title: String,
+    },
+    /// Making a group was refused or failed.
+    GroupNotCreated {
+        /// Why.
+        error: String,
+    },
+    /// The members of a group.
+    Members {
+        /// The group.
+        group: ConversationId,
+        /// Them, or what went wrong loading them.
+        members: Result<ConversationMembers, String>,
+    },
+    /// Accounts whose name starts with `prefix`.
+    Completions {
+        /// What was typed.
+        prefix: String,
+        /// The first few matching accounts, in name order.
+        accounts: Vec<Account>,
     },
     /// Messages were deleted by this session's request.
     Deleted {

@@ -12,19 +12,21 @@
 
 use std::time::Duration;
 
-use chat_client::{
-    AccountId, Backoff, Client, ClientConfig, ClientError, Code, MessageId, Peer, Retry,
-};
+use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId, Peer, Retry};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
 use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
+use crate::state::ChatId;
 
 /// How many messages one history page asks for.
 pub const HISTORY_PAGE: u32 = 100;
 
 /// How many accounts one page of the directory asks for.
 pub const ACCOUNTS_PAGE: u32 = 100;
+
+/// How many names a completion offers.
+pub const COMPLETIONS: u32 = 6;
 
 /// Starts the client task. Returns where to send commands and where events
 /// come out. The task ends when the command sender is dropped.
@@ -292,23 +294,19 @@ fn handle(
                 let _ = events.send(event);
             });
         }
-        Command::LoadHistory {
-            peer_id,
-            peer,
-            before,
-        } => {
+        Command::LoadHistory { chat, before } => {
             session.tasks.spawn(async move {
                 let result = client
-                    .history(&token, peer_of(peer_id, &peer), before, HISTORY_PAGE)
+                    .history(&token, peer_of(chat), before, HISTORY_PAGE)
                     .await;
                 let event = match result {
                     Ok(page) => ServerEvent::History {
-                        peer_id,
+                        chat,
                         page: Ok(page),
                     },
                     Err(error) if error.is_unauthenticated() => ended(&error),
                     Err(error) => ServerEvent::History {
-                        peer_id,
+                        chat,
                         page: Err(error.to_string()),
                     },
                 };
@@ -326,15 +324,58 @@ fn handle(
                 }
             });
         }
-        Command::MarkRead {
-            peer,
-            peer_id,
-            up_to,
-        } => {
+        Command::MarkRead { chat, up_to } => {
             session.tasks.spawn(async move {
-                let peer = peer_of(peer_id, &peer);
-                if let Err(error) = client.mark_read(&token, peer, up_to).await {
+                if let Err(error) = client.mark_read(&token, peer_of(chat), up_to).await {
                     let _ = events.send(failure("mark read", &error));
+                }
+            });
+        }
+        Command::CreateGroup { title, members } => {
+            session.tasks.spawn(async move {
+                let event = match client.create_group(&token, &title, &members).await {
+                    Ok(group) => ServerEvent::GroupCreated { group, title },
+                    Err(error) if error.is_unauthenticated() => ended(&error),
+                    Err(error) => ServerEvent::GroupNotCreated {
+                        error: error.to_string(),
+                    },
+                };
+                let _ = events.send(event);
+            });
+        }
+        Command::ChangeGroup { group, edit } => {
+            session.tasks.spawn(async move {
+                // What it changed arrives on the stream, like anyone's change.
+                if let Err(error) = client.change_group(&token, group, edit).await {
+                    let _ = events.send(failure("change the group", &error));
+                }
+            });
+        }
+        Command::LoadMembers { group } => {
+            session.tasks.spawn(async move {
+                let event = match client.members(&token, group).await {
+                    Ok(members) => ServerEvent::Members {
+                        group,
+                        members: Ok(members),
+                    },
+                    Err(error) if error.is_unauthenticated() => ended(&error),
+                    Err(error) => ServerEvent::Members {
+                        group,
+                        members: Err(error.to_string()),
+                    },
+                };
+                let _ = events.send(event);
+            });
+        }
+        Command::Complete { prefix } => {
+            session.tasks.spawn(async move {
+                let pattern = format!("{}*", prefix.replace(['*', '?'], ""));
+                // A completion that fails offers nothing; typing goes on.
+                if let Ok(page) = client.list_accounts(&pattern, None, COMPLETIONS).await {
+                    let _ = events.send(ServerEvent::Completions {
+                        prefix,
+                        accounts: page.accounts,
+                    });
                 }
             });
         }
@@ -467,7 +508,7 @@ async fn send_in_order(
                 || {
                     client.send_with_id(
                         &token,
-                        peer_of(outgoing.to_id, &outgoing.to),
+                        peer_of(outgoing.to),
                         &outgoing.body,
                         &outgoing.client_msg_id,
                     )
@@ -491,14 +532,13 @@ async fn send_in_order(
     }
 }
 
-/// The other person of a conversation as a call names it: by account id
-/// (a name registered again after a deletion is someone else), by name
-/// only if the id is not known.
-fn peer_of(id: AccountId, name: &str) -> Peer<'_> {
-    if id == 0 {
-        Peer::Name(name)
-    } else {
-        Peer::Account(id)
+/// A conversation as a call names it: by account id for a direct one (a
+/// name registered again after a deletion is someone else), by
+/// conversation id for a group.
+fn peer_of(chat: ChatId) -> Peer<'static> {
+    match chat {
+        ChatId::Direct(id) => Peer::Account(id),
+        ChatId::Group(id) => Peer::Conversation(id),
     }
 }
 

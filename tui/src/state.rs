@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use chat_client::{Account, AccountId, Message, MessageId};
+use chat_client::{
+    Account, AccountId, ConversationId, ConversationMember, GroupChange, Message, MessageId,
+};
 use chrono::FixedOffset;
 
 use crate::message::Outgoing;
@@ -34,27 +36,105 @@ pub enum Pane {
     Users,
     /// The open conversation.
     Inbox,
+    /// The members of the open group, when shown.
+    Members,
     /// The message being written.
     Compose,
 }
 
 impl Pane {
-    /// The pane Tab goes to.
-    pub fn next(self) -> Self {
+    /// The pane Tab goes to; the members pane only when it is shown.
+    pub fn next(self, members_shown: bool) -> Self {
         match self {
             Self::Users => Self::Inbox,
-            Self::Inbox => Self::Compose,
+            Self::Inbox if members_shown => Self::Members,
+            Self::Inbox | Self::Members => Self::Compose,
             Self::Compose => Self::Users,
         }
     }
 
     /// The pane Shift+Tab goes to.
-    pub fn prev(self) -> Self {
+    pub fn prev(self, members_shown: bool) -> Self {
         match self {
             Self::Users => Self::Compose,
             Self::Inbox => Self::Users,
+            Self::Members => Self::Inbox,
+            Self::Compose if members_shown => Self::Members,
             Self::Compose => Self::Inbox,
         }
+    }
+}
+
+/// A conversation as the client names it: the direct one with an account,
+/// or a group. Both are by id, never by name: a name registered again after
+/// a deletion is someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChatId {
+    /// The direct conversation with this account.
+    Direct(AccountId),
+    /// This group.
+    Group(ConversationId),
+}
+
+impl ChatId {
+    /// The other account of a direct conversation.
+    pub fn peer(self) -> Option<AccountId> {
+        match self {
+            Self::Direct(id) => Some(id),
+            Self::Group(_) => None,
+        }
+    }
+
+    /// The group's id.
+    pub fn group(self) -> Option<ConversationId> {
+        match self {
+            Self::Group(id) => Some(id),
+            Self::Direct(_) => None,
+        }
+    }
+}
+
+/// What the client knows of a group besides its messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    /// Its owner.
+    pub owner: AccountId,
+    /// How many members it has, the user included.
+    pub member_count: u32,
+    /// The members with their cursors, once asked for (opening the group
+    /// asks); kept current by the group's events.
+    pub members: Option<Vec<ConversationMember>>,
+    /// The changes to the group the user can see, by id: shown in the
+    /// timeline among the messages.
+    pub changes: BTreeMap<MessageId, GroupChange>,
+}
+
+impl Group {
+    /// The member with `id`, once the members are loaded.
+    pub fn member(&self, id: AccountId) -> Option<&ConversationMember> {
+        self.members.as_ref()?.iter().find(|m| m.account_id == id)
+    }
+
+    /// Whether `id` may add, remove and rename (the owner and admins), as far
+    /// as the client knows.
+    pub fn may_manage(&self, id: AccountId) -> bool {
+        self.owner == id || self.member(id).is_some_and(|m| m.admin || m.owner)
+    }
+
+    /// Who of the others that were there when `id` was sent by `sender` has
+    /// read it, and who has not yet; `None` until the members are loaded.
+    pub fn readers(
+        &self,
+        sender: AccountId,
+        id: MessageId,
+    ) -> Option<(Vec<&ConversationMember>, Vec<&ConversationMember>)> {
+        let members = self.members.as_ref()?;
+        Some(
+            members
+                .iter()
+                .filter(|m| m.account_id != sender && m.joined_at <= id)
+                .partition(|m| m.read_up_to >= id),
+        )
     }
 }
 
@@ -108,22 +188,24 @@ pub enum History {
 /// seen yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
-    /// The other party's username.
-    pub peer: String,
-    /// The other party's account id.
-    pub peer_id: AccountId,
+    /// Which conversation.
+    pub id: ChatId,
+    /// What it is called: the other party's username, or the group's title.
+    pub name: String,
+    /// A group's owner, members and changes; `None` for a direct one.
+    pub group: Option<Group>,
     /// Loaded messages by id: cursor order, and a message seen twice (from
     /// history and from the stream) is kept once.
     pub messages: BTreeMap<MessageId, Message>,
-    /// Messages from the peer the user has not read.
+    /// Messages from others the user has not read.
     pub unread: u64,
     /// The newest message id known in this conversation (0 if none): the
     /// recency for sorting, and the line between messages the unread count
     /// already includes and new ones.
     pub last_id: MessageId,
-    /// The peer has acknowledged the user's messages up to here.
+    /// The peer has acknowledged the user's messages up to here (direct).
     pub delivered_up_to: MessageId,
-    /// The peer has read the user's messages up to here.
+    /// The peer has read the user's messages up to here (direct).
     pub read_up_to: MessageId,
     /// How much history is loaded.
     pub history: History,
@@ -136,11 +218,16 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    /// An empty conversation with `peer`.
-    pub fn new(peer_id: AccountId, peer: &str) -> Self {
+    /// An empty conversation, `name` being the peer's name or the group's
+    /// title.
+    pub fn new(id: ChatId, name: &str) -> Self {
         Self {
-            peer: peer.to_owned(),
-            peer_id,
+            id,
+            name: name.to_owned(),
+            group: match id {
+                ChatId::Direct(_) => None,
+                ChatId::Group(_) => Some(Group::default()),
+            },
             messages: BTreeMap::new(),
             unread: 0,
             last_id: 0,
@@ -152,38 +239,62 @@ impl Conversation {
         }
     }
 
-    /// The newest loaded message the peer sent.
-    pub fn newest_from_peer(&self) -> Option<MessageId> {
+    /// The other party of a direct conversation.
+    pub fn peer_id(&self) -> Option<AccountId> {
+        self.id.peer()
+    }
+
+    /// Whether this is a group.
+    pub fn is_group(&self) -> bool {
+        self.group.is_some()
+    }
+
+    /// The newest loaded message someone other than `me` sent.
+    pub fn newest_from_others(&self, me: AccountId) -> Option<MessageId> {
         self.messages
             .values()
             .rev()
-            .find(|m| m.from_account_id == self.peer_id)
+            .find(|m| m.from_account_id != me)
             .map(|m| m.id)
     }
 
-    /// The oldest of the `count` newest loaded messages from the peer: where
+    /// The oldest of the `count` newest loaded messages from others: where
     /// the "new" marker goes when `count` are unread.
-    pub fn first_of_last_from_peer(&self, count: u64) -> Option<MessageId> {
+    pub fn first_of_last_from_others(&self, me: AccountId, count: u64) -> Option<MessageId> {
         if count == 0 {
             return None;
         }
         self.messages
             .values()
             .rev()
-            .filter(|m| m.from_account_id == self.peer_id)
+            .filter(|m| m.from_account_id != me)
             .take(usize::try_from(count).unwrap_or(usize::MAX))
             .last()
             .map(|m| m.id)
     }
 
-    /// What the peer has done with one of the user's messages.
-    pub fn receipt(&self, id: MessageId) -> Receipt {
-        if id <= self.read_up_to {
-            Receipt::Read
-        } else if id <= self.delivered_up_to {
-            Receipt::Delivered
-        } else {
-            Receipt::Sent
+    /// What the others have done with `message`, one of the user's.
+    pub fn receipt(&self, message: &Message) -> Receipt {
+        let id = message.id;
+        let Some(group) = &self.group else {
+            return if id <= self.read_up_to {
+                Receipt::Read
+            } else if id <= self.delivered_up_to {
+                Receipt::Delivered
+            } else {
+                Receipt::Sent
+            };
+        };
+        let (read_by, of) = match group.readers(message.from_account_id, id) {
+            Some((read, unread)) => (read.len(), read.len() + unread.len()),
+            None => (message.read_by as usize, message.readers as usize),
+        };
+        match (read_by, of) {
+            (_, 0) => Receipt::Sent,
+            (read, of) if read == of => Receipt::ReadByAll,
+            (0, _) if message.delivered => Receipt::Delivered,
+            (0, _) => Receipt::Sent,
+            (read, of) => Receipt::ReadBy { read, of },
         }
     }
 }
@@ -193,10 +304,19 @@ impl Conversation {
 pub enum Receipt {
     /// The server stored it.
     Sent,
-    /// A client of the peer received it.
+    /// A client of the peer (of every other member) received it.
     Delivered,
     /// The peer read it.
     Read,
+    /// In a group: `read` of the `of` others who were there have read it.
+    ReadBy {
+        /// How many read it.
+        read: usize,
+        /// How many could.
+        of: usize,
+    },
+    /// In a group: every other member who was there read it.
+    ReadByAll,
 }
 
 /// A send the server has not confirmed yet.
@@ -206,10 +326,10 @@ pub struct Pending {
     pub client_msg_id: String,
     /// Who signed in when it was written: it is only ever sent as them.
     pub author: String,
-    /// The recipient's account id, to show it in the right conversation.
-    pub peer_id: AccountId,
-    /// The recipient's username, which the API takes.
-    pub peer: String,
+    /// The conversation it goes to.
+    pub to: ChatId,
+    /// The conversation's name, for the screen.
+    pub name: String,
     /// The text.
     pub body: String,
     /// The last failure, while it is being retried.
@@ -221,8 +341,8 @@ impl Pending {
     /// always with the same key.
     pub fn outgoing(&self) -> Outgoing {
         Outgoing {
-            to: self.peer.clone(),
-            to_id: self.peer_id,
+            to: self.to,
+            name: self.name.clone(),
             body: self.body.clone(),
             client_msg_id: self.client_msg_id.clone(),
         }
@@ -242,17 +362,20 @@ pub struct Directory {
     pub loading: bool,
 }
 
-/// One row of the users pane.
+/// One row of the users pane: a conversation, or an account of the
+/// directory to start one with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
-    /// The account.
-    pub account_id: AccountId,
-    /// Its username.
+    /// The conversation it opens.
+    pub chat: ChatId,
+    /// The username, or the group's title.
     pub name: String,
-    /// Unread messages from it.
+    /// Unread messages in it.
     pub unread: u64,
-    /// Whether it has a session open, when the directory says.
+    /// Whether the account has a session open, when the directory says.
     pub online: Option<bool>,
+    /// A group's member count.
+    pub members: Option<u32>,
 }
 
 /// Everything the panes draw from.
@@ -274,12 +397,12 @@ pub struct State {
     pub last_server_seen: Option<String>,
     /// The event stream broke and has not delivered since: why.
     pub stream_error: Option<String>,
-    /// Conversations by peer.
-    pub conversations: HashMap<AccountId, Conversation>,
+    /// Conversations, direct and group.
+    pub conversations: HashMap<ChatId, Conversation>,
     /// The directory of accounts.
     pub directory: Directory,
     /// The open conversation.
-    pub selected: Option<AccountId>,
+    pub selected: Option<ChatId>,
     /// Sends waiting for the server, oldest first.
     pub outbox: Vec<Pending>,
     /// The last error, until the next one or Esc.
@@ -296,11 +419,8 @@ pub struct State {
     pub time_zone: FixedOffset,
     /// Ring the bell for a message in a conversation that is not on screen.
     pub bell: bool,
-    /// The group conversations the account is in, by id. This client shows
-    /// direct conversations only (groups are in the API, not yet here): it
-    /// leaves out their rows, messages and receipts rather than show them
-    /// as if they were direct ones.
-    pub groups: HashSet<u64>,
+    /// The members pane is shown beside the inbox (when a group is open).
+    pub show_members: bool,
 }
 
 impl Default for State {
@@ -323,7 +443,7 @@ impl Default for State {
             theme: Theme::default(),
             time_zone: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
             bell: true,
-            groups: HashSet::new(),
+            show_members: false,
         }
     }
 }
@@ -344,10 +464,16 @@ impl State {
         self.me.as_ref().map_or(0, |me| me.account_id)
     }
 
+    /// The members pane is on screen: shown, with a group open.
+    pub fn members_shown(&self) -> bool {
+        self.show_members && self.open_conversation().is_some_and(Conversation::is_group)
+    }
+
     /// The rows of the users pane: conversations first (those with unread
-    /// messages, then by most recent activity), then the other accounts of
-    /// the directory in username order. The signed-in user is left out.
-    /// With a filter, conversations are filtered by the same pattern.
+    /// messages, then by most recent activity; every group, direct ones
+    /// with something in them), then the other accounts of the directory
+    /// in username order. The signed-in user is left out. With a filter,
+    /// conversations are filtered by the same pattern.
     pub fn user_rows(&self) -> Vec<UserRow> {
         let pattern = effective_pattern(&self.directory.pattern);
         let online: HashMap<AccountId, bool> = self
@@ -356,55 +482,81 @@ impl State {
             .iter()
             .map(|a| (a.account_id, a.online))
             .collect();
+        let me = ChatId::Direct(self.my_id());
         let mut conversations: Vec<&Conversation> = self
             .conversations
             .values()
-            .filter(|c| c.peer_id != self.my_id())
-            .filter(|c| c.last_id > 0 || c.unread > 0 || Some(c.peer_id) == self.selected)
-            .filter(|c| wildcard_match(&pattern, &c.peer))
+            .filter(|c| c.id != me)
+            .filter(|c| {
+                c.is_group() || c.last_id > 0 || c.unread > 0 || Some(c.id) == self.selected
+            })
+            .filter(|c| wildcard_match(&pattern, &c.name))
             .collect();
         conversations.sort_by(|a, b| {
             (b.unread > 0)
                 .cmp(&(a.unread > 0))
                 .then(b.last_id.cmp(&a.last_id))
-                .then(a.peer.cmp(&b.peer))
+                .then(a.name.cmp(&b.name))
+                .then(a.id.cmp(&b.id))
         });
         let mut rows: Vec<UserRow> = conversations
             .iter()
             .map(|c| UserRow {
-                account_id: c.peer_id,
-                name: c.peer.clone(),
+                chat: c.id,
+                name: c.name.clone(),
                 unread: c.unread,
-                online: online.get(&c.peer_id).copied(),
+                online: c.peer_id().and_then(|id| online.get(&id).copied()),
+                members: c.group.as_ref().map(|g| g.member_count),
             })
             .collect();
-        let listed: HashSet<AccountId> = rows.iter().map(|r| r.account_id).collect();
+        let listed: HashSet<ChatId> = rows.iter().map(|r| r.chat).collect();
         rows.extend(
             self.directory
                 .accounts
                 .iter()
-                .filter(|a| a.account_id != self.my_id() && !listed.contains(&a.account_id))
+                .filter(|a| a.account_id != self.my_id())
+                .filter(|a| !listed.contains(&ChatId::Direct(a.account_id)))
                 .filter(|a| wildcard_match(&pattern, &a.username))
                 .map(|a| UserRow {
-                    account_id: a.account_id,
+                    chat: ChatId::Direct(a.account_id),
                     name: a.username.clone(),
                     unread: 0,
                     online: Some(a.online),
+                    members: None,
                 }),
         );
         rows
     }
 
-    /// The sends to `peer_id` still waiting for the server.
-    pub fn pending_for(&self, peer_id: AccountId) -> impl Iterator<Item = &Pending> {
-        self.outbox.iter().filter(move |p| p.peer_id == peer_id)
+    /// The sends to `chat` still waiting for the server.
+    pub fn pending_for(&self, chat: ChatId) -> impl Iterator<Item = &Pending> {
+        self.outbox.iter().filter(move |p| p.to == chat)
     }
 
-    /// The conversation with `peer_id`, created if new.
-    pub fn conversation_mut(&mut self, peer_id: AccountId, peer: &str) -> &mut Conversation {
+    /// The conversation `chat`, created (named `name`) if new.
+    pub fn conversation_mut(&mut self, chat: ChatId, name: &str) -> &mut Conversation {
         self.conversations
-            .entry(peer_id)
-            .or_insert_with(|| Conversation::new(peer_id, peer))
+            .entry(chat)
+            .or_insert_with(|| Conversation::new(chat, name))
+    }
+
+    /// The name of account `id` as the client knows it: from the directory,
+    /// a conversation or a loaded member list.
+    pub fn name_of(&self, id: AccountId) -> Option<&str> {
+        if let Some(me) = self.me.as_ref().filter(|me| me.account_id == id) {
+            return Some(&me.username);
+        }
+        if let Some(c) = self.conversations.get(&ChatId::Direct(id)) {
+            return Some(&c.name);
+        }
+        if let Some(a) = self.directory.accounts.iter().find(|a| a.account_id == id) {
+            return Some(&a.username);
+        }
+        self.conversations
+            .values()
+            .filter_map(|c| c.group.as_ref()?.member(id))
+            .map(|m| m.username.as_str())
+            .next()
     }
 }
 

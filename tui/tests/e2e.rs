@@ -1,8 +1,8 @@
-//! End to end: a real `chat-server` and two real `chat-tui` processes in
+//! End to end: a real `chat-server` and real `chat-tui` processes in
 //! pseudo-terminals, their screens read back through a terminal emulator.
-//! Two users create their accounts on the sign-in screen, one writes, the
-//! other sees the message arrive, answers, and both quit with the terminal
-//! restored.
+//! Users create their accounts on the sign-in screen; two write to each
+//! other, three share a group (made, written in, read, a member removed);
+//! all quit with the terminal restored.
 //!
 //! The server binary is not a dependency of this crate (chat-tui must never
 //! depend on chat-server), so cargo does not build it for these tests: the
@@ -304,5 +304,78 @@ fn two_users_chat_through_a_real_server() {
 
     alice.quit();
     bob.quit();
+    drop(server);
+}
+
+#[test]
+fn three_users_in_one_group() {
+    let server = start_server();
+    let mut alice = Tui::start("alice", &server.address);
+    alice.create_account("alice-password");
+    let mut bob = Tui::start("bob", &server.address);
+    bob.create_account("bob-password");
+    let mut carol = Tui::start("carol", &server.address);
+    carol.create_account("carol-password");
+
+    // Alice makes the group from the users pane: a title, then two members
+    // picked by name from the server's completions.
+    alice.send("n");
+    alice.wait_for("New group");
+    alice.send("crew\r");
+    alice.send("bo");
+    alice.wait_for("› bob");
+    alice.send("\t");
+    alice.send("ca");
+    alice.wait_for("› carol");
+    alice.send("\t");
+    alice.wait_for("bob, carol");
+    alice.send("\r");
+    // It opens with the compose pane ready.
+    alice.wait_for("Message to # crew");
+    alice.wait_for("you made the group “crew”");
+    alice.send("hello crew");
+    alice.send("\r");
+
+    // Bob and carol see the group in their list with one unread, open it
+    // (the first row: it has the unread), and read the message.
+    for member in [&mut bob, &mut carol] {
+        member.wait_until("the group with 1 unread", |screen| {
+            screen
+                .lines()
+                .any(|line| line.contains("# crew") && line.contains(" 1 "))
+        });
+        member.send("j");
+        member.wait_for("hello crew");
+        member.wait_for("alice made the group “crew”");
+    }
+    alice.wait_for("✓✓ read by all");
+
+    // Bob answers; alice and carol see it live, with its sender.
+    bob.send("\t\t");
+    bob.send("hi from bob");
+    bob.send("\r");
+    for member in [&alice, &carol] {
+        member.wait_for("hi from bob");
+        // A message's header starts at the inbox's left border.
+        member.wait_for("│bob  ");
+    }
+
+    // Alice shows the members (Tab leaves compose so `m` is a key), picks
+    // carol (alice, the owner, is first; then bob, carol) and removes her.
+    alice.send("\t");
+    alice.send("m");
+    alice.wait_for("Members (3)");
+    alice.send("jj");
+    alice.send("d");
+    alice.wait_for("Remove carol from crew?");
+    alice.send("y");
+    alice.wait_for("Members (2)");
+    alice.wait_for("you removed carol");
+    bob.wait_for("alice removed carol");
+    carol.wait_for("alice removed you from the group crew");
+
+    alice.quit();
+    bob.quit();
+    carol.quit();
     drop(server);
 }

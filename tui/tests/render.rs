@@ -6,13 +6,14 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use chat_client::{
-    Account, AccountId, AccountPage, ConnectionState, Conversation, Conversations, Event,
+    Account, AccountId, AccountPage, ConnectionState, Conversation, ConversationMember,
+    ConversationMembers, Conversations, Event, GroupChange, GroupChangeKind, GroupSummary,
     HistoryPage, Message, MessageId, SentMessage,
 };
 use chat_tui::action::Action;
 use chat_tui::app::{App, AppConfig};
 use chat_tui::message::{Command, Field, Outgoing, ServerEvent};
-use chat_tui::state::Pane;
+use chat_tui::state::{ChatId, Pane};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -155,10 +156,11 @@ fn conversation_with_bob() -> App {
         read,
     ];
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Ok(HistoryPage {
             messages: history,
             next_before: None,
+            group_changes: Vec::new(),
         }),
     });
     app.update(Action::Send("on its way".to_owned()));
@@ -268,7 +270,7 @@ fn scrolled_up_in_a_long_conversation() {
     let me = (ME, "alice");
     let bob = (BOB, "bob");
     let mut app = signed_in(vec![account(BOB, "bob", false)], vec![]);
-    app.open(BOB, "bob");
+    app.open(ChatId::Direct(BOB), "bob");
     let messages = (1..=300)
         .rev()
         .map(|i| {
@@ -277,10 +279,11 @@ fn scrolled_up_in_a_long_conversation() {
         })
         .collect();
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Ok(HistoryPage {
             messages,
             next_before: Some(2),
+            group_changes: Vec::new(),
         }),
     });
     app.update(Action::Focus(Pane::Inbox));
@@ -438,4 +441,155 @@ fn a_terminal_too_small() {
     let mut terminal = Terminal::new(TestBackend::new(30, 8)).unwrap();
     terminal.draw(|frame| app.draw(frame)).unwrap();
     insta::assert_snapshot!("too_small_30x8", terminal.backend());
+}
+
+const CAROL: AccountId = 3;
+const TEAM: u64 = 77;
+
+fn member(id: AccountId, name: &str, read_up_to: MessageId, owner: bool) -> ConversationMember {
+    ConversationMember {
+        account_id: id,
+        username: name.to_owned(),
+        owner,
+        admin: false,
+        joined_at: 0,
+        read_up_to,
+        delivered_up_to: read_up_to,
+        online: id != CAROL,
+    }
+}
+
+fn change(
+    id: MessageId,
+    kind: GroupChangeKind,
+    by: (AccountId, &str),
+    accounts: &[(AccountId, &str)],
+) -> GroupChange {
+    GroupChange {
+        id,
+        kind,
+        conversation_id: TEAM,
+        title: "launch crew".to_owned(),
+        by: by.1.to_owned(),
+        by_account_id: by.0,
+        accounts: (accounts.iter())
+            .map(|(id, name)| (*id, (*name).to_owned()))
+            .collect(),
+        new_owner: None,
+    }
+}
+
+/// Alice in the group "launch crew" with bob and carol: its changes in the
+/// timeline among the messages, each message with its sender, her own with
+/// "read by N of M".
+fn group_conversation() -> App {
+    let me = (ME, "alice");
+    let bob = (BOB, "bob");
+    let carol = (CAROL, "carol");
+    let in_group = |mut m: Message| {
+        m.in_group = true;
+        m.conversation_id = TEAM;
+        m.to = String::new();
+        m.to_account_id = 0;
+        m
+    };
+    let mut app = signed_in(
+        vec![
+            account(ME, "alice", true),
+            account(BOB, "bob", true),
+            account(CAROL, "carol", false),
+        ],
+        vec![Conversation {
+            peer: String::new(),
+            peer_account_id: 0,
+            conversation_id: TEAM,
+            group: Some(GroupSummary {
+                title: "launch crew".to_owned(),
+                owner_account_id: ME,
+                member_count: 3,
+            }),
+            last_message: Some(in_group(message(14, carol, me, ""))),
+            unread: 1,
+        }],
+    );
+    app.handle_event(key(KeyCode::Char('j')));
+    app.on_server_event(ServerEvent::Members {
+        group: TEAM,
+        members: Ok(ConversationMembers {
+            title: "launch crew".to_owned(),
+            members: vec![
+                member(ME, "alice", 14, true),
+                member(BOB, "bob", 13, false),
+                member(CAROL, "carol", 11, false),
+            ],
+        }),
+    });
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Group(TEAM),
+        page: Ok(HistoryPage {
+            messages: vec![
+                in_group(message(14, carol, me, "I'm in. Friday works for me.")),
+                in_group(message(13, me, bob, "Shall we meet on Friday?")),
+                in_group(message(11, me, bob, "Welcome, both of you!")),
+            ],
+            next_before: None,
+            group_changes: vec![
+                change(12, GroupChangeKind::Renamed, me, &[]),
+                change(10, GroupChangeKind::Created, me, &[bob, carol]),
+            ],
+        }),
+    });
+    app
+}
+
+#[test]
+fn a_group_conversation() {
+    check("main_group", &group_conversation());
+}
+
+#[test]
+fn a_group_with_its_members() {
+    let mut app = group_conversation();
+    app.handle_event(key(KeyCode::Char('m')));
+    app.handle_event(key(KeyCode::Char('j')));
+    check("main_group_members", &app);
+}
+
+#[test]
+fn who_read_a_group_message() {
+    let mut app = group_conversation();
+    app.update(Action::Focus(Pane::Inbox));
+    // The newest is selected; one up is alice's "Shall we meet on Friday?".
+    app.handle_event(key(KeyCode::Char('k')));
+    app.handle_event(key(KeyCode::Char('r')));
+    check("dialog_readers", &app);
+}
+
+#[test]
+fn new_group_dialog() {
+    let mut app = signed_in(
+        vec![
+            account(ME, "alice", true),
+            account(BOB, "bob", true),
+            account(CAROL, "carol", false),
+        ],
+        vec![],
+    );
+    app.handle_event(key(KeyCode::Char('n')));
+    for c in "launch crew".chars() {
+        app.handle_event(key(KeyCode::Char(c)));
+    }
+    app.handle_event(key(KeyCode::Enter));
+    app.handle_event(key(KeyCode::Char('b')));
+    app.on_server_event(ServerEvent::Completions {
+        prefix: "b".to_owned(),
+        accounts: vec![account(BOB, "bob", true)],
+    });
+    app.handle_event(key(KeyCode::Tab));
+    app.handle_event(key(KeyCode::Char('c')));
+    app.on_server_event(ServerEvent::Completions {
+        prefix: "c".to_owned(),
+        accounts: vec![account(CAROL, "carol", false), account(9, "cyd", false)],
+    });
+    check("dialog_new_group", &app);
 }

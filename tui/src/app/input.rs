@@ -7,12 +7,14 @@ use crossterm::event::{
 };
 use ratatui::layout::Position;
 
+use chat_client::{AccountId, GroupEdit, MessageId};
+
 use super::App;
 use crate::action::{Action, Effect, Move, Scroll};
 use crate::components::Component;
-use crate::components::dialog::Dialog;
+use crate::components::dialog::{Dialog, GroupForm};
 use crate::message::Command;
-use crate::state::{Pane, Pending, Screen, effective_pattern};
+use crate::state::{ChatId, Pane, Pending, Receipt, Screen, effective_pattern};
 
 /// Lines one turn of the mouse wheel scrolls.
 const WHEEL_LINES: usize = 3;
@@ -60,12 +62,14 @@ impl App {
             KeyCode::Char('?') => Some(Action::ShowHelp),
             KeyCode::Char('L') => Some(Action::SignOut),
             KeyCode::Char('D') => Some(Action::AskDeleteAccount),
+            KeyCode::Char('m') => Some(Action::ToggleMembers),
             KeyCode::Esc if self.state.last_error.is_some() => Some(Action::DismissError),
             _ => None,
         };
         let action = global.or_else(|| match self.state.focus {
             Pane::Users => self.users.handle_key_event(key, &self.state),
             Pane::Inbox => self.inbox.handle_key_event(key, &self.state),
+            Pane::Members => self.members.handle_key_event(key, &self.state),
             Pane::Compose => self.compose.handle_key_event(key, &self.state),
         });
         if let Some(action) = action {
@@ -77,7 +81,9 @@ impl App {
     /// the keys; a paste with the users pane focused goes to the draft.
     fn paste(&mut self, text: &str) {
         if let Some(dialog) = self.dialog.as_mut() {
-            dialog.paste(text);
+            if let Some(action) = dialog.paste(text) {
+                self.update(action);
+            }
             return;
         }
         match self.state.screen {
@@ -112,6 +118,7 @@ impl App {
                 for (area, pane) in [
                     (areas.users, Pane::Users),
                     (areas.inbox, Pane::Inbox),
+                    (areas.members, Pane::Members),
                     (areas.compose, Pane::Compose),
                 ] {
                     if area.contains(at) {
@@ -130,13 +137,14 @@ impl App {
         self.users.update(&action, &self.state);
         self.inbox.update(&action, &self.state);
         self.compose.update(&action, &self.state);
+        self.members.update(&action, &self.state);
         if let Some(dialog) = self.dialog.as_mut() {
             dialog.update(&action, &self.state);
         }
         match action {
             Action::Quit => self.effects.push(Effect::Quit),
-            Action::FocusNext => self.focus(self.state.focus.next()),
-            Action::FocusPrev => self.focus(self.state.focus.prev()),
+            Action::FocusNext => self.focus(self.state.focus.next(self.state.members_shown())),
+            Action::FocusPrev => self.focus(self.state.focus.prev(self.state.members_shown())),
             Action::Focus(pane) => self.focus(pane),
             Action::WriteToSelected => {
                 // Writing needs a conversation: open the first one if none is.
@@ -189,7 +197,147 @@ impl App {
             }
             Action::SignOut => self.command(Command::SignOut),
             Action::Error(message) => self.state.last_error = Some(message),
+            Action::ToggleMembers => self.toggle_members(),
+            Action::MoveMember(_) => {}
+            Action::AskNewGroup => self.dialog = Some(Dialog::Group(GroupForm::new_group())),
+            Action::CreateGroup { title, members } => {
+                self.command(Command::CreateGroup { title, members });
+            }
+            Action::AskAddMembers => self.ask_group(GroupForm::add_members),
+            Action::AskRename => {
+                let title = self.open_group().map(|(title, _)| title).unwrap_or_default();
+                self.ask_group(|group| GroupForm::rename(group, &title));
+            }
+            Action::AskRemoveMember(member) => self.ask_member(member, |name, title| {
+                (
+                    "Remove member",
+                    format!("Remove {name} from {title}? They keep nothing of it from now on; you can add them again."),
+                    GroupEdit::Remove(member),
+                )
+            }),
+            Action::AskNewOwner(member) => self.ask_member(member, |name, title| {
+                (
+                    "Hand the group on",
+                    format!("Make {name} the owner of {title}? You stay an admin."),
+                    GroupEdit::NewOwner(member),
+                )
+            }),
+            Action::ToggleAdmin(member) => {
+                let admin = self
+                    .open_group()
+                    .and_then(|(_, g)| g.member(member))
+                    .is_some_and(|m| m.admin);
+                let edit = if admin {
+                    GroupEdit::RemoveAdmin(member)
+                } else {
+                    GroupEdit::AddAdmin(member)
+                };
+                self.change_group(edit);
+            }
+            Action::AskLeave => {
+                if let Some((title, _)) = self.open_group() {
+                    let text = format!(
+                        "Leave {title}? You keep nothing of it, and only a member who manages it can add you again."
+                    );
+                    self.dialog = Some(Dialog::confirm("Leave group", text, GroupEdit::Leave));
+                }
+            }
+            Action::ChangeGroup(edit) => {
+                self.dialog = None;
+                self.change_group(edit);
+            }
+            Action::ShowReaders => self.show_readers(),
+            Action::Complete(prefix) => self.command(Command::Complete { prefix }),
         }
+    }
+
+    /// The open group's title and what is known of it.
+    fn open_group(&self) -> Option<(String, &crate::state::Group)> {
+        let conversation = self.state.open_conversation()?;
+        Some((conversation.name.clone(), conversation.group.as_ref()?))
+    }
+
+    fn toggle_members(&mut self) {
+        if self.open_group().is_none() {
+            self.state.last_error = Some("members: open a group first".to_owned());
+            return;
+        }
+        self.state.show_members = !self.state.show_members;
+        if self.state.show_members {
+            self.state.focus = Pane::Members;
+        } else if self.state.focus == Pane::Members {
+            self.state.focus = Pane::Inbox;
+        }
+    }
+
+    /// Opens a group dialog for the open group, if one is open.
+    fn ask_group(&mut self, make: impl FnOnce(chat_client::ConversationId) -> GroupForm) {
+        match self.state.selected {
+            Some(ChatId::Group(group)) => self.dialog = Some(Dialog::Group(make(group))),
+            _ => self.state.last_error = Some("open a group first".to_owned()),
+        }
+    }
+
+    /// Asks to confirm a change about `member` of the open group.
+    fn ask_member(
+        &mut self,
+        member: AccountId,
+        ask: impl FnOnce(&str, &str) -> (&'static str, String, GroupEdit),
+    ) {
+        let Some((title, group)) = self.open_group() else {
+            return;
+        };
+        let Some(name) = group.member(member).map(|m| m.username.clone()) else {
+            return;
+        };
+        let (heading, text, edit) = ask(&name, &title);
+        self.dialog = Some(Dialog::confirm(heading, text, edit));
+    }
+
+    /// Changes the open group; what changed comes back on the stream.
+    fn change_group(&mut self, edit: GroupEdit) {
+        if let Some(ChatId::Group(group)) = self.state.selected {
+            self.command(Command::ChangeGroup { group, edit });
+        }
+    }
+
+    /// Who read the selected message of the open group, in a dialog.
+    fn show_readers(&mut self) {
+        let me = self.state.my_id();
+        if !(self.state.open_conversation()).is_some_and(|c| c.is_group()) {
+            self.state.last_error =
+                Some("who read a message: in a group (here the mark says it)".to_owned());
+            return;
+        }
+        let Some(id) = self.selected_message() else {
+            return;
+        };
+        let Some(conversation) = self.state.open_conversation() else {
+            return;
+        };
+        let Some(group) = conversation.group.as_ref() else {
+            return;
+        };
+        let message = &conversation.messages[&id];
+        let Some((read, unread)) = group.readers(message.from_account_id, message.id) else {
+            self.state.last_error = Some("the members are still loading".to_owned());
+            return;
+        };
+        let names = |list: Vec<&chat_client::ConversationMember>| {
+            let mut names: Vec<String> = list.iter().map(|m| m.username.clone()).collect();
+            names.sort();
+            names
+        };
+        let receipt = (message.from_account_id == me).then(|| conversation.receipt(message));
+        let heading = match receipt {
+            Some(Receipt::ReadByAll) => "Read by everyone".to_owned(),
+            _ => format!("Read by {} of {}", read.len(), read.len() + unread.len()),
+        };
+        self.dialog = Some(Dialog::Readers {
+            heading,
+            read: names(read),
+            unread: names(unread),
+        });
     }
 
     fn focus(&mut self, pane: Pane) {
@@ -209,7 +357,7 @@ impl App {
         let current = self
             .state
             .selected
-            .and_then(|id| rows.iter().position(|r| r.account_id == id));
+            .and_then(|id| rows.iter().position(|r| r.chat == id));
         let target = match (current, step) {
             (None, Move::Last) => last,
             (None, _) => 0,
@@ -221,7 +369,7 @@ impl App {
             (Some(_), Move::Last) => last,
         };
         let row = &rows[target];
-        self.open(row.account_id, &row.name.clone());
+        self.open(row.chat, &row.name.clone());
         // Near the end of what is loaded: fetch the next page of accounts.
         if target + page >= last {
             self.load_more_accounts();
@@ -255,35 +403,42 @@ impl App {
         });
     }
 
-    fn ask_delete_message(&mut self) {
-        let Some(conversation) = self.state.open_conversation() else {
-            return;
-        };
-        let Some(message) = self
-            .inbox
-            .selected()
-            .and_then(|id| conversation.messages.get(&id))
-        else {
+    /// The selected message of the open conversation; `None`, saying what
+    /// to do, when there is none.
+    fn selected_message(&mut self) -> Option<MessageId> {
+        let found = (self.inbox.selected()).filter(|id| {
+            (self.state.open_conversation()).is_some_and(|c| c.messages.contains_key(id))
+        });
+        if found.is_none() {
             self.state.last_error = Some("select a message first (↑↓ in the inbox)".to_owned());
+        }
+        found
+    }
+
+    fn ask_delete_message(&mut self) {
+        let Some(id) = self.selected_message() else {
             return;
         };
-        self.dialog = Some(Dialog::confirm_delete(message, &conversation.peer));
+        if let Some(conversation) = self.state.open_conversation() {
+            let message = &conversation.messages[&id];
+            self.dialog = Some(Dialog::confirm_delete(message, conversation));
+        }
     }
 
     fn send(&mut self, body: String) {
-        let (Some(peer_id), Some(me)) = (self.state.selected, self.state.me.as_ref()) else {
+        let (Some(chat), Some(me)) = (self.state.selected, self.state.me.as_ref()) else {
             self.state.last_error = Some("pick someone in Users to write to first".to_owned());
             return;
         };
-        let Some(conversation) = self.state.conversations.get(&peer_id) else {
+        let Some(conversation) = self.state.conversations.get(&chat) else {
             return;
         };
         self.sends += 1;
         let pending = Pending {
             client_msg_id: format!("{}-{}", self.id_prefix, self.sends),
             author: me.username.clone(),
-            peer_id,
-            peer: conversation.peer.clone(),
+            to: chat,
+            name: conversation.name.clone(),
             body,
             retrying: None,
         };

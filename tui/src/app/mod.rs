@@ -13,18 +13,18 @@
 
 use std::cell::Cell;
 
-use chat_client::AccountId;
 use chrono::FixedOffset;
 
 use crate::action::Effect;
 use crate::components::compose::Compose;
 use crate::components::dialog::Dialog;
 use crate::components::inbox::Inbox;
+use crate::components::members::Members;
 use crate::components::sign_in::SignIn;
 use crate::components::status_bar::StatusBar;
 use crate::components::users::Users;
 use crate::message::Command;
-use crate::state::{History, Pane, Screen, State};
+use crate::state::{ChatId, History, Pane, Screen, State};
 use crate::theme::Theme;
 
 mod input;
@@ -77,6 +77,8 @@ pub struct App {
     pub inbox: Inbox,
     /// The compose pane.
     pub compose: Compose,
+    /// The members pane.
+    pub members: Members,
     /// The status bar.
     pub status_bar: StatusBar,
     /// The open dialog, which gets every key.
@@ -107,6 +109,7 @@ impl App {
             users: Users::default(),
             inbox: Inbox::default(),
             compose: Compose::default(),
+            members: Members::default(),
             status_bar: StatusBar,
             dialog: None,
             areas: Cell::new(PaneAreas::default()),
@@ -138,80 +141,82 @@ impl App {
         }
     }
 
-    /// Opens the conversation with `peer_id`: loads its history if needed,
-    /// places the "new" marker and marks it read.
-    pub fn open(&mut self, peer_id: AccountId, peer: &str) {
-        if self.state.selected == Some(peer_id) {
+    /// Opens conversation `chat` (named `name` if it is new): loads its
+    /// history (and a group's members) if needed, places the "new" marker
+    /// and marks it read.
+    pub fn open(&mut self, chat: ChatId, name: &str) {
+        if self.state.selected == Some(chat) {
             return;
         }
-        if let Some(previous) = self.state.open_conversation().map(|c| c.peer_id)
+        if let Some(previous) = self.state.selected
             && let Some(conversation) = self.state.conversations.get_mut(&previous)
         {
             conversation.new_marker = None;
         }
-        self.compose.switch_to(Some(peer_id));
+        self.compose.switch_to(Some(chat));
         self.inbox.reset();
-        self.state.selected = Some(peer_id);
-        let conversation = self.state.conversation_mut(peer_id, peer);
+        self.members.reset();
+        self.state.selected = Some(chat);
+        if self.state.focus == Pane::Members && !self.state.members_shown() {
+            self.state.focus = Pane::Inbox;
+        }
+        let me = self.state.my_id();
+        let conversation = self.state.conversation_mut(chat, name);
         conversation.new_marker = None;
+        if let (Some(group), ChatId::Group(id)) = (&conversation.group, chat)
+            && group.members.is_none()
+        {
+            self.effects
+                .push(Effect::Command(Command::LoadMembers { group: id }));
+        }
+        let conversation = self.state.conversation_mut(chat, name);
         if conversation.history == History::NotLoaded {
             conversation.history = History::Loading;
             conversation.unread_when_opened = Some(conversation.unread);
-            let peer = conversation.peer.clone();
-            self.command(Command::LoadHistory {
-                peer_id,
-                peer,
-                before: None,
-            });
+            self.command(Command::LoadHistory { chat, before: None });
         } else {
             let unread = conversation.unread;
-            conversation.new_marker = conversation.first_of_last_from_peer(unread);
-            self.mark_read(peer_id);
+            conversation.new_marker = conversation.first_of_last_from_others(me, unread);
+            self.mark_read(chat);
         }
     }
 
     /// Marks the conversation read up to its newest message, if anything in
     /// it is unread.
-    fn mark_read(&mut self, peer_id: AccountId) {
-        let Some(conversation) = self.state.conversations.get_mut(&peer_id) else {
+    fn mark_read(&mut self, chat: ChatId) {
+        let me = self.state.my_id();
+        let Some(conversation) = self.state.conversations.get_mut(&chat) else {
             return;
         };
         if conversation.unread == 0 {
             return;
         }
         let up_to = conversation
-            .newest_from_peer()
+            .newest_from_others(me)
             .unwrap_or(0)
             .max(conversation.last_id);
         conversation.unread = 0;
         if up_to == 0 {
             return;
         }
-        let (peer, peer_id) = (conversation.peer.clone(), conversation.peer_id);
-        self.command(Command::MarkRead {
-            peer,
-            peer_id,
-            up_to,
-        });
+        self.command(Command::MarkRead { chat, up_to });
     }
 
     /// Asks for the page of history above what is loaded, if there is one
     /// and none is on its way.
     fn load_older(&mut self) {
-        let Some(peer_id) = self.state.selected else {
+        let Some(chat) = self.state.selected else {
             return;
         };
-        let Some(conversation) = self.state.conversations.get_mut(&peer_id) else {
+        let Some(conversation) = self.state.conversations.get_mut(&chat) else {
             return;
         };
         let History::More(before) = conversation.history else {
             return;
         };
         conversation.history = History::Loading;
-        let peer = conversation.peer.clone();
         self.command(Command::LoadHistory {
-            peer_id,
-            peer,
+            chat,
             before: Some(before),
         });
     }

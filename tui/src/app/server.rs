@@ -2,13 +2,19 @@
 //! live events and the fate of sends into the state, and moves between the
 //! sign-in form and the main screen as sessions open and end.
 
-use chat_client::{AccountId, ConnectionState, Event, HistoryPage, Message, MessageId};
+use chat_client::{
+    AccountId, ConnectionState, ConversationMember, Event, GroupChange, GroupChangeKind,
+    HistoryPage, Message, MessageId,
+};
 
 use super::App;
 use crate::action::Effect;
+use crate::components::dialog::Dialog;
 use crate::components::users::Users;
 use crate::message::{Command, ServerEvent};
-use crate::state::{Conversation, Directory, History, Link, Me, Pane, Screen, effective_pattern};
+use crate::state::{
+    ChatId, Conversation, Directory, Group, History, Link, Me, Pane, Screen, effective_pattern,
+};
 
 impl App {
     /// Applies an event from the client task.
@@ -23,13 +29,20 @@ impl App {
             ServerEvent::Conversations(list) => {
                 let me = self.state.my_id();
                 for listed in list.conversations {
-                    if listed.group.is_some() {
-                        self.state.groups.insert(listed.conversation_id);
-                        continue;
-                    }
-                    let conversation = self
-                        .state
-                        .conversation_mut(listed.peer_account_id, &listed.peer);
+                    let conversation = match &listed.group {
+                        Some(summary) => {
+                            let chat = ChatId::Group(listed.conversation_id);
+                            let conversation = self.state.conversation_mut(chat, &summary.title);
+                            conversation.name.clone_from(&summary.title);
+                            let group = conversation.group.get_or_insert_with(Group::default);
+                            group.owner = summary.owner_account_id;
+                            group.member_count = summary.member_count;
+                            conversation
+                        }
+                        None => self
+                            .state
+                            .conversation_mut(ChatId::Direct(listed.peer_account_id), &listed.peer),
+                    };
                     conversation.unread = listed.unread;
                     if let Some(last) = listed.last_message {
                         conversation.last_id = conversation.last_id.max(last.id);
@@ -58,7 +71,7 @@ impl App {
                 directory.next_page = page.next_page_token;
                 directory.loading = false;
             }
-            ServerEvent::History { peer_id, page } => self.history(peer_id, page),
+            ServerEvent::History { chat, page } => self.history(chat, page),
             ServerEvent::Live(event) => self.live(event),
             ServerEvent::Sent(sent) => {
                 let Some(at) = self
@@ -71,22 +84,27 @@ impl App {
                 };
                 let pending = self.state.outbox.remove(at);
                 let me = self.state.my_id();
+                let group = pending.to.group();
                 let message = Message {
                     id: sent.id,
                     from: pending.author,
                     from_account_id: me,
-                    to: pending.peer.clone(),
-                    to_account_id: pending.peer_id,
+                    to: if group.is_some() {
+                        String::new()
+                    } else {
+                        pending.name.clone()
+                    },
+                    to_account_id: pending.to.peer().unwrap_or(0),
                     body: pending.body,
                     sent_at: sent.sent_at,
                     delivered: false,
                     read: false,
-                    conversation_id: 0,
-                    in_group: false,
+                    conversation_id: group.unwrap_or(0),
+                    in_group: group.is_some(),
                     read_by: 0,
-                    readers: 1,
+                    readers: 0,
                 };
-                let conversation = self.state.conversation_mut(pending.peer_id, &pending.peer);
+                let conversation = self.state.conversation_mut(pending.to, &pending.name);
                 conversation.last_id = conversation.last_id.max(sent.id);
                 conversation.messages.entry(sent.id).or_insert(message);
             }
@@ -120,11 +138,57 @@ impl App {
                     return;
                 };
                 let pending = self.state.outbox.remove(at);
-                self.compose.restore(pending.peer_id, &pending.body);
+                self.compose.restore(pending.to, &pending.body);
                 self.state.last_error = Some(format!(
                     "not sent to {}: {error} (the text is back in its draft)",
-                    pending.peer
+                    pending.name
                 ));
+            }
+            ServerEvent::GroupCreated { group, title } => {
+                if matches!(&self.dialog, Some(Dialog::Group(form)) if form.busy) {
+                    self.dialog = None;
+                }
+                let chat = ChatId::Group(group);
+                self.state.conversation_mut(chat, &title);
+                self.open(chat, &title);
+                self.state.focus = Pane::Compose;
+            }
+            ServerEvent::GroupNotCreated { error } => {
+                let shown = self
+                    .dialog
+                    .as_mut()
+                    .is_some_and(|dialog| dialog.show_refusal(&error));
+                if !shown {
+                    self.state.last_error = Some(format!("the group was not made: {error}"));
+                }
+            }
+            ServerEvent::Members { group, members } => {
+                let chat = ChatId::Group(group);
+                match members {
+                    Ok(loaded) => {
+                        let Some(conversation) = self.state.conversations.get_mut(&chat) else {
+                            return;
+                        };
+                        conversation.name = loaded.title;
+                        let group = conversation.group.get_or_insert_with(Group::default);
+                        group.member_count =
+                            u32::try_from(loaded.members.len()).unwrap_or(u32::MAX);
+                        if let Some(owner) = loaded.members.iter().find(|m| m.owner) {
+                            group.owner = owner.account_id;
+                        }
+                        group.members = Some(loaded.members);
+                    }
+                    Err(error) => {
+                        self.state.last_error =
+                            Some(format!("could not load the members: {error}"));
+                    }
+                }
+            }
+            ServerEvent::Completions { prefix, accounts } => {
+                if let Some(dialog) = self.dialog.as_mut() {
+                    let me = self.state.my_id();
+                    dialog.completions(&prefix, accounts, me);
+                }
             }
             ServerEvent::Deleted { ids } => self.remove_messages(&ids),
             ServerEvent::Connection(connection) => self.connection(connection),
@@ -192,7 +256,6 @@ impl App {
         };
         state.stream_error = None;
         state.conversations.clear();
-        state.groups.clear();
         state.selected = None;
         state.live = false;
         state.unacked = 0;
@@ -204,6 +267,7 @@ impl App {
         self.dialog = None;
         self.users = Users::default();
         self.inbox.reset();
+        self.members.reset();
         self.sign_in.signed_in(&username);
         self.effects.push(Effect::Remember {
             servers: self.state.servers.clone(),
@@ -235,21 +299,21 @@ impl App {
     }
 
     /// After the conversation list changed, the open conversation is read.
-    fn refresh_open(&mut self, peer_id: AccountId) {
-        let Some(conversation) = self.state.conversations.get_mut(&peer_id) else {
+    fn refresh_open(&mut self, chat: ChatId) {
+        let Some(conversation) = self.state.conversations.get_mut(&chat) else {
             return;
         };
         match conversation.history {
             History::Loading | History::NotLoaded => {
                 conversation.unread_when_opened = Some(conversation.unread);
             }
-            History::More(_) | History::Complete => self.mark_read(peer_id),
+            History::More(_) | History::Complete => self.mark_read(chat),
         }
     }
 
-    fn history(&mut self, peer_id: AccountId, page: Result<HistoryPage, String>) {
+    fn history(&mut self, chat: ChatId, page: Result<HistoryPage, String>) {
         let me = self.state.my_id();
-        let Some(conversation) = self.state.conversations.get_mut(&peer_id) else {
+        let Some(conversation) = self.state.conversations.get_mut(&chat) else {
             return;
         };
         let page = match page {
@@ -271,41 +335,60 @@ impl App {
             }
             conversation.messages.entry(message.id).or_insert(message);
         }
+        if let Some(group) = conversation.group.as_mut() {
+            for change in page.group_changes {
+                group.changes.entry(change.id).or_insert(change);
+            }
+        }
         conversation.history = match page.next_before {
             Some(before) => History::More(before),
             None => History::Complete,
         };
-        if self.state.selected == Some(peer_id)
+        if self.state.selected == Some(chat)
             && self.state.screen == Screen::Main
             && let Some(unread) = conversation.unread_when_opened.take()
         {
-            conversation.new_marker = conversation.first_of_last_from_peer(unread);
-            self.mark_read(peer_id);
+            conversation.new_marker = conversation.first_of_last_from_others(me, unread);
+            self.mark_read(chat);
         }
     }
 
     fn live(&mut self, event: Event) {
         self.state.stream_error = None;
         match event {
-            // Not shown yet: see `State::groups`.
-            Event::Message { message, .. } if message.in_group => {
-                self.state.groups.insert(message.conversation_id);
-            }
-            Event::Group { change, .. } => {
-                self.state.groups.insert(change.conversation_id);
-            }
-            Event::Read {
-                conversation_id, ..
-            } if self.state.groups.contains(&conversation_id) => {}
             Event::Message { id, message } => self.live_message(id, message),
+            Event::Group { change, .. } => self.group_change(change),
             Event::Delivered {
                 peer,
                 peer_account_id,
                 up_to,
                 ..
             } => {
-                let conversation = self.state.conversation_mut(peer_account_id, &peer);
+                // Delivery covers every conversation with the peer; only a
+                // direct one shows it as such.
+                let conversation = self
+                    .state
+                    .conversation_mut(ChatId::Direct(peer_account_id), &peer);
                 conversation.delivered_up_to = conversation.delivered_up_to.max(up_to);
+            }
+            Event::Read {
+                peer_account_id,
+                up_to,
+                conversation_id,
+                ..
+            } if self
+                .state
+                .conversations
+                .contains_key(&ChatId::Group(conversation_id)) =>
+            {
+                let chat = ChatId::Group(conversation_id);
+                let members = (self.state.conversations.get_mut(&chat))
+                    .and_then(|c| c.group.as_mut()?.members.as_mut());
+                if let Some(member) =
+                    members.and_then(|m| m.iter_mut().find(|m| m.account_id == peer_account_id))
+                {
+                    member.read_up_to = member.read_up_to.max(up_to);
+                }
             }
             Event::Read {
                 peer,
@@ -313,7 +396,9 @@ impl App {
                 up_to,
                 ..
             } => {
-                let conversation = self.state.conversation_mut(peer_account_id, &peer);
+                let conversation = self
+                    .state
+                    .conversation_mut(ChatId::Direct(peer_account_id), &peer);
                 conversation.read_up_to = conversation.read_up_to.max(up_to);
                 conversation.delivered_up_to = conversation.delivered_up_to.max(up_to);
             }
@@ -331,13 +416,18 @@ impl App {
     fn live_message(&mut self, id: MessageId, message: Message) {
         let me = self.state.my_id();
         let mine = message.from_account_id == me;
-        let (peer_id, peer) = if mine {
-            (message.to_account_id, message.to.clone())
+        let (chat, name) = if message.in_group {
+            (ChatId::Group(message.conversation_id), String::new())
+        } else if mine {
+            (ChatId::Direct(message.to_account_id), message.to.clone())
         } else {
-            (message.from_account_id, message.from.clone())
+            (
+                ChatId::Direct(message.from_account_id),
+                message.from.clone(),
+            )
         };
-        let on_screen = self.state.screen == Screen::Main && self.state.selected == Some(peer_id);
-        let conversation = self.state.conversation_mut(peer_id, &peer);
+        let on_screen = self.state.screen == Screen::Main && self.state.selected == Some(chat);
+        let conversation = self.state.conversation_mut(chat, &name);
         // The conversation list counted everything up to its last message;
         // only what comes after is news.
         let news = id > conversation.last_id;
@@ -345,10 +435,10 @@ impl App {
         let fresh = !conversation.messages.contains_key(&id);
         if on_screen && fresh {
             self.inbox
-                .keep_position(&message, &self.state.conversations[&peer_id], &self.state);
+                .keep_position(&message, &self.state.conversations[&chat], &self.state);
         }
         self.state
-            .conversation_mut(peer_id, &peer)
+            .conversation_mut(chat, &name)
             .messages
             .insert(id, message);
         if mine {
@@ -362,16 +452,122 @@ impl App {
             return;
         }
         if on_screen {
-            self.command(Command::MarkRead {
-                peer,
-                peer_id,
-                up_to: id,
-            });
+            self.command(Command::MarkRead { chat, up_to: id });
         } else {
-            self.state.conversation_mut(peer_id, &peer).unread += 1;
+            self.state.conversation_mut(chat, &name).unread += 1;
             if self.state.live && self.state.bell {
                 self.effects.push(Effect::Bell);
             }
+        }
+    }
+
+    /// A change to a group the user is in (or was in, until this change).
+    fn group_change(&mut self, change: GroupChange) {
+        let me = self.state.my_id();
+        let chat = ChatId::Group(change.conversation_id);
+        let first = change.accounts.first().map(|(id, _)| *id);
+        let user_is_out = match change.kind {
+            GroupChangeKind::Removed => first == Some(me),
+            GroupChangeKind::Left | GroupChangeKind::AccountDeleted => change.by_account_id == me,
+            _ => false,
+        };
+        if user_is_out {
+            self.leave_group(chat, &change);
+            return;
+        }
+        let conversation = self.state.conversation_mut(chat, &change.title);
+        if !change.title.is_empty() {
+            conversation.name.clone_from(&change.title);
+        }
+        conversation.last_id = conversation.last_id.max(change.id);
+        let by = change.by_account_id;
+        if change.kind == GroupChangeKind::AccountDeleted {
+            // Its messages are erased, as in a direct conversation.
+            conversation.messages.retain(|_, m| m.from_account_id != by);
+        }
+        let Some(group) = conversation.group.as_mut() else {
+            return;
+        };
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        match change.kind {
+            GroupChangeKind::Created => {
+                group.owner = by;
+                let others = change.accounts.iter().filter(|(id, _)| *id != by);
+                group.member_count = count(others.count() + 1);
+            }
+            GroupChangeKind::Added => {
+                group.member_count = group
+                    .member_count
+                    .saturating_add(count(change.accounts.len()));
+                if let Some(members) = group.members.as_mut() {
+                    for (id, name) in &change.accounts {
+                        if members.iter().all(|m| m.account_id != *id) {
+                            members.push(ConversationMember {
+                                account_id: *id,
+                                username: name.clone(),
+                                owner: false,
+                                admin: false,
+                                joined_at: change.id,
+                                read_up_to: 0,
+                                delivered_up_to: 0,
+                                online: false,
+                            });
+                        }
+                    }
+                }
+            }
+            GroupChangeKind::Removed | GroupChangeKind::Left | GroupChangeKind::AccountDeleted => {
+                let gone = if change.kind == GroupChangeKind::Removed {
+                    first
+                } else {
+                    Some(by)
+                };
+                group.member_count = group.member_count.saturating_sub(1);
+                if let (Some(members), Some(gone)) = (group.members.as_mut(), gone) {
+                    members.retain(|m| m.account_id != gone);
+                }
+                if let Some(owner) = change.new_owner {
+                    set_owner(group, owner, None);
+                }
+            }
+            GroupChangeKind::OwnerChanged => {
+                if let Some(owner) = first {
+                    set_owner(group, owner, Some(by));
+                }
+            }
+            GroupChangeKind::AdminAdded | GroupChangeKind::AdminRemoved => {
+                let admin = change.kind == GroupChangeKind::AdminAdded;
+                if let Some(member) = (group.members.as_mut())
+                    .and_then(|m| m.iter_mut().find(|m| Some(m.account_id) == first))
+                {
+                    member.admin = admin;
+                }
+            }
+            GroupChangeKind::Renamed | GroupChangeKind::Unknown => {}
+        }
+        group.changes.insert(change.id, change);
+        self.members.clamp(self.state.open_conversation());
+    }
+
+    /// The user left `chat`, was removed from it, or deleted the account:
+    /// the group goes from the list (a member that left keeps nothing).
+    fn leave_group(&mut self, chat: ChatId, change: &GroupChange) {
+        let title = (self.state.conversations.remove(&chat))
+            .map_or_else(|| change.title.clone(), |c| c.name);
+        if self.state.selected == Some(chat) {
+            self.state.selected = None;
+            self.compose.switch_to(None);
+            self.inbox.reset();
+            self.members.reset();
+            self.state.focus = Pane::Users;
+        }
+        if change.kind == GroupChangeKind::Removed {
+            let by = if change.by.is_empty() {
+                "someone"
+            } else {
+                change.by.as_str()
+            };
+            self.state.last_error = Some(format!("{by} removed you from the group {title}"));
         }
     }
 
@@ -418,6 +614,20 @@ impl App {
 
     fn last_server(&self) -> Option<String> {
         self.state.last_server_seen.clone()
+    }
+}
+
+/// Makes `owner` the group's owner; `previous`, who handed it on, stays an
+/// admin.
+fn set_owner(group: &mut Group, owner: AccountId, previous: Option<AccountId>) {
+    group.owner = owner;
+    for member in group.members.iter_mut().flatten() {
+        if member.account_id == owner {
+            member.owner = true;
+        } else if member.owner {
+            member.owner = false;
+            member.admin |= Some(member.account_id) == previous;
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use chat_client::{
-    Account, AccountId, AccountPage, ConnectionState, Conversation as Listed, Conversations, Event,
+    Account, AccountId, AccountPage, ConnectionState, Conversation as Listed, ConversationMember,
+    ConversationMembers, Conversations, Event, GroupChange, GroupChangeKind, GroupEdit,
     HistoryPage, Message, MessageId, SentMessage,
 };
 use crossterm::event::{
@@ -16,7 +17,7 @@ use crate::action::{Action, Effect};
 use crate::components::dialog::Dialog;
 use crate::components::sign_in::Focus;
 use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
-use crate::state::{History, Link, Pane, Receipt, Screen};
+use crate::state::{ChatId, History, Link, Pane, Receipt, Screen};
 
 const ME: AccountId = 1;
 const BOB: AccountId = 2;
@@ -99,12 +100,13 @@ fn signed_in() -> App {
 
 /// Opens the conversation with `peer` and answers its history request.
 fn open_with_history(app: &mut App, peer: AccountId, messages: Vec<Message>) {
-    app.open(peer, name(peer));
+    app.open(ChatId::Direct(peer), name(peer));
     app.on_server_event(ServerEvent::History {
-        peer_id: peer,
+        chat: ChatId::Direct(peer),
         page: Ok(HistoryPage {
             messages: messages.into_iter().rev().collect(),
             next_before: None,
+            group_changes: Vec::new(),
         }),
     });
 }
@@ -245,17 +247,16 @@ fn moving_the_selection_opens_loads_and_marks_read() {
         total_unread: 2,
     }));
     app.handle_key(key(KeyCode::Char('j')));
-    assert_eq!(app.state.selected, Some(BOB));
+    assert_eq!(app.state.selected, Some(ChatId::Direct(BOB)));
     assert_eq!(
         commands(&app.take_effects()),
         [Command::LoadHistory {
-            peer_id: BOB,
-            peer: "bob".to_owned(),
+            chat: ChatId::Direct(BOB),
             before: None
         }]
     );
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Ok(HistoryPage {
             messages: vec![
                 message(12, BOB, ME, "two"),
@@ -264,30 +265,35 @@ fn moving_the_selection_opens_loads_and_marks_read() {
                 message(9, BOB, ME, "old"),
             ],
             next_before: Some(9),
+            group_changes: Vec::new(),
         }),
     });
-    let conversation = &app.state.conversations[&BOB];
+    let conversation = &app.state.conversations[&ChatId::Direct(BOB)];
     assert_eq!(conversation.new_marker, Some(11), "above the first unread");
     assert_eq!(conversation.unread, 0);
     assert_eq!(conversation.history, History::More(9));
     assert_eq!(
         commands(&app.take_effects()),
         [Command::MarkRead {
-            peer: "bob".to_owned(),
-            peer_id: BOB,
+            chat: ChatId::Direct(BOB),
             up_to: 12
         }]
     );
     // Moving away and back: no new request, the marker is gone.
     app.handle_key(key(KeyCode::Char('j')));
     app.handle_key(key(KeyCode::Char('k')));
-    assert_eq!(app.state.selected, Some(BOB));
-    assert_eq!(app.state.conversations[&BOB].new_marker, None);
-    assert!(
-        !commands(&app.take_effects())
-            .iter()
-            .any(|c| matches!(c, Command::LoadHistory { peer_id: BOB, .. }))
+    assert_eq!(app.state.selected, Some(ChatId::Direct(BOB)));
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].new_marker,
+        None
     );
+    assert!(!commands(&app.take_effects()).iter().any(|c| matches!(
+        c,
+        Command::LoadHistory {
+            chat: ChatId::Direct(BOB),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -422,7 +428,7 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
     let [
         Command::Send(Outgoing {
             to,
-            to_id,
+            name,
             body,
             client_msg_id,
         }),
@@ -430,8 +436,12 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
     else {
         panic!("{sent:?}");
     };
-    assert_eq!((to.as_str(), body.as_str()), ("bob", "hi bob"));
-    assert_eq!(*to_id, BOB, "addressed by account, not by a name");
+    assert_eq!((name.as_str(), body.as_str()), ("bob", "hi bob"));
+    assert_eq!(
+        *to,
+        ChatId::Direct(BOB),
+        "addressed by account, not by a name"
+    );
     assert_eq!(app.state.outbox.len(), 1);
     app.on_server_event(ServerEvent::SendRetrying {
         client_msg_id: client_msg_id.clone(),
@@ -451,10 +461,16 @@ fn sending_queues_a_pending_message_until_the_server_confirms() {
         client_msg_id: client_msg_id.clone(),
     }));
     assert!(app.state.outbox.is_empty());
-    assert_eq!(app.state.conversations[&BOB].messages[&20].body, "hi bob");
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].messages[&20].body,
+        "hi bob"
+    );
     // The stream's copy of the same message is not shown twice.
     live(&mut app, message(20, ME, BOB, "hi bob"));
-    assert_eq!(app.state.conversations[&BOB].messages.len(), 1);
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].messages.len(),
+        1
+    );
     // Each send has its own key.
     app.update(Action::Send("again".to_owned()));
     let again = commands(&app.take_effects());
@@ -469,7 +485,7 @@ fn enter_in_users_opens_the_first_conversation_to_write_in() {
     app.update(Action::Focus(Pane::Users));
     assert_eq!(app.state.selected, None);
     app.handle_key(key(KeyCode::Enter));
-    let first = app.state.user_rows()[0].account_id;
+    let first = app.state.user_rows()[0].chat;
     assert_eq!(app.state.selected, Some(first));
     assert_eq!(app.state.focus, Pane::Compose);
 }
@@ -536,20 +552,19 @@ fn a_message_on_screen_is_marked_read_and_one_elsewhere_rings() {
     caught_up(&mut app, 5);
     app.take_effects();
     live(&mut app, message(6, BOB, ME, "on screen"));
-    assert_eq!(app.state.conversations[&BOB].unread, 0);
+    assert_eq!(app.state.conversations[&ChatId::Direct(BOB)].unread, 0);
     assert_eq!(
         commands(&app.take_effects()),
         [
             Command::Ack { up_to: 6 },
             Command::MarkRead {
-                peer: "bob".to_owned(),
-                peer_id: BOB,
+                chat: ChatId::Direct(BOB),
                 up_to: 6
             }
         ]
     );
     live(&mut app, message(7, CAROL, ME, "elsewhere"));
-    assert_eq!(app.state.conversations[&CAROL].unread, 1);
+    assert_eq!(app.state.conversations[&ChatId::Direct(CAROL)].unread, 1);
     let effects = app.take_effects();
     assert!(effects.contains(&Effect::Bell));
     assert!(commands(&effects).contains(&Command::Ack { up_to: 7 }));
@@ -566,7 +581,7 @@ fn no_bell_with_no_bell_and_none_for_the_backlog() {
     assert!(commands(&effects).is_empty());
     caught_up(&mut app, 4);
     assert_eq!(commands(&app.take_effects()), [Command::Ack { up_to: 4 }]);
-    assert_eq!(app.state.conversations[&CAROL].unread, 2);
+    assert_eq!(app.state.conversations[&ChatId::Direct(CAROL)].unread, 2);
     app.state.bell = false;
     live(&mut app, message(5, CAROL, ME, "live"));
     assert!(!app.take_effects().contains(&Effect::Bell));
@@ -588,13 +603,18 @@ fn the_conversation_list_counts_what_the_stream_repeats() {
     }));
     // The backlog replays a message the list already counted.
     live(&mut app, message(8, CAROL, ME, "counted"));
-    assert_eq!(app.state.conversations[&CAROL].unread, 3);
+    assert_eq!(app.state.conversations[&ChatId::Direct(CAROL)].unread, 3);
     live(&mut app, message(9, CAROL, ME, "new"));
-    assert_eq!(app.state.conversations[&CAROL].unread, 4);
+    assert_eq!(app.state.conversations[&ChatId::Direct(CAROL)].unread, 4);
     // A message seen twice is kept once.
     live(&mut app, message(9, CAROL, ME, "new"));
-    assert_eq!(app.state.conversations[&CAROL].unread, 4);
-    assert_eq!(app.state.conversations[&CAROL].messages.len(), 2);
+    assert_eq!(app.state.conversations[&ChatId::Direct(CAROL)].unread, 4);
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(CAROL)]
+            .messages
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -602,7 +622,7 @@ fn own_messages_from_elsewhere_appear_without_unread() {
     let mut app = signed_in();
     caught_up(&mut app, 1);
     live(&mut app, message(5, ME, CAROL, "from my phone"));
-    let conversation = &app.state.conversations[&CAROL];
+    let conversation = &app.state.conversations[&ChatId::Direct(CAROL)];
     assert_eq!(conversation.unread, 0);
     assert_eq!(conversation.last_id, 5);
     assert!(!app.take_effects().contains(&Effect::Bell));
@@ -616,7 +636,10 @@ fn receipts_move_the_marks_on_own_messages() {
         BOB,
         vec![message(5, ME, BOB, "a"), message(6, ME, BOB, "b")],
     );
-    let receipt = |app: &App, id| app.state.conversations[&BOB].receipt(id);
+    let receipt = |app: &App, id| {
+        let conversation = &app.state.conversations[&ChatId::Direct(BOB)];
+        conversation.receipt(&conversation.messages[&id])
+    };
     assert_eq!(receipt(&app, 5), Receipt::Sent);
     app.on_server_event(ServerEvent::Live(Event::Delivered {
         id: 7,
@@ -638,10 +661,11 @@ fn receipts_move_the_marks_on_own_messages() {
     let mut read = message(9, ME, BOB, "c");
     read.read = true;
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Ok(HistoryPage {
             messages: vec![read],
             next_before: None,
+            group_changes: Vec::new(),
         }),
     });
     assert_eq!(receipt(&app, 9), Receipt::Read);
@@ -672,14 +696,22 @@ fn deleting_a_message_asks_first() {
         [Command::DeleteMessages { ids: vec![6] }]
     );
     app.on_server_event(ServerEvent::Deleted { ids: vec![6] });
-    assert!(!app.state.conversations[&BOB].messages.contains_key(&6));
+    assert!(
+        !app.state.conversations[&ChatId::Direct(BOB)]
+            .messages
+            .contains_key(&6)
+    );
     assert_eq!(app.inbox.selected(), Some(5));
     // Another session's deletion arrives through the stream.
     app.on_server_event(ServerEvent::Live(Event::Deleted {
         id: 9,
         ids: vec![5],
     }));
-    assert!(app.state.conversations[&BOB].messages.is_empty());
+    assert!(
+        app.state.conversations[&ChatId::Direct(BOB)]
+            .messages
+            .is_empty()
+    );
     app.handle_key(key(KeyCode::Char('d')));
     assert_eq!(app.dialog, None);
     assert!(app.state.last_error.is_some());
@@ -688,12 +720,13 @@ fn deleting_a_message_asks_first() {
 #[test]
 fn message_selection_walks_and_loads_older_at_the_top() {
     let mut app = signed_in();
-    app.open(BOB, "bob");
+    app.open(ChatId::Direct(BOB), "bob");
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Ok(HistoryPage {
             messages: vec![message(11, BOB, ME, "b"), message(10, BOB, ME, "a")],
             next_before: Some(10),
+            group_changes: Vec::new(),
         }),
     });
     app.take_effects();
@@ -703,32 +736,38 @@ fn message_selection_walks_and_loads_older_at_the_top() {
     assert_eq!(
         commands(&app.take_effects()),
         [Command::LoadHistory {
-            peer_id: BOB,
-            peer: "bob".to_owned(),
+            chat: ChatId::Direct(BOB),
             before: Some(10)
         }]
     );
-    assert_eq!(app.state.conversations[&BOB].history, History::Loading);
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].history,
+        History::Loading
+    );
     app.handle_key(key(KeyCode::Char('G')));
     assert_eq!(app.inbox.selected(), Some(11));
     // A failed page puts the conversation back so it can be tried again.
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Err("unavailable".to_owned()),
     });
-    assert_eq!(app.state.conversations[&BOB].history, History::More(10));
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].history,
+        History::More(10)
+    );
     assert!(app.state.last_error.is_some());
 }
 
 #[test]
 fn scrolling_keys_move_the_inbox_and_reaching_the_top_loads_more() {
     let mut app = signed_in();
-    app.open(BOB, "bob");
+    app.open(ChatId::Direct(BOB), "bob");
     app.on_server_event(ServerEvent::History {
-        peer_id: BOB,
+        chat: ChatId::Direct(BOB),
         page: Ok(HistoryPage {
             messages: vec![message(11, BOB, ME, "b")],
             next_before: Some(11),
+            group_changes: Vec::new(),
         }),
     });
     app.take_effects();
@@ -752,8 +791,7 @@ fn scrolling_keys_move_the_inbox_and_reaching_the_top_loads_more() {
     app.after_draw();
     assert!(
         commands(&app.take_effects()).contains(&Command::LoadHistory {
-            peer_id: BOB,
-            peer: "bob".to_owned(),
+            chat: ChatId::Direct(BOB),
             before: Some(11)
         })
     );
@@ -820,13 +858,13 @@ fn an_expired_session_returns_to_sign_in_and_keeps_the_outbox() {
     });
     assert!(
         commands(&app.take_effects()).contains(&Command::Send(Outgoing {
-            to: "bob".to_owned(),
-            to_id: BOB,
+            to: ChatId::Direct(BOB),
+            name: "bob".to_owned(),
             body: "pending".to_owned(),
             client_msg_id: key_before,
         }))
     );
-    app.open(BOB, "bob");
+    app.open(ChatId::Direct(BOB), "bob");
     assert_eq!(app.compose.draft(), "half written");
 }
 
@@ -910,10 +948,10 @@ fn key_releases_are_ignored() {
     assert!(app.take_effects().is_empty());
 }
 
-/// Groups are in the API but not yet in this client: their rows, messages
-/// and receipts are left out, never shown as if they were direct ones.
+/// A group is a conversation of its own: its row, its messages and its
+/// receipts never land in a direct conversation with one of its members.
 #[test]
-fn group_conversations_are_left_out_not_mistaken_for_direct_ones() {
+fn group_conversations_are_not_mistaken_for_direct_ones() {
     let mut app = signed_in();
     let group = Listed {
         peer: String::new(),
@@ -931,18 +969,19 @@ fn group_conversations_are_left_out_not_mistaken_for_direct_ones() {
         conversations: vec![group],
         total_unread: 1,
     }));
-    assert!(!app.state.conversations.contains_key(&0));
-    assert!(app.state.groups.contains(&77));
+    assert!(!app.state.conversations.contains_key(&ChatId::Direct(0)));
+    let team = &app.state.conversations[&ChatId::Group(77)];
+    assert_eq!((team.name.as_str(), team.unread), ("team", 1));
     caught_up(&mut app, 12);
     let mut posted = message(13, CAROL, 0, "also in the group");
     posted.in_group = true;
-    posted.conversation_id = 78;
+    posted.conversation_id = 77;
     live(&mut app, posted);
     assert!(
-        !app.state.conversations.contains_key(&CAROL),
+        !app.state.conversations.contains_key(&ChatId::Direct(CAROL)),
         "a group message is not a direct one from its sender"
     );
-    assert!(app.state.groups.contains(&78));
+    assert_eq!(app.state.conversations[&ChatId::Group(77)].unread, 2);
     live(&mut app, message(14, BOB, ME, "direct"));
     app.on_server_event(ServerEvent::Live(Event::Read {
         id: 15,
@@ -952,7 +991,275 @@ fn group_conversations_are_left_out_not_mistaken_for_direct_ones() {
         conversation_id: 77,
     }));
     assert_eq!(
-        app.state.conversations[&BOB].read_up_to, 0,
+        app.state.conversations[&ChatId::Direct(BOB)].read_up_to,
+        0,
         "a group's receipt"
     );
+    let rows = app.state.user_rows();
+    let chats: Vec<ChatId> = rows.iter().map(|r| r.chat).collect();
+    assert_eq!(chats[..2], [ChatId::Direct(BOB), ChatId::Group(77)]);
+    assert_eq!(rows[1].members, Some(3));
+}
+
+const TEAM: u64 = 77;
+
+fn group_change(
+    id: MessageId,
+    kind: GroupChangeKind,
+    by: AccountId,
+    accounts: &[AccountId],
+) -> ServerEvent {
+    ServerEvent::Live(Event::Group {
+        id,
+        change: GroupChange {
+            id,
+            kind,
+            conversation_id: TEAM,
+            title: "team".to_owned(),
+            by: name(by).to_owned(),
+            by_account_id: by,
+            accounts: (accounts.iter())
+                .map(|a| (*a, name(*a).to_owned()))
+                .collect(),
+            new_owner: None,
+        },
+    })
+}
+
+fn group_message(id: MessageId, from: AccountId, body: &str) -> Message {
+    let mut m = message(id, from, 0, body);
+    m.in_group = true;
+    m.conversation_id = TEAM;
+    m.to = String::new();
+    m
+}
+
+fn member(id: AccountId, owner: bool) -> ConversationMember {
+    ConversationMember {
+        account_id: id,
+        username: name(id).to_owned(),
+        owner,
+        admin: false,
+        joined_at: 0,
+        read_up_to: 0,
+        delivered_up_to: 0,
+        online: false,
+    }
+}
+
+/// Alice, caught up, in group "team" (owned by her, with bob and carol),
+/// opened with its members and an empty history.
+fn in_open_group() -> App {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    app.on_server_event(group_change(
+        10,
+        GroupChangeKind::Created,
+        ME,
+        &[BOB, CAROL],
+    ));
+    app.open(ChatId::Group(TEAM), "team");
+    app.on_server_event(ServerEvent::Members {
+        group: TEAM,
+        members: Ok(ConversationMembers {
+            title: "team".to_owned(),
+            members: vec![member(ME, true), member(BOB, false), member(CAROL, false)],
+        }),
+    });
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Group(TEAM),
+        page: Ok(HistoryPage {
+            messages: Vec::new(),
+            next_before: None,
+            group_changes: Vec::new(),
+        }),
+    });
+    app.take_effects();
+    app
+}
+
+#[test]
+fn a_group_is_made_from_its_dialog_and_opened() {
+    let mut app = signed_in();
+    app.handle_key(key(KeyCode::Char('n')));
+    assert!(matches!(app.dialog, Some(Dialog::Group(_))));
+    assert!(app.is_typing(), "q is a letter of the title");
+    for c in "team".chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    app.handle_key(key(KeyCode::Char('b')));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::Complete {
+            prefix: "b".to_owned()
+        }]
+    );
+    app.on_server_event(ServerEvent::Completions {
+        prefix: "b".to_owned(),
+        accounts: vec![account(BOB)],
+    });
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::CreateGroup {
+            title: "team".to_owned(),
+            members: vec![BOB],
+        }]
+    );
+    // A refusal shows in the dialog, which stays.
+    app.on_server_event(ServerEvent::GroupNotCreated {
+        error: "a title is 1 to 64 characters".to_owned(),
+    });
+    assert!(app.dialog.is_some());
+    assert_eq!(app.state.last_error, None);
+    app.handle_key(key(KeyCode::Enter));
+    app.take_effects();
+    app.on_server_event(ServerEvent::GroupCreated {
+        group: TEAM,
+        title: "team".to_owned(),
+    });
+    assert!(app.dialog.is_none());
+    assert_eq!(app.state.selected, Some(ChatId::Group(TEAM)));
+    assert_eq!(app.state.focus, Pane::Compose);
+    let asked = commands(&app.take_effects());
+    assert!(
+        asked.contains(&Command::LoadMembers { group: TEAM }),
+        "{asked:?}"
+    );
+    assert!(
+        asked.contains(&Command::LoadHistory {
+            chat: ChatId::Group(TEAM),
+            before: None
+        }),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn group_messages_count_unread_and_are_read_as_a_group() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    app.on_server_event(group_change(
+        10,
+        GroupChangeKind::Created,
+        BOB,
+        &[ME, CAROL],
+    ));
+    let team = &app.state.conversations[&ChatId::Group(TEAM)];
+    assert_eq!((team.name.as_str(), team.unread), ("team", 0));
+    assert_eq!(team.group.as_ref().map(|g| g.member_count), Some(3));
+    live(&mut app, group_message(11, CAROL, "hi all"));
+    assert_eq!(app.state.conversations[&ChatId::Group(TEAM)].unread, 1);
+    assert!(app.take_effects().contains(&Effect::Bell));
+    assert!(!app.state.conversations.contains_key(&ChatId::Direct(CAROL)));
+    app.open(ChatId::Group(TEAM), "team");
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Group(TEAM),
+        page: Ok(HistoryPage {
+            messages: vec![group_message(11, CAROL, "hi all")],
+            next_before: None,
+            group_changes: Vec::new(),
+        }),
+    });
+    assert!(commands(&app.take_effects()).contains(&Command::MarkRead {
+        chat: ChatId::Group(TEAM),
+        up_to: 11
+    }));
+    // Sending goes to the group by its id.
+    app.update(Action::Send("hello team".to_owned()));
+    let sent = commands(&app.take_effects());
+    assert!(
+        matches!(
+            &sent[..],
+            [Command::Send(Outgoing {
+                to: ChatId::Group(TEAM),
+                ..
+            })]
+        ),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn group_changes_go_into_the_timeline_and_the_member_list() {
+    let mut app = in_open_group();
+    app.on_server_event(group_change(12, GroupChangeKind::Renamed, ME, &[]));
+    app.on_server_event(group_change(13, GroupChangeKind::Left, CAROL, &[]));
+    let team = &app.state.conversations[&ChatId::Group(TEAM)];
+    let group = team.group.as_ref().unwrap();
+    assert_eq!(group.member_count, 2);
+    assert!(group.member(CAROL).is_none());
+    assert_eq!(
+        group.changes.keys().copied().collect::<Vec<_>>(),
+        [10, 12, 13]
+    );
+    // Alice's message: read by bob once he says so.
+    live(&mut app, group_message(14, ME, "just us"));
+    let receipt = |app: &App| {
+        let team = &app.state.conversations[&ChatId::Group(TEAM)];
+        team.receipt(&team.messages[&14])
+    };
+    assert_eq!(receipt(&app), Receipt::Sent);
+    app.on_server_event(ServerEvent::Live(Event::Read {
+        id: 15,
+        peer: "bob".to_owned(),
+        peer_account_id: BOB,
+        up_to: 14,
+        conversation_id: TEAM,
+    }));
+    assert_eq!(receipt(&app), Receipt::ReadByAll);
+    // Bob removes alice: the group leaves her list and she is told.
+    app.on_server_event(group_change(16, GroupChangeKind::OwnerChanged, ME, &[BOB]));
+    app.on_server_event(group_change(17, GroupChangeKind::Removed, BOB, &[ME]));
+    assert!(!app.state.conversations.contains_key(&ChatId::Group(TEAM)));
+    assert_eq!(app.state.selected, None);
+    assert!(
+        (app.state.last_error.as_deref()).is_some_and(|e| e.contains("bob removed you")),
+        "{:?}",
+        app.state.last_error
+    );
+}
+
+#[test]
+fn the_members_pane_asks_before_removing_and_leaving() {
+    let mut app = in_open_group();
+    app.handle_key(key(KeyCode::Char('m')));
+    assert!(app.state.members_shown());
+    assert_eq!(app.state.focus, Pane::Members);
+    // Alice (the owner) is first; one down is bob.
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('d')));
+    assert!(matches!(&app.dialog, Some(Dialog::Confirm { text, .. }) if text.contains("bob")));
+    app.handle_key(key(KeyCode::Char('n')));
+    assert!(app.dialog.is_none());
+    assert!(commands(&app.take_effects()).is_empty());
+    app.handle_key(key(KeyCode::Char('d')));
+    app.handle_key(key(KeyCode::Char('y')));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::ChangeGroup {
+            group: TEAM,
+            edit: GroupEdit::Remove(BOB)
+        }]
+    );
+    app.handle_key(key(KeyCode::Char('x')));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::ChangeGroup {
+            group: TEAM,
+            edit: GroupEdit::Leave
+        }]
+    );
+    // Tab goes through the members pane while it shows; m hides it.
+    app.update(Action::Focus(Pane::Inbox));
+    app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.state.focus, Pane::Members);
+    app.handle_key(key(KeyCode::Char('m')));
+    assert!(!app.state.members_shown());
+    assert_eq!(app.state.focus, Pane::Inbox);
+    app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.state.focus, Pane::Compose);
 }

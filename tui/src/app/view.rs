@@ -19,6 +19,8 @@ pub struct PaneAreas {
     pub users: Rect,
     /// The inbox pane.
     pub inbox: Rect,
+    /// The members pane (empty when hidden).
+    pub members: Rect,
     /// The compose pane.
     pub compose: Rect,
 }
@@ -59,15 +61,25 @@ impl App {
             .unwrap_or(u16::MAX)
             .saturating_add(2);
         let compose_height = wanted.clamp(3, most);
-        let [inbox, compose] =
+        let [mut inbox, compose] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(compose_height)]).areas(right);
+        let mut members = Rect::default();
+        if self.state.members_shown() {
+            let width = (inbox.width / 3).clamp(16, 28);
+            [inbox, members] =
+                Layout::horizontal([Constraint::Min(1), Constraint::Length(width)]).areas(inbox);
+        }
         self.areas.set(PaneAreas {
             users,
             inbox,
+            members,
             compose,
         });
         self.users.draw(frame, users, &self.state);
         self.inbox.draw(frame, inbox, &self.state);
+        if members.width > 0 {
+            self.members.draw(frame, members, &self.state);
+        }
         self.compose.draw(frame, compose, &self.state);
     }
 

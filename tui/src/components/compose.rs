@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use chat_client::AccountId;
+use crate::state::ChatId;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
 use ratatui::layout::{Position, Rect};
@@ -28,9 +28,9 @@ pub struct Compose {
     editor: Editor,
     /// The drafts of the other conversations, kept while the user looks
     /// elsewhere.
-    drafts: HashMap<AccountId, Editor>,
+    drafts: HashMap<ChatId, Editor>,
     /// Whose draft is in `editor`.
-    current: Option<AccountId>,
+    current: Option<ChatId>,
 }
 
 impl Compose {
@@ -50,7 +50,7 @@ impl Compose {
     }
 
     /// Puts the current draft away and takes out the one for `peer`.
-    pub fn switch_to(&mut self, peer: Option<AccountId>) {
+    pub fn switch_to(&mut self, peer: Option<ChatId>) {
         if peer == self.current {
             return;
         }
@@ -82,7 +82,7 @@ impl Compose {
 
     /// Puts a text that could not be sent back into `peer`'s draft, in front
     /// of whatever is there, so it is never lost.
-    pub fn restore(&mut self, peer: AccountId, body: &str) {
+    pub fn restore(&mut self, peer: ChatId, body: &str) {
         let editor = if self.current == Some(peer) {
             &mut self.editor
         } else {
@@ -162,8 +162,14 @@ impl Component for Compose {
         let theme = &state.theme;
         let focused = state.focus == Pane::Compose;
         let title = match state.open_conversation() {
+            Some(conversation) if conversation.is_group() => {
+                format!(
+                    " Message to # {} ",
+                    crate::text::sanitize(&conversation.name)
+                )
+            }
             Some(conversation) => {
-                format!(" Message to {} ", crate::text::sanitize(&conversation.peer))
+                format!(" Message to {} ", crate::text::sanitize(&conversation.name))
             }
             None => " Message ".to_owned(),
         };
@@ -282,22 +288,22 @@ mod tests {
     fn text_typed_before_a_conversation_is_open_goes_with_the_first_one() {
         let mut c = Compose::default();
         c.editor.set_text("typed too early");
-        c.switch_to(Some(7));
+        c.switch_to(Some(ChatId::Direct(7)));
         assert_eq!(c.editor.text(), "typed too early");
     }
 
     #[test]
     fn drafts_are_kept_per_conversation() {
         let mut compose = Compose::default();
-        compose.switch_to(Some(1));
+        compose.switch_to(Some(ChatId::Direct(1)));
         compose.editor.set_text("to one");
-        compose.switch_to(Some(2));
+        compose.switch_to(Some(ChatId::Direct(2)));
         assert!(compose.editor.is_empty());
         compose.editor.set_text("to two");
-        compose.switch_to(Some(1));
+        compose.switch_to(Some(ChatId::Direct(1)));
         assert_eq!(compose.editor.text(), "to one");
-        compose.restore(2, "failed");
-        compose.switch_to(Some(2));
+        compose.restore(ChatId::Direct(2), "failed");
+        compose.switch_to(Some(ChatId::Direct(2)));
         assert_eq!(compose.editor.text(), "failed\nto two");
     }
 

@@ -3,17 +3,18 @@
 //! the password again and says it cannot be undone). While one is open it
 //! gets every key.
 
-use chat_client::{Message, MessageId};
+use chat_client::{Account, AccountId, GroupEdit, Message, MessageId};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
 use ratatui::layout::{Position, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
+pub use super::group_form::GroupForm;
 use super::{Component, centered};
 use crate::action::Action;
 use crate::editor::Editor;
-use crate::state::State;
+use crate::state::{Conversation, State};
 use crate::text;
 
 /// Every key of the program, by where it works: the help dialog's text.
@@ -26,6 +27,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("q / Ctrl+C", "quit (q only when not typing)"),
             ("Esc", "close a dialog, clear the error or the filter"),
             ("L / D", "log out / delete the account (not typing)"),
+            ("m", "show / hide the members of the open group"),
         ],
     ),
     (
@@ -38,7 +40,8 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("PgUp PgDn", "a page up / down"),
             ("/", "filter by name: * any run, ? one character"),
             ("r", "reload the list of accounts"),
-            ("Enter", "write to the selected user"),
+            ("n", "new group: a title, then members by name"),
+            ("Enter", "write to the selected user or group"),
         ],
     ),
     (
@@ -50,6 +53,17 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
                 "scroll (mouse wheel too); older messages load",
             ),
             ("d", "delete the selected message"),
+            ("r", "in a group: who read the selected message"),
+        ],
+    ),
+    (
+        "Members (m)",
+        &[
+            ("↑↓ j k", "select a member"),
+            ("a / t", "add members / rename (owner, admins)"),
+            ("d", "remove the selected member (owner, admins)"),
+            ("A / o", "make admin or not / hand on ownership (owner)"),
+            ("x", "leave the group"),
         ],
     ),
     (
@@ -77,8 +91,28 @@ pub enum Dialog {
         id: MessageId,
         /// Its first line, to show which.
         preview: String,
-        /// The other party, who keeps their copy.
+        /// Who keeps their copy: the other party, or the group's others.
         peer: String,
+    },
+    /// Make a group, add members, rename.
+    Group(GroupForm),
+    /// Change the open group this way?
+    Confirm {
+        /// The dialog's title.
+        heading: &'static str,
+        /// The question.
+        text: String,
+        /// The change, if confirmed.
+        edit: GroupEdit,
+    },
+    /// Who read a message of a group.
+    Readers {
+        /// "Read by 2 of 3".
+        heading: String,
+        /// Those who read it, by name.
+        read: Vec<String>,
+        /// Those who have not yet.
+        unread: Vec<String>,
     },
     /// Delete the account?
     DeleteAccount {
@@ -97,12 +131,32 @@ impl Dialog {
         Self::Help { scroll: 0 }
     }
 
-    /// Asks whether to delete `message` from the conversation with `peer`.
-    pub fn confirm_delete(message: &Message, peer: &str) -> Self {
+    /// Asks whether to delete `message` from `conversation`.
+    pub fn confirm_delete(message: &Message, conversation: &Conversation) -> Self {
         Self::ConfirmDelete {
             id: message.id,
             preview: message.body.lines().next().unwrap_or_default().to_owned(),
-            peer: peer.to_owned(),
+            peer: if conversation.is_group() {
+                "the other members keep theirs".to_owned()
+            } else {
+                format!("{} keeps their copy", conversation.name)
+            },
+        }
+    }
+
+    /// Asks to confirm a change to the open group.
+    pub fn confirm(heading: &'static str, text: String, edit: GroupEdit) -> Self {
+        Self::Confirm {
+            heading,
+            text,
+            edit,
+        }
+    }
+
+    /// Hands the server's completions to a dialog that asked for them.
+    pub fn completions(&mut self, prefix: &str, accounts: Vec<Account>, me: AccountId) {
+        if let Self::Group(form) = self {
+            form.completions(prefix, accounts, me);
         }
     }
 
@@ -117,26 +171,37 @@ impl Dialog {
 
     /// True when keys type into the dialog.
     pub fn is_typing(&self) -> bool {
-        matches!(self, Self::DeleteAccount { .. })
+        matches!(self, Self::DeleteAccount { .. } | Self::Group(_))
     }
 
     /// Pastes into the password field, if the dialog has one; a line break
     /// at the end (copied with the password) is not part of it.
-    pub fn paste(&mut self, text: &str) {
-        if let Self::DeleteAccount { password, .. } = self {
-            password.insert_str(text.trim_end_matches(['\r', '\n']));
+    pub fn paste(&mut self, text: &str) -> Option<Action> {
+        match self {
+            Self::DeleteAccount { password, .. } => {
+                password.insert_str(text.trim_end_matches(['\r', '\n']));
+                None
+            }
+            Self::Group(form) => form.paste(text),
+            _ => None,
         }
     }
 
     /// Shows why deleting the account failed, so the user can try again;
     /// false when this is not the dialog that asked.
     pub fn show_refusal(&mut self, message: &str) -> bool {
-        let Self::DeleteAccount { error, busy, .. } = self else {
-            return false;
-        };
-        *error = Some(message.to_owned());
-        *busy = false;
-        true
+        match self {
+            Self::DeleteAccount { error, busy, .. } => {
+                *error = Some(message.to_owned());
+                *busy = false;
+                true
+            }
+            Self::Group(form) if form.busy => {
+                form.refused(message);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -159,6 +224,15 @@ impl Component for Dialog {
                 KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Some(Action::CloseDialog),
                 _ => None,
             },
+            Self::Confirm { edit, .. } => match key.code {
+                KeyCode::Char('y' | 'Y') | KeyCode::Enter => {
+                    Some(Action::ChangeGroup(edit.clone()))
+                }
+                KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => Some(Action::CloseDialog),
+                _ => None,
+            },
+            Self::Readers { .. } => Some(Action::CloseDialog),
+            Self::Group(form) => form.handle_key(key),
             Self::DeleteAccount {
                 password,
                 error,
@@ -236,17 +310,65 @@ impl Component for Dialog {
                     )),
                     Line::default(),
                     Line::raw(format!(
-                        "It goes from your view only; {} keeps their copy.",
+                        "It goes from your view only; {}.",
                         text::sanitize(peer)
                     )),
                     Line::default(),
                     Line::from(vec![key("y"), hint(" delete   "), key("n"), hint(" keep")]),
                 ];
+                draw_box(frame, rect, block, lines);
+            }
+            Self::Group(form) => form.draw(frame, area, state),
+            Self::Confirm { heading, text, .. } => {
+                let rect = centered(area, 60, 8);
+                let block = Block::bordered()
+                    .border_type(theme.border_type(true))
+                    .border_style(theme.warning())
+                    .title(Span::styled(format!(" {heading} "), theme.title()));
+                let lines = vec![
+                    Line::raw(text::sanitize(text).into_owned()),
+                    Line::default(),
+                    Line::from(vec![key("y"), hint(" yes   "), key("n"), hint(" no")]),
+                ];
+                draw_box(frame, rect, block, lines);
+            }
+            Self::Readers {
+                heading,
+                read,
+                unread,
+            } => {
+                let list = |names: &[String]| {
+                    if names.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        (names.iter())
+                            .map(|n| text::sanitize(n).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                let lines = vec![
+                    Line::from(vec![
+                        Span::styled("Read: ", theme.good()),
+                        Span::raw(list(read)),
+                    ]),
+                    Line::default(),
+                    Line::from(vec![
+                        Span::styled("Not yet: ", theme.dim()),
+                        Span::raw(list(unread)),
+                    ]),
+                ];
+                let rect = centered(area, 60, 9);
+                let block = Block::bordered()
+                    .border_type(theme.border_type(true))
+                    .border_style(theme.border(true))
+                    .title(Span::styled(format!(" {heading} "), theme.title()))
+                    .title_bottom(
+                        Line::from(vec![key(" any key"), hint(" close ")]).right_aligned(),
+                    );
                 frame.render_widget(Clear, rect);
                 frame.render_widget(
-                    Paragraph::new(lines)
-                        .block(block)
-                        .wrap(Wrap { trim: false }),
+                    Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
                     rect,
                 );
             }
@@ -343,6 +465,17 @@ impl Component for Dialog {
             }
         }
     }
+}
+
+/// Draws `lines` in `block` over whatever is at `rect`, wrapped.
+fn draw_box(frame: &mut Frame, rect: Rect, block: Block, lines: Vec<Line>) {
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        rect,
+    );
 }
 
 #[cfg(test)]

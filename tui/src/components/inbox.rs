@@ -1,11 +1,12 @@
 //! The inbox pane: the open conversation, newest at the bottom.
 //!
 //! Each message is a header (sender, local time, and on the user's own
-//! messages how far it got: sent, delivered, read) and its body wrapped to
-//! the pane's width. A "new" line sits above the first message that was
-//! unread when the conversation was opened, a date line above each day's
-//! first message, and the sends still waiting for the server come last,
-//! marked as such.
+//! messages how far it got: sent, delivered, read; in a group "read by N of
+//! M") and its body wrapped to the pane's width. A "new" line sits above
+//! the first message that was unread when the conversation was opened, a
+//! date line above each day's first message, a group's changes (who was
+//! added, who left, renames) in their place among the messages, and the
+//! sends still waiting for the server come last, marked as such.
 //!
 //! Drawing walks from the newest message up and stops once the window (and
 //! a page of look-ahead) is filled, so a conversation of any length draws
@@ -15,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use chat_client::{Message, MessageId};
+use chat_client::{GroupChange, GroupChangeKind, Message, MessageId};
 use chrono::{DateTime, FixedOffset, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
@@ -205,7 +206,7 @@ pub fn message_lines(
     if conversation.new_marker == Some(message.id) {
         lines.push(rule("new", width, theme.unread()));
     }
-    let mine = message.from_account_id != conversation.peer_id;
+    let mine = message.from_account_id == state.my_id();
     let mut header = vec![
         Span::styled(
             text::sanitize(&message.from).into_owned(),
@@ -218,10 +219,14 @@ pub fn message_lines(
         Span::styled(format!("  {}", local.format("%H:%M")), theme.dim()),
     ];
     if mine {
-        header.push(match conversation.receipt(message.id) {
+        header.push(match conversation.receipt(message) {
             Receipt::Sent => Span::styled("  ✓ sent", theme.dim()),
             Receipt::Delivered => Span::styled("  ✓✓ delivered", theme.dim()),
             Receipt::Read => Span::styled("  ✓✓ read", theme.good()),
+            Receipt::ReadBy { read, of } => {
+                Span::styled(format!("  ✓✓ read by {read} of {of}"), theme.dim())
+            }
+            Receipt::ReadByAll => Span::styled("  ✓✓ read by all", theme.good()),
         });
     }
     let body_start = lines.len();
@@ -251,6 +256,55 @@ fn pending_lines(pending: &Pending, state: &State, width: usize) -> Vec<Line<'st
     ])];
     push_body(&mut lines, &pending.body, width);
     lines
+}
+
+/// What a group change says, as the timeline shows it.
+pub fn change_text(change: &GroupChange, state: &State) -> String {
+    let me = state.my_id();
+    let name = |id: u64, name: &str| {
+        if id == me {
+            "you".to_owned()
+        } else if name.is_empty() {
+            "a deleted account".to_owned()
+        } else {
+            text::sanitize(name).into_owned()
+        }
+    };
+    let by = name(change.by_account_id, &change.by);
+    let names: Vec<String> = (change.accounts.iter())
+        .map(|(id, n)| name(*id, n))
+        .collect();
+    let first = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "someone".to_owned());
+    let title = text::sanitize(&change.title);
+    let mut said = match change.kind {
+        GroupChangeKind::Created => format!("{by} made the group “{title}”"),
+        GroupChangeKind::Added => format!("{by} added {}", names.join(", ")),
+        GroupChangeKind::Removed => format!("{by} removed {first}"),
+        GroupChangeKind::Left => format!("{by} left"),
+        GroupChangeKind::Renamed => format!("{by} renamed the group to “{title}”"),
+        GroupChangeKind::OwnerChanged => format!("{by} handed the group on to {first}"),
+        GroupChangeKind::AdminAdded => format!("{by} made {first} an admin"),
+        GroupChangeKind::AdminRemoved => format!("{by} made {first} a plain member"),
+        GroupChangeKind::AccountDeleted => format!("{by} deleted their account"),
+        GroupChangeKind::Unknown => format!("{by} changed the group"),
+    };
+    if let Some(owner) = change.new_owner {
+        let owner = name(owner, state.name_of(owner).unwrap_or_default());
+        said.push_str(&format!("; {owner} owns it now"));
+    }
+    said
+}
+
+/// The lines a group change takes: centred, wrapped.
+fn change_lines(change: &GroupChange, state: &State, width: usize) -> Vec<Line<'static>> {
+    let said = format!("· {} ·", change_text(change, state));
+    text::wrap(&said, width)
+        .into_iter()
+        .map(|row| Line::styled(row, state.theme.dim()).centered())
+        .collect()
 }
 
 /// Appends `body`, sanitised, wrapped and indented.
@@ -295,6 +349,7 @@ impl Component for Inbox {
             KeyCode::Home => Action::Scroll(Scroll::Top),
             KeyCode::End => Action::Scroll(Scroll::Bottom),
             KeyCode::Char('d') | KeyCode::Delete => Action::AskDeleteMessage,
+            KeyCode::Char('r') => Action::ShowReaders,
             KeyCode::Enter | KeyCode::Char('i') => Action::Focus(Pane::Compose),
             _ => return None,
         })
@@ -312,15 +367,27 @@ impl Component for Inbox {
         let conversation = state.open_conversation();
         let mut title = vec![Span::styled(" Inbox ", theme.title())];
         if let Some(conversation) = conversation {
+            let mark = if conversation.is_group() { "# " } else { "" };
             title = vec![Span::styled(
-                format!(" {} ", text::sanitize(&conversation.peer)),
+                format!(" {mark}{} ", text::sanitize(&conversation.name)),
                 theme.title(),
             )];
+            if let Some(group) = &conversation.group {
+                let hint = if state.members_shown() {
+                    ""
+                } else {
+                    " · m: members"
+                };
+                title.push(Span::styled(
+                    format!("{} members{hint} ", group.member_count),
+                    theme.dim(),
+                ));
+            }
             let online = state
                 .directory
                 .accounts
                 .iter()
-                .find(|a| a.account_id == conversation.peer_id)
+                .find(|a| Some(a.account_id) == conversation.peer_id())
                 .is_some_and(|a| a.online);
             if online {
                 title.push(Span::styled("● online ", theme.good()));
@@ -370,6 +437,8 @@ enum Item<'a> {
     Pending(&'a Pending),
     /// A message, and the one before it (for the date line).
     Message(&'a Message, Option<&'a Message>),
+    /// A change to the group.
+    Change(&'a GroupChange),
     /// The line at the top of what is loaded.
     Banner(&'static str),
 }
@@ -417,20 +486,37 @@ impl Inbox {
         let mut items: Vec<(Item, usize)> = Vec::new();
         let mut total = 0;
         let mut selection: Option<(usize, usize)> = None;
-        let pending: Vec<&Pending> = state.pending_for(conversation.peer_id).collect();
+        let pending: Vec<&Pending> = state.pending_for(conversation.id).collect();
         for pending in pending.iter().rev() {
             let lines = pending_lines(pending, state, w).len();
             total += lines;
             items.push((Item::Pending(pending), lines));
         }
         let mut messages = conversation.messages.values().rev().peekable();
+        let mut changes = (conversation.group.iter())
+            .flat_map(|g| g.changes.values().rev())
+            .peekable();
         let mut reached_top = true;
-        while let Some(message) = messages.next() {
+        loop {
+            let change_first = match (messages.peek(), changes.peek()) {
+                (Some(m), Some(c)) => c.id > m.id,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
             let enough = total >= scroll.saturating_add(2 * h);
             if enough && (!reveal || selection.is_some()) {
-                reached_top = false;
+                reached_top = messages.peek().is_none() && changes.peek().is_none();
                 break;
             }
+            if change_first && let Some(change) = changes.next() {
+                let lines = change_lines(change, state, w).len();
+                total += lines;
+                items.push((Item::Change(change), lines));
+                continue;
+            }
+            let Some(message) = messages.next() else {
+                break;
+            };
             let older = messages.peek().copied();
             let lines = self.height(message, older, conversation, state, w);
             if selected == Some(message.id) {
@@ -487,6 +573,7 @@ impl Inbox {
                     w,
                     selected == Some(message.id),
                 ),
+                Item::Change(change) => change_lines(change, state, w),
                 Item::Banner(text) => {
                     vec![Line::styled(*text, theme.dim()).centered()]
                 }
@@ -566,7 +653,7 @@ mod tests {
     #[test]
     fn the_height_is_the_number_of_lines_drawn() {
         let state = State::default();
-        let mut conversation = Conversation::new(2, "bob");
+        let mut conversation = Conversation::new(crate::state::ChatId::Direct(2), "bob");
         conversation.new_marker = Some(3);
         let older = message(1, "x");
         for (id, body) in [
@@ -587,7 +674,7 @@ mod tests {
 
     #[test]
     fn selection_moves_by_message_and_reports_the_top() {
-        let mut conversation = Conversation::new(2, "bob");
+        let mut conversation = Conversation::new(crate::state::ChatId::Direct(2), "bob");
         for id in [5, 6, 7] {
             conversation.messages.insert(id, message(id, "m"));
         }

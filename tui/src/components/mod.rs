@@ -15,7 +15,9 @@ use crate::state::State;
 
 pub mod compose;
 pub mod dialog;
+pub mod group_form;
 pub mod inbox;
+pub mod members;
 pub mod sign_in;
 pub mod status_bar;
 pub mod users;

@@ -1,7 +1,8 @@
-//! The users pane: the conversations (unread first, then most recent) and
-//! every other account of the server, paged in as the selection nears the
-//! end, with a wildcard filter typed after `/`. Moving the selection opens
-//! that conversation.
+//! The users pane: the conversations, direct and group (unread first, then
+//! most recent; a group is marked `#`), and every other account of the
+//! server, paged in as the selection nears the end, with a wildcard filter
+//! typed after `/`. Moving the selection opens that conversation; `n` makes
+//! a group.
 
 use std::cell::Cell;
 
@@ -82,6 +83,7 @@ impl Component for Users {
             KeyCode::End | KeyCode::Char('G') => Move::Last,
             KeyCode::Char('/') => return Some(Action::StartFilter),
             KeyCode::Char('r') => return Some(Action::RefreshDirectory),
+            KeyCode::Char('n') => return Some(Action::AskNewGroup),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => {
                 return Some(Action::WriteToSelected);
             }
@@ -158,7 +160,7 @@ impl Component for Users {
         }
         let selected = state
             .selected
-            .and_then(|id| rows.iter().position(|r| r.account_id == id));
+            .and_then(|id| rows.iter().position(|r| r.chat == id));
         let more = state.directory.next_page.is_some();
         let list_height = if more {
             height.saturating_sub(1)
@@ -182,9 +184,10 @@ impl Component for Users {
             .skip(offset)
             .take(list_height)
             .map(|(i, row)| {
-                let dot = match row.online {
-                    Some(true) => Span::styled("● ", theme.good()),
-                    _ => Span::raw("  "),
+                let dot = match (row.members, row.online) {
+                    (Some(_), _) => Span::styled("# ", theme.key()),
+                    (None, Some(true)) => Span::styled("● ", theme.good()),
+                    (None, _) => Span::raw("  "),
                 };
                 let badge = if row.unread > 0 {
                     format!(" {} ", row.unread.min(999))
@@ -291,6 +294,7 @@ mod tests {
         );
         check(&mut users, KeyCode::Enter, Some(Action::WriteToSelected));
         check(&mut users, KeyCode::Char('/'), Some(Action::StartFilter));
+        check(&mut users, KeyCode::Char('n'), Some(Action::AskNewGroup));
         check(&mut users, KeyCode::Char('x'), None);
     }
 
