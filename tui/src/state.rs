@@ -360,6 +360,9 @@ pub struct Directory {
     pub next_page: Option<String>,
     /// A page is on its way.
     pub loading: bool,
+    /// The user asked for the last row: pages are loaded until the end,
+    /// then it is selected.
+    pub to_last: bool,
 }
 
 /// One row of the users pane: a conversation, or an account of the
@@ -403,6 +406,16 @@ pub struct State {
     pub directory: Directory,
     /// The open conversation.
     pub selected: Option<ChatId>,
+    /// The row the Users cursor is on: looking at a row does not open it
+    /// (Enter does), so it marks nothing read.
+    pub highlight: Option<ChatId>,
+    /// The order of the conversation rows while the user moves through
+    /// them, so the list does not reorder under the cursor; `None` when
+    /// the list is in its natural order.
+    pub frozen_order: Option<Vec<ChatId>>,
+    /// The terminal has the focus (as far as it reports; assumed without
+    /// reports): only then is what shows on screen read.
+    pub terminal_focused: bool,
     /// Sends waiting for the server, oldest first.
     pub outbox: Vec<Pending>,
     /// The last error, until the next one or Esc.
@@ -436,6 +449,9 @@ impl Default for State {
             conversations: HashMap::new(),
             directory: Directory::default(),
             selected: None,
+            highlight: None,
+            frozen_order: None,
+            terminal_focused: true,
             outbox: Vec::new(),
             last_error: None,
             live: false,
@@ -499,6 +515,11 @@ impl State {
                 .then(a.name.cmp(&b.name))
                 .then(a.id.cmp(&b.id))
         });
+        if let Some(frozen) = &self.frozen_order {
+            // Rows keep their places; rows new since go after them.
+            let place = |c: &Conversation| frozen.iter().position(|id| *id == c.id);
+            conversations.sort_by_key(|c| place(c).unwrap_or(usize::MAX));
+        }
         let mut rows: Vec<UserRow> = conversations
             .iter()
             .map(|c| UserRow {

@@ -266,12 +266,11 @@ fn two_users_chat_through_a_real_server() {
     let mut bob = Tui::start("bob", &server.address);
     bob.create_account("bob-password");
 
-    // Bob's directory has alice (she was created first): select her, go to
-    // the compose pane and write.
+    // Bob's directory has alice (she was created first): move to her and
+    // open the conversation (Enter), which puts him in the compose pane.
     bob.wait_for("● alice");
-    bob.send("j");
+    bob.send("j\r");
     bob.wait_for("Message to alice");
-    bob.send("\t\t");
     bob.send("hello from bob 👋");
     bob.send("\r");
     // "✓ sent" may last less than a screen poll: alice's client marks the
@@ -290,13 +289,15 @@ fn two_users_chat_through_a_real_server() {
             .any(|line| line.contains("bob") && line.contains(" 1 "))
     });
     alice.wait_for("(1)");
+    // Moving onto the row only looks: still unread until Enter opens it.
     alice.send("j");
+    alice.wait_for("(1)");
+    alice.send("\r");
     alice.wait_for("hello from bob 👋");
     alice.wait_for("no unread");
     bob.wait_for("✓✓ read");
 
     // Alice answers; bob has the conversation open and sees it live.
-    alice.send("\t\t");
     alice.send("hi bob, got it");
     alice.send("\r");
     bob.wait_for("hi bob, got it");
@@ -344,14 +345,13 @@ fn three_users_in_one_group() {
                 .lines()
                 .any(|line| line.contains("# crew") && line.contains(" 1 "))
         });
-        member.send("j");
+        member.send("j\r");
         member.wait_for("hello crew");
         member.wait_for("alice made the group “crew”");
     }
     alice.wait_for("✓✓ read by all");
 
     // Bob answers; alice and carol see it live, with its sender.
-    bob.send("\t\t");
     bob.send("hi from bob");
     bob.send("\r");
     for member in [&alice, &carol] {

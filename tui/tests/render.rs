@@ -117,6 +117,8 @@ fn conversation_with_bob() -> App {
         }],
     );
     app.handle_event(key(KeyCode::Char('j')));
+    app.handle_event(key(KeyCode::Enter));
+    app.update(Action::Focus(Pane::Users));
     let mut read = message(
         10,
         me,
@@ -513,6 +515,8 @@ fn group_conversation() -> App {
         }],
     );
     app.handle_event(key(KeyCode::Char('j')));
+    app.handle_event(key(KeyCode::Enter));
+    app.update(Action::Focus(Pane::Users));
     app.on_server_event(ServerEvent::Members {
         group: TEAM,
         members: Ok(ConversationMembers {

@@ -14,7 +14,7 @@ use crate::action::{Action, Effect, Move, Scroll};
 use crate::components::Component;
 use crate::components::dialog::{Dialog, GroupForm};
 use crate::message::Command;
-use crate::state::{ChatId, Pane, Pending, Receipt, Screen, effective_pattern};
+use crate::state::{ChatId, History, Pane, Pending, Receipt, Screen, effective_pattern};
 
 /// Lines one turn of the mouse wheel scrolls.
 const WHEEL_LINES: usize = 3;
@@ -26,8 +26,13 @@ impl App {
             TermEvent::Key(key) => self.handle_key(key),
             TermEvent::Paste(text) => self.paste(&text),
             TermEvent::Mouse(mouse) => self.mouse(mouse),
+            TermEvent::FocusGained => {
+                self.state.terminal_focused = true;
+                self.read_what_shows();
+            }
+            TermEvent::FocusLost => self.state.terminal_focused = false,
             // A resize needs only the redraw that follows every event.
-            _ => {}
+            TermEvent::Resize(..) => {}
         }
     }
 
@@ -147,9 +152,15 @@ impl App {
             Action::FocusPrev => self.focus(self.state.focus.prev(self.state.members_shown())),
             Action::Focus(pane) => self.focus(pane),
             Action::WriteToSelected => {
-                // Writing needs a conversation: open the first one if none is.
-                if self.state.selected.is_none() {
-                    self.move_selection(Move::First);
+                // The row under the cursor; with none, the open conversation,
+                // else the first row.
+                let rows = self.state.user_rows();
+                let row = (self.state.highlight.or(self.state.selected))
+                    .and_then(|chat| rows.iter().find(|r| r.chat == chat))
+                    .or_else(|| rows.first());
+                if let Some(row) = row {
+                    let (chat, name) = (row.chat, row.name.clone());
+                    self.open(chat, &name);
                 }
                 self.focus(Pane::Compose);
             }
@@ -162,7 +173,9 @@ impl App {
             }
             Action::MoveSelection(step) => self.move_selection(step),
             // Only the panes' own state changes.
-            Action::StartFilter | Action::EndFilter | Action::Scroll(_) => {}
+            Action::StartFilter | Action::EndFilter => {}
+            // Scrolled down to the newest: what shows now is read.
+            Action::Scroll(_) => self.read_what_shows(),
             Action::SetFilter(pattern) => self.set_filter(pattern),
             Action::RefreshDirectory => {
                 let pattern = self.state.directory.pattern.clone();
@@ -342,8 +355,31 @@ impl App {
 
     fn focus(&mut self, pane: Pane) {
         self.state.focus = pane;
+        if pane != Pane::Users {
+            // Back in its natural order once the user stops moving in it.
+            self.state.frozen_order = None;
+        }
         if pane == Pane::Inbox {
             self.inbox.focused(self.state.open_conversation());
+        }
+    }
+
+    /// Marks the open conversation read if its newest messages are on
+    /// screen: the terminal has the focus and the inbox shows its bottom.
+    pub(super) fn read_what_shows(&mut self) {
+        if self.state.screen != Screen::Main
+            || !self.state.terminal_focused
+            || self.inbox.scroll() > 0
+        {
+            return;
+        }
+        let Some(chat) = self.state.selected else {
+            return;
+        };
+        let loaded = (self.state.conversations.get(&chat))
+            .is_some_and(|c| matches!(c.history, History::More(_) | History::Complete));
+        if loaded {
+            self.mark_read(chat);
         }
     }
 
@@ -354,10 +390,11 @@ impl App {
         }
         let last = rows.len() - 1;
         let page = self.users.page();
-        let current = self
-            .state
-            .selected
+        let current = (self.state.highlight.or(self.state.selected))
             .and_then(|id| rows.iter().position(|r| r.chat == id));
+        if self.state.frozen_order.is_none() {
+            self.state.frozen_order = Some(rows.iter().map(|r| r.chat).collect());
+        }
         let target = match (current, step) {
             (None, Move::Last) => last,
             (None, _) => 0,
@@ -368,15 +405,18 @@ impl App {
             (Some(_), Move::First) => 0,
             (Some(_), Move::Last) => last,
         };
-        let row = &rows[target];
-        self.open(row.chat, &row.name.clone());
+        self.state.highlight = Some(rows[target].chat);
+        // The last row asked for is the last account, not the last loaded.
+        if step == Move::Last && self.state.directory.next_page.is_some() {
+            self.state.directory.to_last = true;
+        }
         // Near the end of what is loaded: fetch the next page of accounts.
         if target + page >= last {
             self.load_more_accounts();
         }
     }
 
-    fn load_more_accounts(&mut self) {
+    pub(super) fn load_more_accounts(&mut self) {
         let directory = &mut self.state.directory;
         if directory.loading {
             return;
@@ -393,6 +433,8 @@ impl App {
     }
 
     fn set_filter(&mut self, pattern: String) {
+        self.state.frozen_order = None;
+        self.state.directory.to_last = false;
         self.state.directory.pattern = pattern;
         self.state.directory.loading = true;
         self.state.directory.next_page = None;

@@ -157,6 +157,8 @@ impl App {
         self.inbox.reset();
         self.members.reset();
         self.state.selected = Some(chat);
+        self.state.highlight = Some(chat);
+        self.state.frozen_order = None;
         if self.state.focus == Pane::Members && !self.state.members_shown() {
             self.state.focus = Pane::Inbox;
         }

@@ -70,6 +70,14 @@ impl App {
                 directory.accounts.extend(page.accounts);
                 directory.next_page = page.next_page_token;
                 directory.loading = false;
+                if self.state.directory.to_last {
+                    if self.state.directory.next_page.is_some() {
+                        self.load_more_accounts();
+                    } else {
+                        self.state.directory.to_last = false;
+                        self.state.highlight = self.state.user_rows().last().map(|r| r.chat);
+                    }
+                }
             }
             ServerEvent::History { chat, page } => self.history(chat, page),
             ServerEvent::Live(event) => self.live(event),
@@ -426,7 +434,10 @@ impl App {
                 message.from.clone(),
             )
         };
-        let on_screen = self.state.screen == Screen::Main && self.state.selected == Some(chat);
+        let open = self.state.screen == Screen::Main && self.state.selected == Some(chat);
+        // Read only if it shows: the terminal has the focus and the inbox
+        // is at its newest.
+        let on_screen = open && self.state.terminal_focused && self.inbox.scroll() == 0;
         let conversation = self.state.conversation_mut(chat, &name);
         // The conversation list counted everything up to its last message;
         // only what comes after is news.
@@ -454,7 +465,11 @@ impl App {
         if on_screen {
             self.command(Command::MarkRead { chat, up_to: id });
         } else {
-            self.state.conversation_mut(chat, &name).unread += 1;
+            let conversation = self.state.conversation_mut(chat, &name);
+            conversation.unread += 1;
+            if open && conversation.new_marker.is_none() {
+                conversation.new_marker = Some(id);
+            }
             if self.state.live && self.state.bell {
                 self.effects.push(Effect::Bell);
             }

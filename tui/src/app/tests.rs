@@ -13,7 +13,7 @@ use crossterm::event::{
 };
 
 use super::{App, AppConfig};
-use crate::action::{Action, Effect};
+use crate::action::{Action, Effect, Scroll};
 use crate::components::dialog::Dialog;
 use crate::components::sign_in::Focus;
 use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
@@ -233,7 +233,7 @@ fn users_are_sorted_unread_then_recent_then_the_directory() {
 }
 
 #[test]
-fn moving_the_selection_opens_loads_and_marks_read() {
+fn looking_is_not_reading_enter_opens_loads_and_marks_read() {
     let mut app = signed_in();
     app.on_server_event(ServerEvent::Conversations(Conversations {
         conversations: vec![Listed {
@@ -246,8 +246,17 @@ fn moving_the_selection_opens_loads_and_marks_read() {
         }],
         total_unread: 2,
     }));
+    // The cursor passes over bob: nothing opens, nothing is read.
     app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('k')));
+    assert_eq!(app.state.highlight, Some(ChatId::Direct(BOB)));
+    assert_eq!(app.state.selected, None);
+    assert!(commands(&app.take_effects()).is_empty());
+    assert_eq!(app.state.conversations[&ChatId::Direct(BOB)].unread, 2);
+    app.handle_key(key(KeyCode::Enter));
     assert_eq!(app.state.selected, Some(ChatId::Direct(BOB)));
+    assert_eq!(app.state.focus, Pane::Compose);
     assert_eq!(
         commands(&app.take_effects()),
         [Command::LoadHistory {
@@ -279,9 +288,13 @@ fn moving_the_selection_opens_loads_and_marks_read() {
             up_to: 12
         }]
     );
-    // Moving away and back: no new request, the marker is gone.
+    // Opening another and back: no new request, the marker is gone.
+    app.update(Action::Focus(Pane::Users));
     app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Enter));
+    app.update(Action::Focus(Pane::Users));
     app.handle_key(key(KeyCode::Char('k')));
+    app.handle_key(key(KeyCode::Enter));
     assert_eq!(app.state.selected, Some(ChatId::Direct(BOB)));
     assert_eq!(
         app.state.conversations[&ChatId::Direct(BOB)].new_marker,
@@ -1262,4 +1275,116 @@ fn the_members_pane_asks_before_removing_and_leaving() {
     assert_eq!(app.state.focus, Pane::Inbox);
     app.handle_key(key(KeyCode::Tab));
     assert_eq!(app.state.focus, Pane::Compose);
+}
+
+#[test]
+fn the_list_keeps_its_order_under_the_cursor() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    live(&mut app, message(10, BOB, ME, "b"));
+    live(&mut app, message(11, CAROL, ME, "c"));
+    let order =
+        |app: &App| -> Vec<String> { app.state.user_rows().into_iter().map(|r| r.name).collect() };
+    assert_eq!(order(&app), ["carol", "bob"]);
+    app.handle_key(key(KeyCode::Char('j')));
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(app.state.highlight, Some(ChatId::Direct(BOB)));
+    // Bob writes again: he would go first, but not while the cursor moves.
+    live(&mut app, message(12, BOB, ME, "again"));
+    assert_eq!(order(&app), ["carol", "bob"]);
+    app.handle_key(key(KeyCode::Char('k')));
+    assert_eq!(app.state.highlight, Some(ChatId::Direct(CAROL)));
+    // Leaving the pane puts it back in order.
+    app.handle_key(key(KeyCode::Tab));
+    assert_eq!(order(&app), ["bob", "carol"]);
+}
+
+#[test]
+fn the_last_row_is_the_last_account_not_the_last_loaded() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Accounts {
+        pattern: "*".to_owned(),
+        appended: false,
+        page: AccountPage {
+            accounts: vec![account(BOB), account(CAROL)],
+            next_page_token: Some("p2".to_owned()),
+        },
+    });
+    app.handle_key(key(KeyCode::Char('G')));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::ListAccounts {
+            pattern: "*".to_owned(),
+            page_token: Some("p2".to_owned())
+        }]
+    );
+    let page = |names: &[(AccountId, &str)], next: Option<&str>| ServerEvent::Accounts {
+        pattern: "*".to_owned(),
+        appended: true,
+        page: AccountPage {
+            accounts: (names.iter())
+                .map(|(id, n)| Account {
+                    username: (*n).to_owned(),
+                    ..account(*id)
+                })
+                .collect(),
+            next_page_token: next.map(str::to_owned),
+        },
+    };
+    app.on_server_event(page(&[(4, "dee")], Some("p3")));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::ListAccounts {
+            pattern: "*".to_owned(),
+            page_token: Some("p3".to_owned())
+        }]
+    );
+    app.on_server_event(page(&[(5, "eve")], None));
+    assert_eq!(app.state.highlight, Some(ChatId::Direct(5)));
+    assert_eq!(app.state.selected, None);
+}
+
+#[test]
+fn a_read_receipt_goes_only_for_what_shows() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    open_with_history(&mut app, BOB, vec![message(5, BOB, ME, "old")]);
+    app.take_effects();
+    // The terminal lost the focus: the message is unread, marked new.
+    app.handle_event(TermEvent::FocusLost);
+    live(&mut app, message(10, BOB, ME, "while away"));
+    let effects = app.take_effects();
+    assert!(
+        !commands(&effects)
+            .iter()
+            .any(|c| matches!(c, Command::MarkRead { .. }))
+    );
+    let bob = &app.state.conversations[&ChatId::Direct(BOB)];
+    assert_eq!((bob.unread, bob.new_marker), (1, Some(10)));
+    app.handle_event(TermEvent::FocusGained);
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::MarkRead {
+            chat: ChatId::Direct(BOB),
+            up_to: 10
+        }]
+    );
+    // Scrolled up, the newest does not show: read once scrolled back.
+    app.update(Action::Scroll(Scroll::Up(3)));
+    app.take_effects();
+    live(&mut app, message(11, BOB, ME, "below the window"));
+    assert!(
+        !commands(&app.take_effects())
+            .iter()
+            .any(|c| matches!(c, Command::MarkRead { .. }))
+    );
+    assert_eq!(app.state.conversations[&ChatId::Direct(BOB)].unread, 1);
+    app.update(Action::Scroll(Scroll::Bottom));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::MarkRead {
+            chat: ChatId::Direct(BOB),
+            up_to: 11
+        }]
+    );
 }

@@ -35,13 +35,13 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             (
                 "↑↓ j k, g G",
-                "select (opens the conversation); first, last",
+                "move; first, last (the real last: pages load)",
             ),
             ("PgUp PgDn", "a page up / down"),
             ("/", "filter by name: * any run, ? one character"),
             ("r", "reload the list of accounts"),
             ("n", "new group: a title, then members by name"),
-            ("Enter", "write to the selected user or group"),
+            ("Enter", "open the conversation and write"),
         ],
     ),
     (

@@ -1,8 +1,9 @@
 //! The users pane: the conversations, direct and group (unread first, then
 //! most recent; a group is marked `#`), and every other account of the
 //! server, paged in as the selection nears the end, with a wildcard filter
-//! typed after `/`. Moving the selection opens that conversation; `n` makes
-//! a group.
+//! typed after `/`. Moving the cursor only looks: Enter opens the
+//! conversation (so nothing is marked read by passing over it), and the
+//! rows keep their order while the cursor moves. `n` makes a group.
 
 use std::cell::Cell;
 
@@ -158,8 +159,8 @@ impl Component for Users {
             );
             return;
         }
-        let selected = state
-            .selected
+        // The cursor (where Enter opens), and the open conversation.
+        let selected = (state.highlight.or(state.selected))
             .and_then(|id| rows.iter().position(|r| r.chat == id));
         let more = state.directory.next_page.is_some();
         let list_height = if more {
@@ -212,14 +213,14 @@ impl Component for Users {
                             .add_modifier(ratatui::style::Modifier::REVERSED),
                     ),
                 ]);
-                if Some(i) == selected {
-                    line = line.patch_style(if focused {
-                        theme.selected()
-                    } else {
+                if Some(i) == selected && focused {
+                    line = line.patch_style(theme.selected());
+                } else if Some(row.chat) == state.selected {
+                    line = line.patch_style(
                         theme
                             .title()
-                            .add_modifier(ratatui::style::Modifier::UNDERLINED)
-                    });
+                            .add_modifier(ratatui::style::Modifier::UNDERLINED),
+                    );
                 }
                 line
             })
