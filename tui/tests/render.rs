@@ -597,3 +597,83 @@ fn new_group_dialog() {
     });
     check("dialog_new_group", &app);
 }
+
+#[test]
+fn a_conversation_opens_at_its_first_unread() {
+    let bob = (BOB, "bob");
+    let me = (ME, "alice");
+    let mut app = signed_in(
+        vec![account(BOB, "bob", false)],
+        vec![Conversation {
+            peer: "bob".to_owned(),
+            peer_account_id: BOB,
+            conversation_id: 30,
+            group: None,
+            last_message: Some(message(100, bob, me, "")),
+            unread: 40,
+        }],
+    );
+    app.open(ChatId::Direct(BOB), "bob");
+    // Ten minutes apart, so each has its header.
+    let messages = (1..=100)
+        .rev()
+        .map(|i| {
+            let mut m = message(i, bob, me, &format!("message number {i}"));
+            m.sent_at = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i * 600);
+            m
+        })
+        .collect();
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Direct(BOB),
+        page: Ok(HistoryPage {
+            messages,
+            next_before: None,
+            group_changes: Vec::new(),
+        }),
+    });
+    check("main_first_unread", &app);
+}
+
+/// Home goes to the very beginning: the window stays at the top while the
+/// older pages load, and says so once it is there.
+#[test]
+fn home_reaches_the_beginning_of_the_conversation() {
+    let bob = (BOB, "bob");
+    let me = (ME, "alice");
+    let mut app = signed_in(vec![account(BOB, "bob", false)], vec![]);
+    app.open(ChatId::Direct(BOB), "bob");
+    let page =
+        |ids: std::ops::RangeInclusive<MessageId>, next: Option<MessageId>| ServerEvent::History {
+            chat: ChatId::Direct(BOB),
+            page: Ok(HistoryPage {
+                messages: (ids.rev())
+                    .map(|i| message(i, bob, me, &format!("number {i}")))
+                    .collect(),
+                next_before: next,
+                group_changes: Vec::new(),
+            }),
+        };
+    app.on_server_event(page(101..=200, Some(101)));
+    app.update(Action::Focus(Pane::Inbox));
+    app.handle_event(key(KeyCode::Home));
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut frame = |app: &mut App| {
+        terminal.draw(|frame| app.draw(frame)).unwrap();
+        app.after_draw();
+        format!("{}", terminal.backend())
+    };
+    let first = frame(&mut app);
+    assert!(first.contains("number 101"), "{first}");
+    let asked = app.take_effects();
+    assert!(
+        asked.contains(&chat_tui::action::Effect::Command(Command::LoadHistory {
+            chat: ChatId::Direct(BOB),
+            before: Some(101)
+        })),
+        "{asked:?}"
+    );
+    app.on_server_event(page(1..=100, None));
+    let screen = frame(&mut app);
+    assert!(screen.contains("beginning of the conversation"), "{screen}");
+    assert!(screen.contains("number 1 "), "{screen}");
+}

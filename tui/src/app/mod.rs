@@ -179,6 +179,9 @@ impl App {
         } else {
             let unread = conversation.unread;
             conversation.new_marker = conversation.first_of_last_from_others(me, unread);
+            if let Some(marker) = conversation.new_marker {
+                self.inbox.show_from(marker);
+            }
             self.mark_read(chat);
         }
     }
@@ -206,7 +209,7 @@ impl App {
 
     /// Asks for the page of history above what is loaded, if there is one
     /// and none is on its way.
-    fn load_older(&mut self) {
+    pub(crate) fn load_older(&mut self) {
         let Some(chat) = self.state.selected else {
             return;
         };

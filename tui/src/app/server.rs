@@ -354,9 +354,22 @@ impl App {
         };
         if self.state.selected == Some(chat)
             && self.state.screen == Screen::Main
-            && let Some(unread) = conversation.unread_when_opened.take()
+            && let Some(unread) = conversation.unread_when_opened
         {
+            // The first unread may be on an older page: load down to it, so
+            // the conversation opens there.
+            let loaded = (conversation.messages.values())
+                .filter(|m| m.from_account_id != me)
+                .count();
+            if (loaded as u64) < unread && matches!(conversation.history, History::More(_)) {
+                self.load_older();
+                return;
+            }
+            conversation.unread_when_opened = None;
             conversation.new_marker = conversation.first_of_last_from_others(me, unread);
+            if let Some(marker) = conversation.new_marker {
+                self.inbox.show_from(marker);
+            }
             self.mark_read(chat);
         }
     }

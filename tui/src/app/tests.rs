@@ -1388,3 +1388,50 @@ fn a_read_receipt_goes_only_for_what_shows() {
         }]
     );
 }
+
+#[test]
+fn a_conversation_opens_at_its_first_unread() {
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::Conversations(Conversations {
+        conversations: vec![Listed {
+            peer: "bob".to_owned(),
+            peer_account_id: BOB,
+            conversation_id: 1000 + BOB,
+            group: None,
+            last_message: Some(message(300, BOB, ME, "newest")),
+            unread: 150,
+        }],
+        total_unread: 150,
+    }));
+    app.open(ChatId::Direct(BOB), "bob");
+    app.take_effects();
+    let page =
+        |ids: std::ops::RangeInclusive<MessageId>, next: Option<MessageId>| ServerEvent::History {
+            chat: ChatId::Direct(BOB),
+            page: Ok(HistoryPage {
+                messages: ids.rev().map(|id| message(id, BOB, ME, "m")).collect(),
+                next_before: next,
+                group_changes: Vec::new(),
+            }),
+        };
+    // The first page holds 100 of the 150 unread: the next is asked for.
+    app.on_server_event(page(201..=300, Some(201)));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::LoadHistory {
+            chat: ChatId::Direct(BOB),
+            before: Some(201)
+        }]
+    );
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].new_marker,
+        None
+    );
+    app.on_server_event(page(101..=200, Some(101)));
+    let bob = &app.state.conversations[&ChatId::Direct(BOB)];
+    assert_eq!(bob.new_marker, Some(151), "above the 150th newest");
+    assert!(commands(&app.take_effects()).contains(&Command::MarkRead {
+        chat: ChatId::Direct(BOB),
+        up_to: 300
+    }));
+}

@@ -15,6 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chat_client::{GroupChange, GroupChangeKind, Message, MessageId};
 use chrono::{DateTime, FixedOffset, Utc};
@@ -56,6 +57,12 @@ pub struct Inbox {
     selected: Option<MessageId>,
     /// Set when the selection moved: the next frame scrolls it into view.
     reveal: Cell<bool>,
+    /// A message the next frame puts at the top of the window (the first
+    /// unread, with its "new" line), if what follows fills it.
+    anchor: Cell<Option<MessageId>>,
+    /// Home was pressed: the window stays at the oldest line while older
+    /// pages load, until the beginning or another scroll.
+    to_top: Cell<bool>,
     /// What the last frame saw.
     viewport: Cell<Viewport>,
     /// Body heights by message id at one width, so a frame scrolled far up
@@ -86,6 +93,15 @@ impl Inbox {
         self.scroll.set(0);
         self.selected = None;
         self.reveal.set(false);
+        self.anchor.set(None);
+        self.to_top.set(false);
+    }
+
+    /// The next frame shows `id` (the first unread) at the top of the
+    /// window, or the newest messages if they do not fill it.
+    pub fn show_from(&mut self, id: MessageId) {
+        self.anchor.set(Some(id));
+        self.to_top.set(false);
     }
 
     /// Back to the newest message (the user just sent one).
@@ -107,6 +123,8 @@ impl Inbox {
             Scroll::Bottom => 0,
         });
         self.reveal.set(false);
+        self.anchor.set(None);
+        self.to_top.set(scroll == Scroll::Top);
     }
 
     /// Moves the selection through `conversation`'s messages (up is
@@ -134,6 +152,8 @@ impl Inbox {
         let hit_top = target == 0 && matches!(step, Move::Up | Move::PageUp | Move::First);
         self.selected = Some(ids.get(target).copied().unwrap_or(newest));
         self.reveal.set(true);
+        self.anchor.set(None);
+        self.to_top.set(false);
         hit_top
     }
 
@@ -206,6 +226,16 @@ pub fn message_lines(
     if conversation.new_marker == Some(message.id) {
         lines.push(rule("new", width, theme.unread()));
     }
+    let body_start = lines.len();
+    if continues(message, older, conversation, state) {
+        push_body(&mut lines, &message.body, width);
+        if selected {
+            for line in &mut lines[body_start..] {
+                *line = std::mem::take(line).patch_style(theme.selected());
+            }
+        }
+        return lines;
+    }
     let mine = message.from_account_id == state.my_id();
     let mut header = vec![
         Span::styled(
@@ -229,7 +259,6 @@ pub fn message_lines(
             Receipt::ReadByAll => Span::styled("  ✓✓ read by all", theme.good()),
         });
     }
-    let body_start = lines.len();
     lines.push(Line::from(header));
     push_body(&mut lines, &message.body, width);
     if selected {
@@ -238,6 +267,33 @@ pub fn message_lines(
         }
     }
     lines
+}
+
+/// How close in time a message must follow the one before from the same
+/// sender to go under its header.
+const SAME_HEADER: Duration = Duration::from_secs(5 * 60);
+
+/// Whether `message` goes under the header of `older`, the message before
+/// it: the same sender, the same day, within a few minutes, no "new" line
+/// between, and for the user's own, the same receipt.
+fn continues(
+    message: &Message,
+    older: Option<&Message>,
+    conversation: &Conversation,
+    state: &State,
+) -> bool {
+    let Some(older) = older else {
+        return false;
+    };
+    let soon = (message.sent_at.duration_since(older.sent_at)).is_ok_and(|gap| gap <= SAME_HEADER);
+    let same_day = local_time(older, state.time_zone).date_naive()
+        == local_time(message, state.time_zone).date_naive();
+    let mine = message.from_account_id == state.my_id();
+    older.from_account_id == message.from_account_id
+        && soon
+        && same_day
+        && conversation.new_marker != Some(message.id)
+        && (!mine || conversation.receipt(message) == conversation.receipt(older))
 }
 
 /// The lines a send waiting for the server takes.
@@ -480,7 +536,14 @@ impl Inbox {
         let h = usize::from(height);
         let selected = if focused { self.selected } else { None };
         let reveal = self.reveal.get() && selected.is_some();
-        let mut scroll = self.scroll.get();
+        let anchor = self.anchor.get();
+        let mut scroll = if self.to_top.get() {
+            usize::MAX / 2
+        } else {
+            self.scroll.get()
+        };
+        // Lines below the anchor's block and the block's own.
+        let mut anchored: Option<(usize, usize)> = None;
         // Blocks newest first with their heights, and where the selection
         // is (lines below it, lines of it).
         let mut items: Vec<(Item, usize)> = Vec::new();
@@ -504,7 +567,9 @@ impl Inbox {
                 (_, None) => false,
             };
             let enough = total >= scroll.saturating_add(2 * h);
-            if enough && (!reveal || selection.is_some()) {
+            let looking =
+                (reveal && selection.is_none()) || (anchor.is_some() && anchored.is_none());
+            if enough && !looking {
                 reached_top = messages.peek().is_none() && changes.peek().is_none();
                 break;
             }
@@ -522,6 +587,9 @@ impl Inbox {
             if selected == Some(message.id) {
                 selection = Some((total, lines));
             }
+            if anchor == Some(message.id) {
+                anchored = Some((total, lines));
+            }
             total += lines;
             items.push((Item::Message(message, older), lines));
         }
@@ -537,6 +605,13 @@ impl Inbox {
             items.push((Item::Banner(banner), 1));
             total += 1;
             scroll = scroll.min(total.saturating_sub(h));
+        }
+        if anchor.is_some() {
+            if let Some((below, len)) = anchored {
+                // The anchor's top line at the window's top.
+                scroll = (below + len).saturating_sub(h);
+            }
+            self.anchor.set(None);
         }
         if let Some((below, len)) = selection
             && reveal
@@ -600,8 +675,9 @@ fn body_lines(body: &str, width: usize) -> usize {
     text::wrap(&text::sanitize(body), width.saturating_sub(INDENT)).len()
 }
 
-/// The lines of a message's block besides its body: the header, and the
-/// date and "new" lines above it when it has them.
+/// The lines of a message's block besides its body: the header (unless it
+/// goes under the one before), and the date and "new" lines above it when
+/// it has them.
 fn extra_lines(
     message: &Message,
     older: Option<&Message>,
@@ -612,7 +688,10 @@ fn extra_lines(
         local_time(older, state.time_zone).date_naive()
             != local_time(message, state.time_zone).date_naive()
     });
-    1 + usize::from(new_day) + usize::from(conversation.new_marker == Some(message.id))
+    let header = !continues(message, older, conversation, state);
+    usize::from(header)
+        + usize::from(new_day)
+        + usize::from(conversation.new_marker == Some(message.id))
 }
 
 /// The lines a message takes, as [`message_lines`] draws it.
@@ -656,12 +735,24 @@ mod tests {
         let mut conversation = Conversation::new(crate::state::ChatId::Direct(2), "bob");
         conversation.new_marker = Some(3);
         let older = message(1, "x");
+        // A minute after `older`, from the same sender: under its header.
+        let mut soon = message(4, "under the same header");
+        soon.sent_at = older.sent_at + Duration::from_secs(60);
+        assert_eq!(
+            message_lines(&soon, Some(&older), &conversation, &state, 40, false).len(),
+            1,
+            "no header of its own"
+        );
         for (id, body) in [
             (2, "short"),
             (3, "a body long enough to wrap twice or more"),
             (30, "a\n\nb"),
+            (4, "under the same header"),
         ] {
-            let m = message(id, body);
+            let mut m = message(id, body);
+            if id == 4 {
+                m.sent_at = soon.sent_at;
+            }
             for width in [8, 20, 60] {
                 assert_eq!(
                     message_height(&m, Some(&older), &conversation, &state, width),
