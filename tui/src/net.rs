@@ -245,7 +245,8 @@ fn sign_in_failed(error: &ClientError, creating: bool) -> ServerEvent {
             Code::Unauthenticated => {
                 return ServerEvent::SignInFailed {
                     field: Some(Field::Password),
-                    message: "wrong username or password".to_owned(),
+                    message: "wrong username or password (new here? Ctrl+T creates an account)"
+                        .to_owned(),
                 };
             }
             Code::InvalidArgument if message.to_lowercase().contains("password") => {
@@ -572,7 +573,11 @@ mod tests {
             false,
         );
         assert_eq!(field, Some(Field::Password));
-        assert_eq!(message, "wrong username or password");
+        assert!(
+            message.starts_with("wrong username or password"),
+            "{message}"
+        );
+        assert!(message.contains("Ctrl+T"), "{message}");
         let (field, message) =
             field_of(status(Code::AlreadyExists, "the name alice is taken"), true);
         assert_eq!(field, Some(Field::Username));

@@ -77,9 +77,10 @@ impl Theme {
         self.fg(Color::Green).add_modifier(Modifier::BOLD)
     }
 
-    /// The other party's name on their messages.
+    /// The other party's name on their messages: magenta, readable on
+    /// dark and light backgrounds alike (dark blue is not, on black).
     pub fn peer_name(&self) -> Style {
-        self.fg(Color::Blue).add_modifier(Modifier::BOLD)
+        self.fg(Color::Magenta).add_modifier(Modifier::BOLD)
     }
 
     /// Unread badges and the "new" marker.

@@ -232,6 +232,10 @@ impl Tui {
         // from --user and the cursor waits in the password field.
         self.send("\x14");
         self.wait_for("(•) Create account");
+        // The password, then again.
+        self.send(password);
+        self.send("\r");
+        self.wait_for("Again");
         self.send(password);
         self.send("\r");
         self.wait_for(&format!("{} @ ", self.name));
@@ -288,10 +292,10 @@ fn two_users_chat_through_a_real_server() {
             .lines()
             .any(|line| line.contains("bob") && line.contains(" 1 "))
     });
-    alice.wait_for("(1)");
+    alice.wait_for("Users · 1 unread");
     // Moving onto the row only looks: still unread until Enter opens it.
     alice.send("j");
-    alice.wait_for("(1)");
+    alice.wait_for("Users · 1 unread");
     alice.send("\r");
     alice.wait_for("hello from bob 👋");
     alice.wait_for("no unread");

@@ -222,10 +222,13 @@ fn creating_an_account() {
         KeyCode::Char('t'),
         KeyModifiers::CONTROL,
     )));
-    for c in "correct horse".chars() {
-        app.handle_event(key(KeyCode::Char(c)));
+    // The password, Enter, the password again, Enter.
+    for _ in 0..2 {
+        for c in "correct horse".chars() {
+            app.handle_event(key(KeyCode::Char(c)));
+        }
+        app.handle_event(key(KeyCode::Enter));
     }
-    app.handle_event(key(KeyCode::Enter));
     check("sign_in_creating", &app);
 }
 

@@ -78,6 +78,10 @@ impl App {
             Pane::Compose => self.compose.handle_key_event(key, &self.state),
         });
         if let Some(action) = action {
+            // The user moved on: an error about what came before is stale.
+            if !matches!(action, Action::Error(_)) {
+                self.state.last_error = None;
+            }
             self.update(action);
         }
     }
@@ -172,8 +176,13 @@ impl App {
                 self.command(Command::SignIn(request));
             }
             Action::MoveSelection(step) => self.move_selection(step),
-            // Only the panes' own state changes.
-            Action::StartFilter | Action::EndFilter => {}
+            Action::StartFilter => {
+                if !self.state.directory.pattern.is_empty() {
+                    self.set_filter(String::new());
+                }
+            }
+            // Only the pane's own state changes.
+            Action::EndFilter => {}
             // Scrolled down to the newest: what shows now is read.
             Action::Scroll(_) => self.read_what_shows(),
             Action::SetFilter(pattern) => self.set_filter(pattern),

@@ -1435,3 +1435,34 @@ fn a_conversation_opens_at_its_first_unread() {
         up_to: 300
     }));
 }
+
+#[test]
+fn slash_starts_a_new_filter_and_the_next_action_clears_a_stale_error() {
+    let mut app = signed_in();
+    app.handle_key(key(KeyCode::Char('/')));
+    app.handle_key(key(KeyCode::Char('c')));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.state.directory.pattern, "c");
+    app.take_effects();
+    // `/` again: a new filter, not more of the old one.
+    app.handle_key(key(KeyCode::Char('/')));
+    assert_eq!(app.state.directory.pattern, "");
+    app.handle_key(key(KeyCode::Char('b')));
+    assert_eq!(app.state.directory.pattern, "b");
+    assert!(
+        commands(&app.take_effects()).contains(&Command::ListAccounts {
+            pattern: "*b*".to_owned(),
+            page_token: None
+        })
+    );
+    app.handle_key(key(KeyCode::Esc));
+    assert_eq!(app.state.directory.pattern, "");
+    // An error stays until the user does something else.
+    app.on_server_event(ServerEvent::Error {
+        action: "mark read",
+        error: "no server reachable".to_owned(),
+    });
+    assert!(app.state.last_error.is_some());
+    app.handle_key(key(KeyCode::Char('j')));
+    assert_eq!(app.state.last_error, None);
+}

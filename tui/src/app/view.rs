@@ -4,13 +4,19 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Line;
+use ratatui::widgets::Paragraph;
 
 use super::App;
 use crate::components::Component;
 use crate::state::Screen;
+use crate::text;
 
 /// The smallest terminal the panes are drawn in.
 const MIN_SIZE: (u16, u16) = (40, 10);
+
+/// The most lines the last error takes above the status bar.
+const MAX_ERROR_LINES: usize = 3;
 
 /// Where the panes were drawn, for the mouse.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,7 +37,7 @@ impl App {
         let area = frame.area();
         if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
             frame.render_widget(
-                ratatui::widgets::Paragraph::new(format!(
+                Paragraph::new(format!(
                     "Make the terminal at least {}×{}",
                     MIN_SIZE.0, MIN_SIZE.1
                 ))
@@ -40,11 +46,27 @@ impl App {
             );
             return;
         }
-        let [body, status] =
-            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
+        // The last error, whole: wrapped over up to three lines above the
+        // status bar.
+        let error: Vec<String> = (self.state.last_error.as_deref())
+            .map(|e| text::wrap(&format!("⚠ {}", text::sanitize(e)), usize::from(area.width)))
+            .unwrap_or_default();
+        let error_height = u16::try_from(error.len().min(MAX_ERROR_LINES)).unwrap_or(0);
+        let [body, error_area, status] = Layout::vertical([
+            Constraint::Min(1),
+            Constraint::Length(error_height),
+            Constraint::Length(1),
+        ])
+        .areas(area);
         match self.state.screen {
             Screen::SignIn => self.sign_in.draw(frame, body, &self.state),
             Screen::Main => self.draw_main(frame, body),
+        }
+        if error_height > 0 {
+            let lines: Vec<Line> = (error.into_iter().take(MAX_ERROR_LINES))
+                .map(|row| Line::styled(row, self.state.theme.error()))
+                .collect();
+            frame.render_widget(Paragraph::new(lines), error_area);
         }
         self.status_bar.draw(frame, status, &self.state);
         if let Some(dialog) = &self.dialog {

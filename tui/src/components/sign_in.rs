@@ -43,25 +43,32 @@ pub enum Focus {
     Username,
     /// The password.
     Password,
+    /// The password again, when creating the account.
+    Confirm,
     /// The log in / create account switch.
     Mode,
 }
 
 impl Focus {
-    fn next(self) -> Self {
+    /// The next row; the confirmation only when creating.
+    fn next(self, create: bool) -> Self {
         match self {
             Self::Servers => Self::Username,
             Self::Username => Self::Password,
-            Self::Password => Self::Mode,
+            Self::Password if create => Self::Confirm,
+            Self::Password | Self::Confirm => Self::Mode,
             Self::Mode => Self::Servers,
         }
     }
 
-    fn prev(self) -> Self {
+    /// The previous row; the confirmation only when creating.
+    fn prev(self, create: bool) -> Self {
         match self {
             Self::Servers => Self::Mode,
             Self::Username => Self::Servers,
             Self::Password => Self::Username,
+            Self::Confirm => Self::Password,
+            Self::Mode if create => Self::Confirm,
             Self::Mode => Self::Password,
         }
     }
@@ -76,6 +83,8 @@ pub struct SignIn {
     username: Editor,
     /// The password, drawn masked.
     password: Editor,
+    /// The password again (creating an account), drawn masked.
+    confirm: Editor,
     /// Log in or create.
     mode: Mode,
     /// The row keys go to.
@@ -86,6 +95,8 @@ pub struct SignIn {
     username_error: Option<String>,
     /// The error shown under the password field.
     password_error: Option<String>,
+    /// The error shown under the confirmation.
+    confirm_error: Option<String>,
     /// An error that concerns no field in particular.
     form_error: Option<String>,
     /// Why the user is here again (a session that ended, a deleted account).
@@ -111,11 +122,13 @@ impl SignIn {
             servers,
             username,
             password: Editor::default(),
+            confirm: Editor::default(),
             mode: Mode::LogIn,
             focus,
             servers_error: None,
             username_error: None,
             password_error: None,
+            confirm_error: None,
             form_error: None,
             notice: None,
             busy: false,
@@ -164,8 +177,13 @@ impl SignIn {
             Focus::Servers => Some(&mut self.servers),
             Focus::Username => Some(&mut self.username),
             Focus::Password => Some(&mut self.password),
+            Focus::Confirm => Some(&mut self.confirm),
             Focus::Mode => None,
         }
+    }
+
+    fn creating(&self) -> bool {
+        self.mode == Mode::CreateAccount
     }
 
     /// The server refused the sign-in: the form is open again, with the
@@ -194,6 +212,7 @@ impl SignIn {
     pub fn signed_in(&mut self, username: &str) {
         self.busy = false;
         self.password.take();
+        self.confirm.take();
         self.notice = None;
         self.username.set_text(username);
     }
@@ -204,6 +223,7 @@ impl SignIn {
         self.busy = false;
         self.notice = Some(notice);
         self.password.take();
+        self.confirm.take();
         self.focus = Focus::Password;
     }
 
@@ -217,6 +237,7 @@ impl SignIn {
         self.servers_error = None;
         self.username_error = None;
         self.password_error = None;
+        self.confirm_error = None;
         self.form_error = None;
     }
 
@@ -258,11 +279,19 @@ impl SignIn {
             ));
         } else if password.len() > MAX_PASSWORD {
             self.password_error = Some(format!("a password is at most {MAX_PASSWORD} bytes"));
+        } else if self.creating() && self.confirm.text() != password {
+            self.confirm_error = Some(if self.confirm.is_empty() {
+                "type the password again".to_owned()
+            } else {
+                "the two passwords differ: type it again".to_owned()
+            });
+            self.confirm.take();
         }
         if let Some(focus) = [
             (self.servers_error.is_some(), Focus::Servers),
             (self.username_error.is_some(), Focus::Username),
             (self.password_error.is_some(), Focus::Password),
+            (self.confirm_error.is_some(), Focus::Confirm),
         ]
         .into_iter()
         .find_map(|(bad, focus)| bad.then_some(focus))
@@ -284,6 +313,10 @@ impl SignIn {
             Mode::CreateAccount => Mode::LogIn,
         };
         self.form_error = None;
+        self.confirm_error = None;
+        if self.focus == Focus::Confirm {
+            self.focus = Focus::Password;
+        }
     }
 
     /// Pastes into the focused field (line breaks become spaces).
@@ -320,10 +353,24 @@ impl Component for SignIn {
                 if self.busy {
                     return None;
                 }
+                // Creating: Enter after the password asks for it again.
+                if self.creating() && self.focus == Focus::Password && self.confirm.is_empty() {
+                    let length = self.password.text().len();
+                    if length < MIN_PASSWORD {
+                        self.password_error = Some(format!(
+                            "a new password needs at least {MIN_PASSWORD} bytes"
+                        ));
+                    } else if length <= MAX_PASSWORD {
+                        self.focus = Focus::Confirm;
+                    }
+                    if length < MIN_PASSWORD || length <= MAX_PASSWORD {
+                        return None;
+                    }
+                }
                 return self.submit().map(Action::SignIn);
             }
-            KeyCode::Tab | KeyCode::Down => self.focus = self.focus.next(),
-            KeyCode::BackTab | KeyCode::Up => self.focus = self.focus.prev(),
+            KeyCode::Tab | KeyCode::Down => self.focus = self.focus.next(self.creating()),
+            KeyCode::BackTab | KeyCode::Up => self.focus = self.focus.prev(self.creating()),
             KeyCode::Char('t') if ctrl => self.toggle_mode(),
             KeyCode::Left | KeyCode::Right | KeyCode::Char(' ') if self.focus == Focus::Mode => {
                 self.toggle_mode();
@@ -336,6 +383,7 @@ impl Component for SignIn {
                         Focus::Servers => self.servers_error = None,
                         Focus::Username => self.username_error = None,
                         Focus::Password => self.password_error = None,
+                        Focus::Confirm => self.confirm_error = None,
                         Focus::Mode => {}
                     }
                 }
@@ -354,7 +402,8 @@ impl Component for SignIn {
     fn draw(&self, frame: &mut Frame, area: Rect, state: &State) {
         let theme = &state.theme;
         let notice_lines = self.notice.as_ref().map_or(0, |_| 3);
-        let box_area = centered(area, 72, 15 + notice_lines);
+        let confirm_lines = if self.creating() { 2 } else { 0 };
+        let box_area = centered(area, 72, 15 + notice_lines + confirm_lines);
         frame.render_widget(Clear, box_area);
         let block = Block::bordered()
             .border_type(theme.border_type(true))
@@ -378,7 +427,7 @@ impl Component for SignIn {
             );
             y += 3;
         }
-        let fields = [
+        let mut fields = vec![
             (
                 Focus::Servers,
                 "Servers",
@@ -401,6 +450,15 @@ impl Component for SignIn {
                 &self.password_error,
             ),
         ];
+        if self.creating() {
+            fields.push((
+                Focus::Confirm,
+                "Again",
+                &self.confirm,
+                Some('•'),
+                &self.confirm_error,
+            ));
+        }
         let bottom = inner.y + inner.height;
         for (focus, label, editor, mask, error) in fields {
             if y + 1 >= bottom {
@@ -565,6 +623,24 @@ mod tests {
                 .contains("at least 8")
         );
         type_text(&mut form, "-but-ok");
+        // Enter asks for it again; a different one is refused.
+        assert_eq!(
+            form.handle_key_event(key(KeyCode::Enter), &State::default()),
+            None
+        );
+        assert_eq!(form.focus, Focus::Confirm);
+        type_text(&mut form, "short-but-OK");
+        assert_eq!(
+            form.handle_key_event(key(KeyCode::Enter), &State::default()),
+            None
+        );
+        assert!(
+            (form.confirm_error.as_deref()).is_some_and(|e| e.contains("differ")),
+            "{:?}",
+            form.confirm_error
+        );
+        assert_eq!(form.focus, Focus::Confirm);
+        type_text(&mut form, "short-but-ok");
         let action = form.handle_key_event(key(KeyCode::Enter), &State::default());
         assert_eq!(
             action,

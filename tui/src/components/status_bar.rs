@@ -1,6 +1,7 @@
 //! The status bar: who is signed in and where, the state of the connection
 //! (connected, reconnecting and when, switched to another server, the
-//! stream being resumed), the total unread count and the last error.
+//! stream being resumed), the total unread count, and a mark while an error
+//! shows above it.
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
@@ -77,14 +78,10 @@ impl Component for StatusBar {
             });
         }
         let help = Span::styled(" ? help ", theme.key());
-        let used: usize = spans.iter().map(|s| text::width(&s.content)).sum();
-        let room = usize::from(area.width).saturating_sub(used + text::width(&help.content) + 3);
-        if let Some(error) = &state.last_error {
+        if state.last_error.is_some() {
+            // The error itself is on the lines above, whole.
             spans.push(separator());
-            spans.push(Span::styled(
-                text::truncate(&format!("⚠ {}", text::sanitize(error)), room).into_owned(),
-                theme.error(),
-            ));
+            spans.push(Span::styled("⚠ Esc", theme.error()));
         }
         let used: usize = spans.iter().map(|s| text::width(&s.content)).sum();
         let pad = usize::from(area.width).saturating_sub(used + text::width(&help.content));

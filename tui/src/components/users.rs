@@ -94,11 +94,10 @@ impl Component for Users {
         Some(Action::MoveSelection(step))
     }
 
-    fn update(&mut self, action: &Action, state: &State) {
+    fn update(&mut self, action: &Action, _state: &State) {
         match action {
-            Action::StartFilter => {
-                self.filter = Some(Editor::with_text(&state.directory.pattern));
-            }
+            // `/` starts a new filter; the old one goes (see `App::update`).
+            Action::StartFilter => self.filter = Some(Editor::default()),
             Action::EndFilter | Action::ClearFilter => self.filter = None,
             _ => {}
         }
@@ -109,8 +108,10 @@ impl Component for Users {
         let focused = state.focus == Pane::Users;
         let unread = state.total_unread();
         let mut title = vec![Span::styled(" Users ", theme.title())];
-        if unread > 0 {
-            title.push(Span::styled(format!("({unread}) "), theme.unread()));
+        // Said in words, where it fits (the status bar has it too).
+        let count = format!("· {unread} unread ");
+        if unread > 0 && text::width(&count) + 9 <= usize::from(area.width) {
+            title.push(Span::styled(count, theme.unread()));
         }
         let block = Block::bordered()
             .border_type(theme.border_type(focused))
