@@ -129,6 +129,8 @@ pub enum Action {
     ShowReaders,
     /// A name is being typed: offer accounts that start with it.
     Complete(String),
+    /// Mute the conversation under the Users cursor, or unmute it.
+    ToggleMute,
     /// Show an error in the status bar.
     Error(String),
 }
@@ -140,6 +142,15 @@ pub enum Effect {
     Command(Command),
     /// Ring the terminal bell.
     Bell,
+    /// Show a desktop notification through the terminal.
+    Notify {
+        /// Who wrote, and where.
+        title: String,
+        /// What they wrote.
+        body: String,
+    },
+    /// Remember these conversations as muted.
+    SaveMuted(Vec<crate::state::ChatId>),
     /// Open `$EDITOR` on this draft; the result comes back as
     /// [`Action::DraftEdited`].
     EditDraft(String),

@@ -2,6 +2,13 @@
 
 use clap::Parser;
 
+use crate::state::Notify;
+
+/// `--notify`'s value.
+fn parse_notify(text: &str) -> Result<Notify, String> {
+    Notify::parse(text).ok_or_else(|| format!("{text:?}: use off, bell or desktop"))
+}
+
 /// The terminal client of the chat system.
 ///
 /// Signs in to a chat server (or a cluster of them) and shows your
@@ -18,9 +25,15 @@ pub struct Cli {
     /// The username to fill in. Default: the last one used.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
-    /// Do not ring the terminal bell for new messages.
+    /// Do not ring the terminal bell for new messages (the same as
+    /// `--notify off`).
     #[arg(long)]
     pub no_bell: bool,
+    /// How a message not on screen notifies: off, bell, or desktop (a
+    /// notification through the terminal, OSC 777 and OSC 9). Default: the
+    /// config file's `notify`, else bell.
+    #[arg(long, value_name = "HOW", value_parser = parse_notify)]
+    pub notify: Option<Notify>,
     /// Connect over TLS, checking the servers against this authority's
     /// certificate (PEM).
     #[arg(long, value_name = "FILE")]

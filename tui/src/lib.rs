@@ -41,6 +41,7 @@ use crate::app::{App, AppConfig};
 use crate::cli::Cli;
 use crate::message::ServerEvent;
 use crate::settings::Settings;
+use crate::state::Notify;
 use crate::terminal::Tui;
 use crate::theme::Theme;
 
@@ -57,18 +58,32 @@ pub fn initial_app(cli: &Cli, remembered: &Settings) -> App {
     App::new(AppConfig {
         servers,
         username: cli.user.clone().or_else(|| remembered.username.clone()),
-        bell: !cli.no_bell,
+        notify: if cli.no_bell {
+            Notify::Off
+        } else {
+            cli.notify.or(remembered.notify).unwrap_or_default()
+        },
+        muted: remembered.muted.clone(),
         theme: Theme::from_env(),
         time_zone,
         id_prefix: chat_client::Client::new_client_msg_id(),
     })
 }
 
+/// Writes the settings, off the UI loop: failing to remember is not worth
+/// interrupting anyone for.
+fn save(path: Option<std::path::PathBuf>, settings: &Settings) {
+    if let Some(path) = path {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || settings.save(&path));
+    }
+}
+
 /// Runs the program until the user quits. The terminal is restored on every
 /// way out.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings_path = settings::path();
-    let remembered = settings_path
+    let mut remembered = settings_path
         .as_deref()
         .map(Settings::load)
         .unwrap_or_default();
@@ -116,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|_| anyhow::anyhow!("the client task stopped"))?;
                 }
                 Effect::Bell => tui.bell()?,
+                Effect::Notify { title, body } => tui.notify(&title, &body)?,
                 Effect::EditDraft(draft) => {
                     // The editor reads the terminal itself: the event stream
                     // must stop reading it first.
@@ -129,15 +145,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 Effect::Remember { servers, username } => {
-                    if let Some(path) = settings_path.clone() {
-                        let settings = Settings {
-                            servers,
-                            username: Some(username),
-                        };
-                        // Off the UI loop; failing to remember is not worth
-                        // interrupting anyone for.
-                        tokio::task::spawn_blocking(move || settings.save(&path));
-                    }
+                    remembered.servers = servers;
+                    remembered.username = Some(username);
+                    save(settings_path.clone(), &remembered);
+                }
+                Effect::SaveMuted(muted) => {
+                    remembered.muted = muted;
+                    save(settings_path.clone(), &remembered);
                 }
                 Effect::Quit => quit = true,
             }

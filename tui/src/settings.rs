@@ -1,14 +1,18 @@
-//! What chat-tui remembers between runs: the last server list and
-//! username, in `$XDG_CONFIG_HOME/chat-tui/config.toml` (by default
-//! `~/.config/chat-tui/config.toml`). Never the password.
+//! What chat-tui remembers between runs, in
+//! `$XDG_CONFIG_HOME/chat-tui/config.toml` (by default
+//! `~/.config/chat-tui/config.toml`): the last server list and username,
+//! how messages notify (`notify = "off" | "bell" | "desktop"`) and the muted
+//! conversations. Never the password.
 //!
-//! The file is two `key = "value"` lines, a subset of TOML, read and
-//! written here without a TOML library. A missing or unreadable file means
+//! The file is `key = "value"` lines, a subset of TOML, read and written
+//! here without a TOML library. A missing or unreadable file means
 //! nothing is remembered; it never stops the program from starting.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::state::{ChatId, Notify};
 
 /// The remembered values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +21,10 @@ pub struct Settings {
     pub servers: Vec<String>,
     /// The username of the last successful sign-in.
     pub username: Option<String>,
+    /// How messages not on screen notify; `None` when the file says not.
+    pub notify: Option<Notify>,
+    /// The conversations that do not notify.
+    pub muted: Vec<ChatId>,
 }
 
 /// Where the settings live: `chat-tui/config.toml` in the XDG config
@@ -54,6 +62,10 @@ impl Settings {
                         .collect();
                 }
                 "username" if !value.is_empty() => settings.username = Some(value),
+                "notify" => settings.notify = Notify::parse(&value),
+                "muted" => {
+                    settings.muted = value.split(',').filter_map(ChatId::from_key).collect();
+                }
                 _ => {}
             }
         }
@@ -66,6 +78,15 @@ impl Settings {
         text.push_str(&format!("servers = {}\n", quote(&self.servers.join(","))));
         if let Some(username) = &self.username {
             text.push_str(&format!("username = {}\n", quote(username)));
+        }
+        text.push_str("# How messages not on screen notify: \"off\", \"bell\" or \"desktop\".\n");
+        text.push_str(&format!(
+            "notify = {}\n",
+            quote(self.notify.unwrap_or_default().as_str())
+        ));
+        if !self.muted.is_empty() {
+            let keys: Vec<String> = self.muted.iter().map(|c| c.key()).collect();
+            text.push_str(&format!("muted = {}\n", quote(&keys.join(","))));
         }
         text
     }
@@ -135,6 +156,8 @@ mod tests {
         let settings = Settings {
             servers: vec!["127.0.0.1:1".to_owned(), "[::1]:2".to_owned()],
             username: Some("al\"ice\\".to_owned()),
+            notify: Some(Notify::Desktop),
+            muted: vec![ChatId::Direct(7), ChatId::Group(12)],
         };
         settings.save(&path).unwrap();
         assert_eq!(Settings::load(&path), settings);
@@ -149,7 +172,8 @@ mod tests {
             settings,
             Settings {
                 servers: vec![],
-                username: Some("bob".to_owned())
+                username: Some("bob".to_owned()),
+                ..Settings::default()
             }
         );
     }

@@ -20,6 +20,39 @@ use crate::theme::Theme;
 /// The most a message body may hold, in bytes (the server's limit).
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// How a message that is not on screen makes itself known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Notify {
+    /// Only the unread counts.
+    Off,
+    /// The terminal bell.
+    #[default]
+    Bell,
+    /// A desktop notification through the terminal (OSC 777 and OSC 9).
+    Desktop,
+}
+
+impl Notify {
+    /// The setting as the config file spells it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" => Some(Self::Off),
+            "bell" => Some(Self::Bell),
+            "desktop" => Some(Self::Desktop),
+            _ => None,
+        }
+    }
+
+    /// The config file's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Bell => "bell",
+            Self::Desktop => "desktop",
+        }
+    }
+}
+
 /// Which screen is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -77,6 +110,27 @@ pub enum ChatId {
 }
 
 impl ChatId {
+    /// How the config file names it: `d` and the account id, or `g` and the
+    /// group's id.
+    pub fn key(self) -> String {
+        match self {
+            Self::Direct(id) => format!("d{id}"),
+            Self::Group(id) => format!("g{id}"),
+        }
+    }
+
+    /// The conversation a config file key names.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let key = key.trim();
+        let (kind, id) = key.split_at_checked(1)?;
+        let id = id.parse().ok()?;
+        match kind {
+            "d" => Some(Self::Direct(id)),
+            "g" => Some(Self::Group(id)),
+            _ => None,
+        }
+    }
+
     /// The other account of a direct conversation.
     pub fn peer(self) -> Option<AccountId> {
         match self {
@@ -199,6 +253,8 @@ pub struct Conversation {
     pub messages: BTreeMap<MessageId, Message>,
     /// Messages from others the user has not read.
     pub unread: u64,
+    /// One of them mentions the user (`@name`).
+    pub mentioned: bool,
     /// The newest message id known in this conversation (0 if none): the
     /// recency for sorting, and the line between messages the unread count
     /// already includes and new ones.
@@ -230,6 +286,7 @@ impl Conversation {
             },
             messages: BTreeMap::new(),
             unread: 0,
+            mentioned: false,
             last_id: 0,
             delivered_up_to: 0,
             read_up_to: 0,
@@ -375,6 +432,10 @@ pub struct UserRow {
     pub name: String,
     /// Unread messages in it.
     pub unread: u64,
+    /// An unread message mentions the user.
+    pub mentioned: bool,
+    /// Its messages do not notify (a mention still does).
+    pub muted: bool,
     /// Whether the account has a session open, when the directory says.
     pub online: Option<bool>,
     /// A group's member count.
@@ -430,8 +491,10 @@ pub struct State {
     pub theme: Theme,
     /// The local time zone, for message times.
     pub time_zone: FixedOffset,
-    /// Ring the bell for a message in a conversation that is not on screen.
-    pub bell: bool,
+    /// How a message that is not on screen makes itself known.
+    pub notify: Notify,
+    /// Conversations whose messages do not notify (a mention still does).
+    pub muted: HashSet<ChatId>,
     /// The members pane is shown beside the inbox (when a group is open).
     pub show_members: bool,
 }
@@ -458,7 +521,8 @@ impl Default for State {
             unacked: 0,
             theme: Theme::default(),
             time_zone: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
-            bell: true,
+            notify: Notify::Bell,
+            muted: HashSet::new(),
             show_members: false,
         }
     }
@@ -526,6 +590,8 @@ impl State {
                 chat: c.id,
                 name: c.name.clone(),
                 unread: c.unread,
+                mentioned: c.mentioned,
+                muted: self.muted.contains(&c.id),
                 online: c.peer_id().and_then(|id| online.get(&id).copied()),
                 members: c.group.as_ref().map(|g| g.member_count),
             })
@@ -542,6 +608,8 @@ impl State {
                     chat: ChatId::Direct(a.account_id),
                     name: a.username.clone(),
                     unread: 0,
+                    mentioned: false,
+                    muted: self.muted.contains(&ChatId::Direct(a.account_id)),
                     online: Some(a.online),
                     members: None,
                 }),

@@ -65,6 +65,15 @@ impl Tui {
         out.write_all(b"\x07")?;
         out.flush()
     }
+
+    /// Asks the terminal for a desktop notification, in both forms that
+    /// terminals understand (OSC 777: rxvt, foot, wezterm, kitty; OSC 9:
+    /// iTerm2, kitty, wezterm); a terminal that knows neither ignores them.
+    pub fn notify(&mut self, title: &str, body: &str) -> io::Result<()> {
+        let out = self.terminal.backend_mut();
+        out.write_all(notification(title, body).as_bytes())?;
+        out.flush()
+    }
 }
 
 impl Drop for Tui {
@@ -121,4 +130,32 @@ fn install_panic_hook() {
             previous(info);
         }));
     });
+}
+
+/// The escape sequences of a desktop notification: the text cleaned of
+/// anything that could end or break the sequence, and cut short.
+pub fn notification(title: &str, body: &str) -> String {
+    let clean = |text: &str, max: usize| -> String {
+        let flat: String = (text.chars())
+            .map(|c| if c.is_control() || c == ';' { ' ' } else { c })
+            .collect();
+        crate::text::truncate(flat.trim(), max).into_owned()
+    };
+    let (title, body) = (clean(title, 60), clean(body, 200));
+    format!("\x1b]777;notify;{title};{body}\x07\x1b]9;{title}: {body}\x07")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_cannot_break_out_of_its_sequence() {
+        let sequence = notification("bob", "hi\x07\x1b]0;evil\x07; there");
+        assert_eq!(
+            sequence,
+            "\x1b]777;notify;bob;hi  ]0 evil   there\x07\x1b]9;bob: hi  ]0 evil   there\x07"
+        );
+        assert_eq!(sequence.matches('\x07').count(), 2);
+    }
 }

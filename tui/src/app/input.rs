@@ -270,6 +270,17 @@ impl App {
             }
             Action::ShowReaders => self.show_readers(),
             Action::Complete(prefix) => self.command(Command::Complete { prefix }),
+            Action::ToggleMute => {
+                let Some(chat) = self.state.highlight.or(self.state.selected) else {
+                    return;
+                };
+                if !self.state.muted.remove(&chat) {
+                    self.state.muted.insert(chat);
+                }
+                let mut muted: Vec<ChatId> = self.state.muted.iter().copied().collect();
+                muted.sort();
+                self.effects.push(Effect::SaveMuted(muted));
+            }
         }
     }
 

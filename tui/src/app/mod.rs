@@ -24,13 +24,14 @@ use crate::components::sign_in::SignIn;
 use crate::components::status_bar::StatusBar;
 use crate::components::users::Users;
 use crate::message::Command;
-use crate::state::{ChatId, History, Pane, Screen, State};
+use crate::state::{ChatId, History, Notify, Pane, Screen, State};
 use crate::theme::Theme;
 
 mod input;
 mod server;
 mod view;
 
+pub use server::{is_name_char, mentions};
 pub use view::PaneAreas;
 
 /// How the app starts.
@@ -40,8 +41,10 @@ pub struct AppConfig {
     pub servers: Vec<String>,
     /// The username to offer.
     pub username: Option<String>,
-    /// Ring the bell for messages not on screen.
-    pub bell: bool,
+    /// How messages not on screen make themselves known.
+    pub notify: Notify,
+    /// Conversations that do not notify.
+    pub muted: Vec<ChatId>,
     /// Colours or not.
     pub theme: Theme,
     /// The local time zone.
@@ -56,7 +59,8 @@ impl Default for AppConfig {
         Self {
             servers: vec![chat_client::DEFAULT_SERVER.to_owned()],
             username: None,
-            bell: true,
+            notify: Notify::Bell,
+            muted: Vec::new(),
             theme: Theme::default(),
             time_zone: FixedOffset::east_opt(0).expect("UTC is a valid offset"),
             id_prefix: "tui".to_owned(),
@@ -100,7 +104,8 @@ impl App {
             servers: config.servers.clone(),
             theme: config.theme,
             time_zone: config.time_zone,
-            bell: config.bell,
+            notify: config.notify,
+            muted: config.muted.into_iter().collect(),
             ..State::default()
         };
         Self {
@@ -165,6 +170,7 @@ impl App {
         let me = self.state.my_id();
         let conversation = self.state.conversation_mut(chat, name);
         conversation.new_marker = None;
+        conversation.mentioned = false;
         if let (Some(group), ChatId::Group(id)) = (&conversation.group, chat)
             && group.members.is_none()
         {
@@ -193,6 +199,7 @@ impl App {
         let Some(conversation) = self.state.conversations.get_mut(&chat) else {
             return;
         };
+        conversation.mentioned = false;
         if conversation.unread == 0 {
             return;
         }

@@ -13,7 +13,8 @@ use crate::components::dialog::Dialog;
 use crate::components::users::Users;
 use crate::message::{Command, ServerEvent};
 use crate::state::{
-    ChatId, Conversation, Directory, Group, History, Link, Me, Pane, Screen, effective_pattern,
+    ChatId, Conversation, Directory, Group, History, Link, Me, Notify, Pane, Screen,
+    effective_pattern,
 };
 
 impl App {
@@ -451,6 +452,10 @@ impl App {
         // Read only if it shows: the terminal has the focus and the inbox
         // is at its newest.
         let on_screen = open && self.state.terminal_focused && self.inbox.scroll() == 0;
+        let username = self.state.me.as_ref().map_or("", |me| me.username.as_str());
+        let mention = !mine && mentions(&message.body, username);
+        // What a desktop notification says: who, where, and the start.
+        let alert = (message.from.clone(), message.body.clone());
         let conversation = self.state.conversation_mut(chat, &name);
         // The conversation list counted everything up to its last message;
         // only what comes after is news.
@@ -480,11 +485,25 @@ impl App {
         } else {
             let conversation = self.state.conversation_mut(chat, &name);
             conversation.unread += 1;
+            conversation.mentioned |= mention;
             if open && conversation.new_marker.is_none() {
                 conversation.new_marker = Some(id);
             }
-            if self.state.live && self.state.bell {
-                self.effects.push(Effect::Bell);
+            let title = match conversation.group {
+                Some(_) => format!("{} in {}", alert.0, conversation.name),
+                None => alert.0,
+            };
+            // A muted conversation stays quiet, unless it names the user.
+            let quiet = self.state.muted.contains(&chat) && !mention;
+            if self.state.live && !quiet {
+                match self.state.notify {
+                    Notify::Off => {}
+                    Notify::Bell => self.effects.push(Effect::Bell),
+                    Notify::Desktop => self.effects.push(Effect::Notify {
+                        title,
+                        body: alert.1,
+                    }),
+                }
             }
         }
     }
@@ -643,6 +662,27 @@ impl App {
     fn last_server(&self) -> Option<String> {
         self.state.last_server_seen.clone()
     }
+}
+
+/// Whether `body` mentions `username` as `@username` (ignoring case, not
+/// inside a longer name; a full stop after it ends a sentence).
+pub fn mentions(body: &str, username: &str) -> bool {
+    if username.is_empty() {
+        return false;
+    }
+    let lower = body.to_lowercase();
+    let wanted = format!("@{}", username.to_lowercase());
+    lower.match_indices(&wanted).any(|(at, _)| {
+        let before = lower[..at].chars().next_back();
+        let rest = lower[at + wanted.len()..].trim_start_matches('.');
+        let after = rest.chars().next();
+        before.is_none_or(|c| !is_name_char(c)) && after.is_none_or(|c| !is_name_char(c))
+    })
+}
+
+/// A character a username can hold.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
 
 /// Makes `owner` the group's owner; `previous`, who handed it on, stays an

@@ -595,7 +595,7 @@ fn no_bell_with_no_bell_and_none_for_the_backlog() {
     caught_up(&mut app, 4);
     assert_eq!(commands(&app.take_effects()), [Command::Ack { up_to: 4 }]);
     assert_eq!(app.state.conversations[&ChatId::Direct(CAROL)].unread, 2);
-    app.state.bell = false;
+    app.state.notify = crate::state::Notify::Off;
     live(&mut app, message(5, CAROL, ME, "live"));
     assert!(!app.take_effects().contains(&Effect::Bell));
 }
@@ -1465,4 +1465,44 @@ fn slash_starts_a_new_filter_and_the_next_action_clears_a_stale_error() {
     assert!(app.state.last_error.is_some());
     app.handle_key(key(KeyCode::Char('j')));
     assert_eq!(app.state.last_error, None);
+}
+
+#[test]
+fn mentions_mark_the_row_and_notify_even_when_muted() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    app.state.notify = crate::state::Notify::Desktop;
+    // Muting carol (z on her row) is remembered.
+    app.state.highlight = Some(ChatId::Direct(CAROL));
+    app.update(Action::Focus(Pane::Users));
+    app.handle_key(key(KeyCode::Char('z')));
+    assert!(
+        app.take_effects()
+            .contains(&Effect::SaveMuted(vec![ChatId::Direct(CAROL)]))
+    );
+    live(&mut app, message(10, CAROL, ME, "lunch?"));
+    assert!(
+        !app.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Notify { .. })),
+        "muted"
+    );
+    live(&mut app, message(11, CAROL, ME, "@Alice, lunch?"));
+    let effects = app.take_effects();
+    assert!(
+        effects.contains(&Effect::Notify {
+            title: "carol".to_owned(),
+            body: "@Alice, lunch?".to_owned()
+        }),
+        "{effects:?}"
+    );
+    let row = &app.state.user_rows()[0];
+    assert!(row.mentioned && row.muted && row.unread == 2, "{row:?}");
+    // Opening it clears the mark.
+    app.open(ChatId::Direct(CAROL), "carol");
+    assert!(!app.state.conversations[&ChatId::Direct(CAROL)].mentioned);
+    // Only a whole name is a mention.
+    assert!(super::mentions("hi @alice.", "alice"));
+    assert!(!super::mentions("hi @alice2", "alice"));
+    assert!(!super::mentions("mail bob@alice", "alice"));
 }

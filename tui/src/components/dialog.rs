@@ -41,6 +41,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("/", "filter by name: * any run, ? one character"),
             ("r", "reload the list of accounts"),
             ("n", "new group: a title, then members by name"),
+            ("z", "mute / unmute (a mention still notifies)"),
             ("Enter", "open the conversation and write"),
         ],
     ),

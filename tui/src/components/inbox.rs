@@ -22,12 +22,13 @@ use chrono::{DateTime, FixedOffset, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::Style;
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use super::Component;
 use crate::action::{Action, Move, Scroll};
+use crate::app::is_name_char;
 use crate::state::{Conversation, History, Pane, Pending, Receipt, State};
 use crate::text;
 
@@ -228,7 +229,7 @@ pub fn message_lines(
     }
     let body_start = lines.len();
     if continues(message, older, conversation, state) {
-        push_body(&mut lines, &message.body, width);
+        push_body(&mut lines, &message.body, width, state);
         if selected {
             for line in &mut lines[body_start..] {
                 *line = std::mem::take(line).patch_style(theme.selected());
@@ -260,7 +261,7 @@ pub fn message_lines(
         });
     }
     lines.push(Line::from(header));
-    push_body(&mut lines, &message.body, width);
+    push_body(&mut lines, &message.body, width, state);
     if selected {
         for line in &mut lines[body_start..] {
             *line = std::mem::take(line).patch_style(theme.selected());
@@ -310,7 +311,7 @@ fn pending_lines(pending: &Pending, state: &State, width: usize) -> Vec<Line<'st
         ),
         status,
     ])];
-    push_body(&mut lines, &pending.body, width);
+    push_body(&mut lines, &pending.body, width, state);
     lines
 }
 
@@ -364,11 +365,56 @@ fn change_lines(change: &GroupChange, state: &State, width: usize) -> Vec<Line<'
 }
 
 /// Appends `body`, sanitised, wrapped and indented.
-fn push_body(lines: &mut Vec<Line<'static>>, body: &str, width: usize) {
+fn push_body(lines: &mut Vec<Line<'static>>, body: &str, width: usize, state: &State) {
     let indent = " ".repeat(INDENT);
+    let me = state.me.as_ref().map_or("", |me| me.username.as_str());
     for row in text::wrap(&text::sanitize(body), width.saturating_sub(INDENT)) {
-        lines.push(Line::raw(format!("{indent}{row}")));
+        let mut spans = vec![Span::raw(indent.clone())];
+        spans.extend(mention_spans(&row, me, state));
+        lines.push(Line::from(spans));
     }
+}
+
+/// `row` with each `@name` in it highlighted, the user's own name most.
+fn mention_spans(row: &str, me: &str, state: &State) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    let mut plain = 0;
+    let mut chars = row.char_indices().peekable();
+    let mut previous: Option<char> = None;
+    while let Some((at, c)) = chars.next() {
+        let starts = c == '@' && previous.is_none_or(|p| !is_name_char(p));
+        previous = Some(c);
+        if !starts {
+            continue;
+        }
+        let mut end = at + 1;
+        while let Some(&(i, n)) = chars.peek() {
+            if !is_name_char(n) {
+                break;
+            }
+            end = i + n.len_utf8();
+            previous = Some(n);
+            chars.next();
+        }
+        // A full stop after a name ends the sentence, not the name.
+        while end > at + 1 && row[..end].ends_with('.') {
+            end -= 1;
+        }
+        if end == at + 1 {
+            continue;
+        }
+        spans.push(Span::raw(row[plain..at].to_owned()));
+        let name = &row[at + 1..end];
+        let style = if name.eq_ignore_ascii_case(me) {
+            state.theme.unread().add_modifier(Modifier::REVERSED)
+        } else {
+            state.theme.key()
+        };
+        spans.push(Span::styled(row[at..end].to_owned(), style));
+        plain = end;
+    }
+    spans.push(Span::raw(row[plain..].to_owned()));
+    spans
 }
 
 /// A centred label in a horizontal rule: `──── new ────`.

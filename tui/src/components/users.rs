@@ -85,6 +85,7 @@ impl Component for Users {
             KeyCode::Char('/') => return Some(Action::StartFilter),
             KeyCode::Char('r') => return Some(Action::RefreshDirectory),
             KeyCode::Char('n') => return Some(Action::AskNewGroup),
+            KeyCode::Char('z') => return Some(Action::ToggleMute),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => {
                 return Some(Action::WriteToSelected);
             }
@@ -191,10 +192,25 @@ impl Component for Users {
                     (None, Some(true)) => Span::styled("● ", theme.good()),
                     (None, _) => Span::raw("  "),
                 };
+                // `@` when an unread message names the user; `~` muted.
+                let mark = match (row.mentioned, row.muted) {
+                    (true, _) => "@",
+                    (false, true) => "~",
+                    (false, false) => "",
+                };
                 let badge = if row.unread > 0 {
-                    format!(" {} ", row.unread.min(999))
+                    format!(" {mark}{} ", row.unread.min(999))
+                } else if row.muted {
+                    " ~ ".to_owned()
                 } else {
                     String::new()
+                };
+                let badge_style = if row.muted && !row.mentioned {
+                    theme.dim()
+                } else {
+                    theme
+                        .unread()
+                        .add_modifier(ratatui::style::Modifier::REVERSED)
                 };
                 let name_width = width.saturating_sub(2 + text::width(&badge));
                 let name = text::truncate(&row.name, name_width);
@@ -207,12 +223,7 @@ impl Component for Users {
                 let mut line = Line::from(vec![
                     dot,
                     Span::styled(format!("{name}{}", " ".repeat(pad)), name_style),
-                    Span::styled(
-                        badge,
-                        theme
-                            .unread()
-                            .add_modifier(ratatui::style::Modifier::REVERSED),
-                    ),
+                    Span::styled(badge, badge_style),
                 ]);
                 if Some(i) == selected && focused {
                     line = line.patch_style(theme.selected());
