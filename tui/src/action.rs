@@ -131,6 +131,16 @@ pub enum Action {
     Complete(String),
     /// Mute the conversation under the Users cursor, or unmute it.
     ToggleMute,
+    /// Open the switcher (Ctrl+K).
+    OpenSwitcher,
+    /// Open the command line (`:`).
+    OpenCommandLine,
+    /// Open this conversation (from the switcher) and write.
+    OpenChat(crate::state::ChatId, String),
+    /// Open the Nth conversation of the list (Alt+1..9), from 0.
+    OpenNth(usize),
+    /// Run a command typed after `:`.
+    RunCommand(String),
     /// Show an error in the status bar.
     Error(String),
 }

@@ -680,3 +680,18 @@ fn home_reaches_the_beginning_of_the_conversation() {
     assert!(screen.contains("beginning of the conversation"), "{screen}");
     assert!(screen.contains("number 1 "), "{screen}");
 }
+
+#[test]
+fn the_switcher() {
+    let mut app = group_conversation();
+    app.handle_event(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('k'),
+        KeyModifiers::CONTROL,
+    )));
+    app.handle_event(key(KeyCode::Char('c')));
+    app.on_server_event(ServerEvent::Completions {
+        prefix: "c".to_owned(),
+        accounts: vec![account(CAROL, "carol", false), account(9, "cyd", false)],
+    });
+    check("dialog_switcher", &app);
+}

@@ -13,6 +13,7 @@ use super::App;
 use crate::action::{Action, Effect, Move, Scroll};
 use crate::components::Component;
 use crate::components::dialog::{Dialog, GroupForm};
+use crate::components::switcher::{self, CommandLine, Switcher};
 use crate::message::Command;
 use crate::state::{ChatId, History, Pane, Pending, Receipt, Screen, effective_pattern};
 
@@ -58,7 +59,12 @@ impl App {
             return;
         }
         let typing = self.is_typing();
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
         let global = match key.code {
+            KeyCode::Char('k') if ctrl => Some(Action::OpenSwitcher),
+            KeyCode::Char(digit @ '1'..='9') if alt => {
+                Some(Action::OpenNth(usize::from(digit as u8 - b'1')))
+            }
             KeyCode::Tab => Some(Action::FocusNext),
             KeyCode::BackTab => Some(Action::FocusPrev),
             KeyCode::F(1) => Some(Action::ShowHelp),
@@ -68,6 +74,7 @@ impl App {
             KeyCode::Char('L') => Some(Action::SignOut),
             KeyCode::Char('D') => Some(Action::AskDeleteAccount),
             KeyCode::Char('m') => Some(Action::ToggleMembers),
+            KeyCode::Char(':') => Some(Action::OpenCommandLine),
             KeyCode::Esc if self.state.last_error.is_some() => Some(Action::DismissError),
             _ => None,
         };
@@ -270,6 +277,33 @@ impl App {
             }
             Action::ShowReaders => self.show_readers(),
             Action::Complete(prefix) => self.command(Command::Complete { prefix }),
+            Action::OpenSwitcher => {
+                self.dialog = Some(Dialog::Switcher(Switcher::default()));
+            }
+            Action::OpenCommandLine => {
+                self.dialog = Some(Dialog::CommandLine(CommandLine::default()));
+            }
+            Action::OpenChat(chat, name) => {
+                self.dialog = None;
+                self.open(chat, &name);
+                self.focus(Pane::Compose);
+            }
+            Action::OpenNth(n) => {
+                let rows = self.state.user_rows();
+                let conversations = rows.iter().filter(|r| {
+                    (self.state.conversations.get(&r.chat))
+                        .is_some_and(|c| c.is_group() || c.last_id > 0 || c.unread > 0)
+                });
+                if let Some(row) = conversations.clone().nth(n) {
+                    let (chat, name) = (row.chat, row.name.clone());
+                    self.open(chat, &name);
+                    self.focus(Pane::Compose);
+                }
+            }
+            Action::RunCommand(line) => {
+                self.dialog = None;
+                self.run_command(&line);
+            }
             Action::ToggleMute => {
                 let Some(chat) = self.state.highlight.or(self.state.selected) else {
                     return;
@@ -281,6 +315,51 @@ impl App {
                 muted.sort();
                 self.effects.push(Effect::SaveMuted(muted));
             }
+        }
+    }
+
+    /// Carries out a command typed after `:`.
+    fn run_command(&mut self, line: &str) {
+        use switcher::Command as C;
+        let command = match switcher::parse(line) {
+            Ok(command) => command,
+            Err(error) => {
+                self.state.last_error = Some(error);
+                return;
+            }
+        };
+        match command {
+            C::Dm(name) => match switcher::known_account(&self.state, &name) {
+                Some((id, name)) => self.update(Action::OpenChat(ChatId::Direct(id), name)),
+                None => {
+                    // Not loaded here: ask the server, and open it if it
+                    // answers with exactly that name.
+                    self.pending_dm = Some(name.clone());
+                    self.command(Command::Complete { prefix: name });
+                }
+            },
+            C::Group(title) => {
+                let mut form = GroupForm::new_group();
+                if !title.is_empty() {
+                    form.title.set_text(&title);
+                    form.field = crate::components::group_form::Field::Members;
+                }
+                self.dialog = Some(Dialog::Group(form));
+            }
+            C::Members => self.update(Action::ToggleMembers),
+            C::Add => self.update(Action::AskAddMembers),
+            C::Rename(title) => match self.state.selected {
+                Some(ChatId::Group(_)) => self.change_group(GroupEdit::Rename(title)),
+                _ => self.state.last_error = Some("open a group first".to_owned()),
+            },
+            C::Leave => self.update(Action::AskLeave),
+            C::Mute => {
+                self.state.highlight = self.state.selected;
+                self.update(Action::ToggleMute);
+            }
+            C::Logout => self.update(Action::SignOut),
+            C::Quit => self.update(Action::Quit),
+            C::Help => self.update(Action::ShowHelp),
         }
     }
 

@@ -95,6 +95,8 @@ pub struct App {
     id_prefix: String,
     /// Sends made so far in this run: the rest of the key.
     sends: u64,
+    /// A `:dm NAME` waiting for the server to say who NAME is.
+    pending_dm: Option<String>,
 }
 
 impl App {
@@ -121,6 +123,7 @@ impl App {
             effects: Vec::new(),
             id_prefix: config.id_prefix,
             sends: 0,
+            pending_dm: None,
         }
     }
 

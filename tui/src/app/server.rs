@@ -8,7 +8,7 @@ use chat_client::{
 };
 
 use super::App;
-use crate::action::Effect;
+use crate::action::{Action, Effect};
 use crate::components::dialog::Dialog;
 use crate::components::users::Users;
 use crate::message::{Command, ServerEvent};
@@ -194,6 +194,23 @@ impl App {
                 }
             }
             ServerEvent::Completions { prefix, accounts } => {
+                if self.pending_dm.as_ref() == Some(&prefix) {
+                    self.pending_dm = None;
+                    let me = self.state.my_id();
+                    let found = (accounts.iter())
+                        .find(|a| a.account_id != me && a.username.eq_ignore_ascii_case(&prefix));
+                    match found {
+                        Some(a) => {
+                            let open =
+                                Action::OpenChat(ChatId::Direct(a.account_id), a.username.clone());
+                            self.update(open);
+                        }
+                        None => {
+                            self.state.last_error = Some(format!("no account is named {prefix}"));
+                        }
+                    }
+                    return;
+                }
                 if let Some(dialog) = self.dialog.as_mut() {
                     let me = self.state.my_id();
                     dialog.completions(&prefix, accounts, me);

@@ -1506,3 +1506,56 @@ fn mentions_mark_the_row_and_notify_even_when_muted() {
     assert!(!super::mentions("hi @alice2", "alice"));
     assert!(!super::mentions("mail bob@alice", "alice"));
 }
+
+#[test]
+fn jump_anywhere_with_the_switcher_alt_digits_and_commands() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    live(&mut app, message(10, BOB, ME, "b"));
+    live(&mut app, message(11, CAROL, ME, "c"));
+    // Ctrl+K, a few letters, Enter: carol's conversation, ready to write.
+    app.handle_key(KeyEvent::new(KeyCode::Char('k'), KeyModifiers::CONTROL));
+    assert!(matches!(app.dialog, Some(Dialog::Switcher(_))));
+    for c in "crl".chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.state.selected, Some(ChatId::Direct(CAROL)));
+    assert_eq!(app.state.focus, Pane::Compose);
+    assert!(app.dialog.is_none());
+    // Alt+2: the second conversation of the list (carol is first now: newest).
+    app.handle_key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::ALT));
+    assert_eq!(app.state.selected, Some(ChatId::Direct(BOB)));
+    // `:` works where keys are commands, not in compose.
+    app.update(Action::Focus(Pane::Inbox));
+    app.handle_key(key(KeyCode::Char(':')));
+    for c in "dm carol".chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.state.selected, Some(ChatId::Direct(CAROL)));
+    // A name the client has not loaded is asked of the server.
+    app.update(Action::RunCommand("dm zed".to_owned()));
+    assert!(commands(&app.take_effects()).contains(&Command::Complete {
+        prefix: "zed".to_owned()
+    }));
+    app.on_server_event(ServerEvent::Completions {
+        prefix: "zed".to_owned(),
+        accounts: vec![Account {
+            username: "zedd".to_owned(),
+            ..account(9)
+        }],
+    });
+    assert_eq!(
+        app.state.last_error.as_deref(),
+        Some("no account is named zed")
+    );
+    app.update(Action::RunCommand("frobnicate".to_owned()));
+    assert!(
+        (app.state.last_error.as_deref()).is_some_and(|e| e.contains(":dm NAME")),
+        "{:?}",
+        app.state.last_error
+    );
+    app.update(Action::RunCommand("quit".to_owned()));
+    assert!(app.take_effects().contains(&Effect::Quit));
+}

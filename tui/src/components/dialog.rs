@@ -11,6 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 pub use super::group_form::GroupForm;
+use super::switcher::{CommandLine, Switcher};
 use super::{Component, centered};
 use crate::action::Action;
 use crate::editor::Editor;
@@ -28,6 +29,12 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("Esc", "close a dialog, clear the error or the filter"),
             ("L / D", "log out / delete the account (not typing)"),
             ("m", "show / hide the members of the open group"),
+            ("Ctrl+K", "go to any conversation or account (fuzzy)"),
+            ("Alt+1..9", "open the first nine conversations"),
+            (
+                ":",
+                "command: :dm NAME, :group, :leave, :logout, :quit, :help",
+            ),
         ],
     ),
     (
@@ -106,6 +113,10 @@ pub enum Dialog {
         /// The change, if confirmed.
         edit: GroupEdit,
     },
+    /// Jump to a conversation (Ctrl+K).
+    Switcher(Switcher),
+    /// A command after `:`.
+    CommandLine(CommandLine),
     /// Who read a message of a group.
     Readers {
         /// "Read by 2 of 3".
@@ -156,8 +167,10 @@ impl Dialog {
 
     /// Hands the server's completions to a dialog that asked for them.
     pub fn completions(&mut self, prefix: &str, accounts: Vec<Account>, me: AccountId) {
-        if let Self::Group(form) = self {
-            form.completions(prefix, accounts, me);
+        match self {
+            Self::Group(form) => form.completions(prefix, accounts, me),
+            Self::Switcher(switcher) => switcher.completions(prefix, accounts),
+            _ => {}
         }
     }
 
@@ -172,7 +185,10 @@ impl Dialog {
 
     /// True when keys type into the dialog.
     pub fn is_typing(&self) -> bool {
-        matches!(self, Self::DeleteAccount { .. } | Self::Group(_))
+        matches!(
+            self,
+            Self::DeleteAccount { .. } | Self::Group(_) | Self::Switcher(_) | Self::CommandLine(_)
+        )
     }
 
     /// Pastes into the password field, if the dialog has one; a line break
@@ -184,6 +200,14 @@ impl Dialog {
                 None
             }
             Self::Group(form) => form.paste(text),
+            Self::Switcher(switcher) => {
+                switcher.query.insert_str(&text.replace(['\r', '\n'], " "));
+                None
+            }
+            Self::CommandLine(command) => {
+                command.line.insert_str(&text.replace(['\r', '\n'], " "));
+                None
+            }
             _ => None,
         }
     }
@@ -207,8 +231,10 @@ impl Dialog {
 }
 
 impl Component for Dialog {
-    fn handle_key_event(&mut self, key: KeyEvent, _state: &State) -> Option<Action> {
+    fn handle_key_event(&mut self, key: KeyEvent, state: &State) -> Option<Action> {
         match self {
+            Self::Switcher(switcher) => switcher.handle_key(key, state),
+            Self::CommandLine(command) => command.handle_key(key),
             Self::Help { scroll } => match key.code {
                 KeyCode::Up | KeyCode::Char('k') => {
                     *scroll = scroll.saturating_sub(1);
@@ -320,6 +346,8 @@ impl Component for Dialog {
                 draw_box(frame, rect, block, lines);
             }
             Self::Group(form) => form.draw(frame, area, state),
+            Self::Switcher(switcher) => switcher.draw(frame, area, state),
+            Self::CommandLine(command) => command.draw(frame, area, state),
             Self::Confirm { heading, text, .. } => {
                 let rect = centered(area, 60, 8);
                 let block = Block::bordered()

@@ -20,6 +20,7 @@ pub mod inbox;
 pub mod members;
 pub mod sign_in;
 pub mod status_bar;
+pub mod switcher;
 pub mod users;
 
 /// A pane or dialog.
