@@ -136,6 +136,22 @@ impl Client {
         Ok(reply.into())
     }
 
+    /// The session of `token`, saved from an earlier [`login`](Self::login),
+    /// if it is still open: the same answer as a login, without opening
+    /// another session. UNAUTHENTICATED once it has ended.
+    pub async fn resume(&self, token: &str) -> Result<Session> {
+        let request = || proto::ResumeRequest {
+            token: token.to_owned(),
+            min_applied: self.read_cursor(),
+        };
+        let reply = self
+            .call(Rpc::Resume, request, |channel, request, _| async move {
+                ChatClient::new(channel).resume(request).await
+            })
+            .await?;
+        Ok(reply.into())
+    }
+
     /// Closes the session of `token`.
     ///
     /// When a retry (after a failure whose outcome was unknown) is answered

@@ -115,6 +115,7 @@ impl Retry {
 pub(crate) enum Rpc {
     CreateAccount,
     Login,
+    Resume,
     Logout,
     DeleteAccount,
     ListAccounts,
@@ -152,8 +153,8 @@ impl Rpc {
     /// Whether the call may be made again when a first attempt may or may not
     /// have taken effect.
     ///
-    /// - Reads (ListAccounts, Subscribe, History, Conversations, Members,
-    ///   Status) change nothing.
+    /// - Reads (Resume, ListAccounts, Subscribe, History, Conversations,
+    ///   Members, Status) change nothing.
     /// - Send and CreateGroup carry an idempotency key: the server returns
     ///   the first call's message or group instead of making a second one.
     /// - Ack and MarkRead move cursors that only grow; DeleteMessages skips
@@ -436,6 +437,7 @@ mod tests {
         let all = [
             CreateAccount,
             Login,
+            Resume,
             Logout,
             DeleteAccount,
             ListAccounts,

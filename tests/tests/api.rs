@@ -91,6 +91,34 @@ async fn accounts_sessions_and_their_errors() {
     assert_eq!(login.unread_count, 0);
     assert_eq!(login.session_idle_timeout_secs, 30 * 60);
 
+    // A saved token resumes its session: the same facts, no new session.
+    let resumed = c
+        .resume(pb::ResumeRequest {
+            token: login.token.clone(),
+            min_applied: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            resumed.token.as_str(),
+            resumed.account_id,
+            resumed.username.as_str()
+        ),
+        (login.token.as_str(), login.account_id, "Alice")
+    );
+    assert_eq!(resumed.delivered_cursor, login.delivered_cursor);
+    for token in ["", "not-a-token"] {
+        let refused = c
+            .resume(pb::ResumeRequest {
+                token: token.into(),
+                min_applied: 0,
+            })
+            .await;
+        assert_eq!(code(refused), Code::Unauthenticated, "{token:?}");
+    }
+
     // Logout ends the session.
     c.logout(pb::LogoutRequest {
         token: login.token.clone(),
@@ -105,6 +133,17 @@ async fn accounts_sessions_and_their_errors() {
         })
         .await;
     assert_eq!(code(after), Code::Unauthenticated);
+    let ended = c
+        .resume(pb::ResumeRequest {
+            token: login.token.clone(),
+            min_applied: 0,
+        })
+        .await;
+    assert_eq!(
+        code(ended),
+        Code::Unauthenticated,
+        "a closed session does not resume"
+    );
     let missing = c.conversations(pb::ConversationsRequest::default()).await;
     assert_eq!(code(missing), Code::Unauthenticated);
 }

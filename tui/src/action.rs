@@ -159,6 +159,8 @@ pub enum Effect {
         /// What they wrote.
         body: String,
     },
+    /// Delete the saved session: it ended, or the user logged out.
+    ForgetSession,
     /// Remember these conversations as muted.
     SaveMuted(Vec<crate::state::ChatId>),
     /// Open `$EDITOR` on this draft; the result comes back as

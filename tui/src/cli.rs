@@ -34,6 +34,10 @@ pub struct Cli {
     /// config file's `notify`, else bell.
     #[arg(long, value_name = "HOW", value_parser = parse_notify)]
     pub notify: Option<Notify>,
+    /// Delete the saved session (the next start asks for the password) and
+    /// do not save one this time.
+    #[arg(long)]
+    pub forget: bool,
     /// Connect over TLS, checking the servers against this authority's
     /// certificate (PEM).
     #[arg(long, value_name = "FILE")]

@@ -25,6 +25,7 @@ pub mod components;
 pub mod editor;
 pub mod message;
 pub mod net;
+pub mod session_file;
 pub mod settings;
 pub mod state;
 pub mod terminal;
@@ -95,7 +96,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })?),
             None => None,
         };
-    let (commands, mut events) = net::spawn(tls_ca);
+    // The saved session: resumed unless --forget, or another user or server
+    // list is asked for.
+    let session_path = session_file::path();
+    if cli.forget
+        && let Some(path) = session_path.as_deref()
+    {
+        session_file::forget(path)
+            .with_context(|| format!("cannot delete the saved session {}", path.display()))?;
+    }
+    let session_path = session_path.filter(|_| !cli.forget);
+    let saved = session_path.as_deref().and_then(session_file::Saved::load);
+    if let Some(saved) = saved
+        && (cli.servers.is_empty() || cli.servers == saved.servers)
+        && (cli.user.as_ref()).is_none_or(|user| user.eq_ignore_ascii_case(&saved.username))
+    {
+        app.resume(saved.servers);
+    }
+    let (commands, mut events) = net::spawn(tls_ca, session_path.clone());
+    // What the app asked for before the loop (resuming the session).
+    for effect in app.take_effects() {
+        if let Effect::Command(command) = effect {
+            let _ = commands.send(command);
+        }
+    }
     let mut tui = Tui::enter().context("cannot set up the terminal")?;
     let mut input = Some(EventStream::new());
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -148,6 +172,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     remembered.servers = servers;
                     remembered.username = Some(username);
                     save(settings_path.clone(), &remembered);
+                }
+                Effect::ForgetSession => {
+                    if let Some(path) = session_path.as_deref() {
+                        // A session the server has ended cannot be resumed
+                        // anyway; failing to delete it is not worth stopping.
+                        let _ = session_file::forget(path);
+                    }
                 }
                 Effect::SaveMuted(muted) => {
                     remembered.muted = muted;

@@ -69,6 +69,9 @@ pub enum Command {
     /// is the same), create the account first if asked, then log in and
     /// start the session.
     SignIn(SignInRequest),
+    /// Resume the saved session (the client task reads it, so its token
+    /// never passes through the UI).
+    Resume,
     /// Fetch a page of the accounts matching `pattern`.
     ListAccounts {
         /// The wildcard pattern (`*`, `?`).
@@ -184,6 +187,7 @@ impl std::fmt::Debug for Command {
                 f.debug_struct("DeleteMessages").field("ids", ids).finish()
             }
             Self::SignOut => f.write_str("SignOut"),
+            Self::Resume => f.write_str("Resume"),
         }
     }
 }

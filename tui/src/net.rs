@@ -10,6 +10,7 @@
 //! answers. Every other call runs in its own task so a slow one never holds
 //! up the stream. Signing out, or a new sign-in, aborts the session's tasks.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId, Peer, Retry};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
 use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
+use crate::session_file::{self, Saved};
 use crate::state::ChatId;
 
 /// How many messages one history page asks for.
@@ -30,12 +32,16 @@ pub const COMPLETIONS: u32 = 6;
 
 /// Starts the client task. Returns where to send commands and where events
 /// come out. The task ends when the command sender is dropped.
+///
+/// With `saved`, a session opened by logging in is saved there for the
+/// next start, and [`Command::Resume`] resumes the one saved there.
 pub fn spawn(
     tls_ca: Option<Vec<u8>>,
+    saved: Option<PathBuf>,
 ) -> (UnboundedSender<Command>, UnboundedReceiver<ServerEvent>) {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (events, events_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(commands, events, tls_ca));
+    tokio::spawn(run(commands, events, tls_ca, saved));
     (commands_tx, events_rx)
 }
 
@@ -70,6 +76,7 @@ async fn run(
     mut commands: UnboundedReceiver<Command>,
     events: UnboundedSender<ServerEvent>,
     tls_ca: Option<Vec<u8>>,
+    saved: Option<PathBuf>,
 ) {
     let mut connection: Option<Connection> = None;
     let mut session: Option<Session> = None;
@@ -103,6 +110,60 @@ async fn run(
                     continue;
                 };
                 session = sign_in(&open.client, &username, &password, create, &events).await;
+                if let (Some(opened), Some(path)) = (session.as_ref(), saved.clone()) {
+                    let keep = Saved {
+                        servers: servers.clone(),
+                        username: username.clone(),
+                        token: opened.token.clone(),
+                    };
+                    // Not saving only means signing in again next time.
+                    let _ = tokio::task::spawn_blocking(move || keep.save(&path)).await;
+                }
+            }
+            Command::Resume => {
+                session = None;
+                let found = saved.as_deref().and_then(Saved::load);
+                let Some(Saved { servers, token, .. }) = found else {
+                    let _ = events.send(ServerEvent::SignInFailed {
+                        field: None,
+                        message: "no saved session: sign in".to_owned(),
+                    });
+                    continue;
+                };
+                if connection.as_ref().is_none_or(|c| c.servers != servers) {
+                    connection = None;
+                    match connect(&servers, &events, tls_ca.clone()).await {
+                        Ok(opened) => connection = Some(opened),
+                        Err(error) => {
+                            let _ = events.send(ServerEvent::SignInFailed {
+                                field: Some(Field::Servers),
+                                message: error.to_string(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                let Some(open) = connection.as_ref() else {
+                    continue;
+                };
+                match open.client.resume(&token).await {
+                    Ok(opened) => session = Some(start_session(&open.client, opened, &events)),
+                    Err(error) if error.is_unauthenticated() => {
+                        if let Some(path) = saved.as_deref() {
+                            let _ = session_file::forget(path);
+                        }
+                        let _ = events.send(ServerEvent::SignInFailed {
+                            field: None,
+                            message: format!("the saved session has ended ({error}): sign in"),
+                        });
+                    }
+                    Err(error) => {
+                        let _ = events.send(ServerEvent::SignInFailed {
+                            field: Some(Field::Servers),
+                            message: error.to_string(),
+                        });
+                    }
+                }
             }
             Command::SignOut => {
                 if let (Some(ended), Some(open)) = (session.take(), connection.as_ref()) {
@@ -197,6 +258,16 @@ async fn sign_in(
             return None;
         }
     };
+    Some(start_session(client, opened, events))
+}
+
+/// Tells the UI the session is open and starts its tasks: the stream and
+/// the outbox sender.
+fn start_session(
+    client: &Client,
+    opened: chat_client::Session,
+    events: &UnboundedSender<ServerEvent>,
+) -> Session {
     let _ = events.send(ServerEvent::SignedIn {
         username: opened.username.clone(),
         account_id: opened.account_id,
@@ -216,12 +287,12 @@ async fn sign_in(
         queue,
         events.clone(),
     ));
-    Some(Session {
+    Session {
         token: opened.token,
         outbox,
         tasks,
         acked: opened.delivered_cursor,
-    })
+    }
 }
 
 /// Which field a sign-in error belongs to, and the words to show.
@@ -390,7 +461,8 @@ fn handle(
             });
         }
         // Handled by the loop itself.
-        Command::SignIn(_) | Command::SignOut | Command::DeleteAccount { .. } => {}
+        Command::SignIn(_) | Command::Resume | Command::SignOut | Command::DeleteAccount { .. } => {
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! build finds the binary up to date.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -140,7 +141,7 @@ struct Tui {
     writer: Box<dyn Write + Send>,
     screen: Arc<Mutex<vt100::Parser>>,
     _master: Box<dyn MasterPty + Send>,
-    _config: TempDir,
+    _config: Option<TempDir>,
 }
 
 impl Drop for Tui {
@@ -152,8 +153,17 @@ impl Drop for Tui {
 
 impl Tui {
     /// Starts `chat-tui` for `user` against `server`, with its XDG config
-    /// in a temporary directory.
+    /// and state in a temporary directory.
     fn start(name: &'static str, server: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let mut tui = Self::start_in(name, server, home.path());
+        tui._config = Some(home);
+        tui
+    }
+
+    /// Starts `chat-tui` with its XDG config and state (the saved session)
+    /// in `home`, which the caller keeps.
+    fn start_in(name: &'static str, server: &str, home: &Path) -> Self {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS,
@@ -162,10 +172,10 @@ impl Tui {
                 pixel_height: 0,
             })
             .expect("a pseudo-terminal");
-        let config = tempfile::tempdir().unwrap();
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
         command.args(["--servers", server, "--user", name, "--no-bell"]);
-        command.env("XDG_CONFIG_HOME", config.path());
+        command.env("XDG_CONFIG_HOME", home);
+        command.env("XDG_STATE_HOME", home);
         command.env("TERM", "xterm-256color");
         let child = pair.slave.spawn_command(command).expect("chat-tui starts");
         drop(pair.slave);
@@ -188,7 +198,7 @@ impl Tui {
             writer,
             screen,
             _master: pair.master,
-            _config: config,
+            _config: None,
         }
     }
 
@@ -381,5 +391,41 @@ fn three_users_in_one_group() {
     alice.quit();
     bob.quit();
     carol.quit();
+    drop(server);
+}
+
+#[test]
+fn a_session_resumes_after_a_restart_until_logout() {
+    let server = start_server();
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = Tui::start_in("alice", &server.address, home.path());
+    alice.create_account("alice-password");
+    alice.quit();
+    let saved = home.path().join("chat-tui").join("session");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by its owner only: {mode:o}");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(!text.contains("alice-password"), "never the password");
+
+    // Started again: the main screen, without the password.
+    let mut again = Tui::start_in("alice", &server.address, home.path());
+    again.wait_for("alice @ ");
+    again.wait_for("● connected");
+    // Logging out deletes it: the next start asks for the password.
+    again.send("L");
+    again.wait_for("You signed out.");
+    let start = Instant::now();
+    while saved.exists() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the saved session is still there"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    again.quit();
+    let third = Tui::start_in("alice", &server.address, home.path());
+    third.wait_for("not signed in");
+    third.wait_for("Password");
+    third.quit();
     drop(server);
 }

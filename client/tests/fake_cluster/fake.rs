@@ -421,6 +421,32 @@ impl Chat for Replica {
         self.reply(reply)
     }
 
+    async fn resume(
+        &self,
+        request: Request<proto::ResumeRequest>,
+    ) -> Result<Response<proto::LoginResponse>, Status> {
+        self.enter(Call::new("Resume"))?;
+        let token = request.into_inner().token;
+        let reply = {
+            let state = self.state();
+            let id = state.account_of(&token)?;
+            let username = (state.accounts.values())
+                .find(|(account, _, _)| *account == id)
+                .map(|(_, name, _)| name.clone())
+                .unwrap_or_default();
+            proto::LoginResponse {
+                token,
+                account_id: id,
+                username,
+                delivered_cursor: 0,
+                unread_count: 0,
+                session_idle_timeout_secs: 600,
+                log_position: 0,
+            }
+        };
+        self.reply(reply)
+    }
+
     async fn logout(
         &self,
         request: Request<proto::LogoutRequest>,

@@ -386,6 +386,32 @@ impl ChatService {
         })
     }
 
+    async fn resume(&self, req: pb::ResumeRequest) -> Result<pb::LoginResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        let (username, delivered_cursor, unread_count, account) = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            let acc = state.account(account).ok_or_else(|| {
+                ChatError::Unauthenticated("the account no longer exists; log in again".into())
+            })?;
+            Ok::<_, ChatError>((
+                acc.username.clone(),
+                acc.delivered_up_to.0,
+                acc.unread,
+                account,
+            ))
+        })?;
+        Ok(pb::LoginResponse {
+            token: req.token,
+            account_id: account.0,
+            username,
+            delivered_cursor,
+            unread_count,
+            session_idle_timeout_secs: (self.activity.idle_timeout().as_secs()).min(u32::MAX as u64)
+                as u32,
+            log_position: 0,
+        })
+    }
+
     async fn logout(&self, req: pb::LogoutRequest) -> Result<pb::LogoutResponse, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
         let (session, account) = self.authenticate(&req.token)?;
@@ -1072,6 +1098,10 @@ impl pb::chat_server::Chat for ChatService {
 
     async fn logout(&self, r: Request<pb::LogoutRequest>) -> RpcResult<pb::LogoutResponse> {
         self.answer(ChatService::logout(self, r.into_inner()).await)
+    }
+
+    async fn resume(&self, r: Request<pb::ResumeRequest>) -> RpcResult<pb::LoginResponse> {
+        self.answer(ChatService::resume(self, r.into_inner()).await)
     }
 
     async fn delete_account(

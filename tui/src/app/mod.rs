@@ -149,6 +149,15 @@ impl App {
         }
     }
 
+    /// Resumes the session saved at the last sign-in on `servers`, instead
+    /// of asking for the password; the form shows it is on its way and is
+    /// back with the reason if it cannot be.
+    pub fn resume(&mut self, servers: Vec<String>) {
+        self.sign_in.resuming(&servers);
+        self.state.servers = servers;
+        self.command(Command::Resume);
+    }
+
     /// Opens conversation `chat` (named `name` if it is new): loads its
     /// history (and a group's members) if needed, places the "new" marker
     /// and marks it read.

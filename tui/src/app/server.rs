@@ -220,6 +220,7 @@ impl App {
             ServerEvent::Connection(connection) => self.connection(connection),
             ServerEvent::StreamInterrupted { error } => self.state.stream_error = Some(error),
             ServerEvent::AccountDeleted => {
+                self.effects.push(Effect::ForgetSession);
                 self.state.outbox.clear();
                 self.compose.forget_all();
                 self.back_to_sign_in("The account was deleted.".to_owned());
@@ -236,6 +237,7 @@ impl App {
                 }
             }
             ServerEvent::SessionEnded { reason } => {
+                self.effects.push(Effect::ForgetSession);
                 if self.state.screen == Screen::Main || self.sign_in.is_busy() {
                     let kept = if self.state.outbox.is_empty() {
                         String::new()
@@ -250,7 +252,10 @@ impl App {
                     ));
                 }
             }
-            ServerEvent::SignedOut => self.back_to_sign_in("You signed out.".to_owned()),
+            ServerEvent::SignedOut => {
+                self.effects.push(Effect::ForgetSession);
+                self.back_to_sign_in("You signed out.".to_owned());
+            }
             ServerEvent::Error { action, error } => {
                 self.state.last_error = Some(format!("{action} failed: {error}"));
             }

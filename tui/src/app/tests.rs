@@ -1559,3 +1559,27 @@ fn jump_anywhere_with_the_switcher_alt_digits_and_commands() {
     app.update(Action::RunCommand("quit".to_owned()));
     assert!(app.take_effects().contains(&Effect::Quit));
 }
+
+#[test]
+fn a_saved_session_is_resumed_and_forgotten_when_it_ends() {
+    let mut app = App::new(AppConfig::default());
+    app.resume(vec!["a:1".to_owned()]);
+    assert_eq!(commands(&app.take_effects()), [Command::Resume]);
+    assert!(app.sign_in.is_busy());
+    // The server no longer knows it: back to the form, which says why.
+    app.on_server_event(ServerEvent::SignInFailed {
+        field: None,
+        message: "the saved session has ended: sign in".to_owned(),
+    });
+    assert!(!app.sign_in.is_busy());
+    assert_eq!(app.state.screen, Screen::SignIn);
+    // A session that ends, or a logout, forgets what was saved.
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::SessionEnded {
+        reason: "idle".to_owned(),
+    });
+    assert!(app.take_effects().contains(&Effect::ForgetSession));
+    let mut app = signed_in();
+    app.on_server_event(ServerEvent::SignedOut);
+    assert!(app.take_effects().contains(&Effect::ForgetSession));
+}

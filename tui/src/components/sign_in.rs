@@ -190,6 +190,7 @@ impl SignIn {
     /// error next to `field` (or for the whole form) and the cursor there.
     pub fn refused(&mut self, field: Option<Field>, message: String) {
         self.busy = false;
+        self.notice = None;
         match field {
             Some(Field::Servers) => {
                 self.servers_error = Some(message);
@@ -225,6 +226,14 @@ impl SignIn {
         self.password.take();
         self.confirm.take();
         self.focus = Focus::Password;
+    }
+
+    /// A saved session is being resumed on `servers`: the form waits, and
+    /// says so.
+    pub fn resuming(&mut self, servers: &[String]) {
+        self.servers.set_text(&servers.join(","));
+        self.busy = true;
+        self.notice = Some("Resuming your session…".to_owned());
     }
 
     /// The account is gone: its name is no use any more.
