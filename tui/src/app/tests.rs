@@ -1572,6 +1572,7 @@ fn a_saved_session_is_resumed_and_forgotten_when_it_ends() {
         message: "the saved session has ended: sign in".to_owned(),
     });
     assert!(!app.sign_in.is_busy());
+    assert_eq!(app.sign_in.notice(), None, "no longer resuming");
     assert_eq!(app.state.screen, Screen::SignIn);
     // A session that ends, or a logout, forgets what was saved.
     let mut app = signed_in();

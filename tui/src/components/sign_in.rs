@@ -103,6 +103,8 @@ pub struct SignIn {
     notice: Option<String>,
     /// A sign-in is on its way: Enter does nothing until it answers.
     busy: bool,
+    /// The sign-in on its way resumes a saved session.
+    resuming: bool,
 }
 
 impl SignIn {
@@ -132,6 +134,7 @@ impl SignIn {
             form_error: None,
             notice: None,
             busy: false,
+            resuming: false,
         }
     }
 
@@ -190,7 +193,11 @@ impl SignIn {
     /// error next to `field` (or for the whole form) and the cursor there.
     pub fn refused(&mut self, field: Option<Field>, message: String) {
         self.busy = false;
-        self.notice = None;
+        // "Resuming your session…" is over; another notice stays.
+        if self.resuming {
+            self.resuming = false;
+            self.notice = None;
+        }
         match field {
             Some(Field::Servers) => {
                 self.servers_error = Some(message);
@@ -212,6 +219,7 @@ impl SignIn {
     /// as the server spells it, for the next sign-in.
     pub fn signed_in(&mut self, username: &str) {
         self.busy = false;
+        self.resuming = false;
         self.password.take();
         self.confirm.take();
         self.notice = None;
@@ -233,6 +241,7 @@ impl SignIn {
     pub fn resuming(&mut self, servers: &[String]) {
         self.servers.set_text(&servers.join(","));
         self.busy = true;
+        self.resuming = true;
         self.notice = Some("Resuming your session…".to_owned());
     }
 
