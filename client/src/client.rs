@@ -497,6 +497,24 @@ impl Client {
         Ok(reply.into())
     }
 
+    /// While writes wait for a majority ([`ConnectionState::NoMajority`]):
+    /// asks the current server how the cluster stands and returns whether
+    /// it commits again (a new term with a leader, or a commit index above
+    /// the one the first probe saw), in which case the state says connected
+    /// again. Returns true at once in any other state. A front end calls
+    /// this every few seconds while the state says writes wait, so that the
+    /// state recovers without waiting for the user's next write.
+    pub async fn probe_writes(&self) -> Result<bool> {
+        if !matches!(
+            *self.connection.state().borrow(),
+            ConnectionState::NoMajority { .. }
+        ) {
+            return Ok(true);
+        }
+        let status = self.cluster_status().await?;
+        Ok(self.connection.commits_again(&status))
+    }
+
     /// Subscribes to the events of the session `token` with an id above
     /// `after` (0 for everything the server holds; usually the session's
     /// [`delivered_cursor`](Session::delivered_cursor) or the last event id

@@ -24,7 +24,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::{ClientConfig, endpoint_uri};
 use crate::error::{ClientError, Result};
-use crate::model::LogPosition;
+use crate::model::{ClusterStatus, LogPosition};
 use crate::retry::{Backoff, Failure, Fault, Retry, Rpc};
 
 /// Where the client stands with the cluster, for a front end to show.
@@ -44,6 +44,15 @@ pub enum ConnectionState {
         attempt: u32,
         /// How long the client waits before trying.
         next_in: Duration,
+    },
+    /// Servers answer, but writes fail with UNAVAILABLE on every one: the
+    /// cluster has no leader a majority follows (most of its servers are
+    /// down or cut off). Reads still work; writes wait. Left when a write
+    /// succeeds, or when [`Client::probe_writes`](crate::Client::probe_writes)
+    /// sees the cluster commit again.
+    NoMajority {
+        /// The server calls go to now, as configured.
+        server: String,
     },
     /// A call used up its failover budget without reaching a server. The
     /// next call starts trying again.
@@ -71,6 +80,10 @@ pub(crate) struct Connection {
     /// The highest log position this client wrote or saw in a subscription:
     /// the `min_applied` of every read.
     read_cursor: AtomicU64,
+    /// While writes wait ([`ConnectionState::NoMajority`]): the term and
+    /// commit index the first probe saw, to tell when the cluster commits
+    /// again.
+    stalled_at: Mutex<Option<(u64, u64)>>,
 }
 
 /// One configured server.
@@ -110,6 +123,9 @@ struct Attempts {
     unreachable: Vec<String>,
     /// The last error from a server that did accept the call.
     last_error: Option<ClientError>,
+    /// Whether some server answered UNAVAILABLE itself (no leader, or no
+    /// quorum in time), as opposed to the connection failing.
+    refused_by_server: bool,
 }
 
 impl Attempts {
@@ -166,6 +182,7 @@ impl Connection {
                         failover: tokio::sync::Mutex::new(()),
                         state: watch::Sender::new(state),
                         read_cursor: AtomicU64::new(0),
+                        stalled_at: Mutex::new(None),
                     });
                 }
                 Err(error) => {
@@ -246,7 +263,7 @@ impl Connection {
             let outcome = time::timeout(timeout, attempt).await;
             let failure = match outcome {
                 Ok(Ok(response)) => {
-                    self.confirm(&route);
+                    self.confirm(&route, rpc.writes());
                     if rpc.writes() {
                         self.follow_leader(&route, response.metadata());
                     }
@@ -256,18 +273,23 @@ impl Connection {
                 Err(_elapsed) => Failure::TimedOut(timeout),
             };
             let fault = failure.fault();
+            let refused_by_server = failure.refused_by_server();
             let server = self.address(&route).to_owned();
             tracing::debug!(?rpc, %server, ?fault, ?failure, "call failed");
             let error = failure.into_error(&server);
             match fault {
                 Fault::Answered => {
-                    self.confirm(&route);
+                    self.confirm(&route, false);
                     return Err(error);
                 }
                 Fault::NotSent => attempts.unreachable(&server),
                 Fault::Unsure => attempts.last_error = Some(error.clone()),
             }
+            attempts.refused_by_server |= refused_by_server;
             if !rpc.retries(fault) {
+                if refused_by_server {
+                    self.writes_wait();
+                }
                 // Not repeated, but the next call should not meet the same
                 // failure: move on now.
                 let _moved = self.fail_over(route.generation).await;
@@ -283,7 +305,11 @@ impl Connection {
     async fn move_on(&self, mut failed: u64, attempts: &mut Attempts) -> Result<()> {
         loop {
             if attempts.used >= self.config.failover_attempts {
-                self.state.send_replace(ConnectionState::Failed);
+                if attempts.refused_by_server {
+                    self.writes_wait();
+                } else {
+                    self.state.send_replace(ConnectionState::Failed);
+                }
                 let error = std::mem::take(attempts).into_error();
                 tracing::warn!(%error, "giving up");
                 return Err(error);
@@ -319,11 +345,14 @@ impl Connection {
         let server = &self.servers[next];
         let delay = reconnects.next_delay();
         let attempt = reconnects.attempt();
-        self.state.send_replace(ConnectionState::Reconnecting {
-            server: server.address.clone(),
-            attempt,
-            next_in: delay,
-        });
+        self.announce_move(
+            &server.address,
+            ConnectionState::Reconnecting {
+                server: server.address.clone(),
+                attempt,
+                next_in: delay,
+            },
+        );
         tracing::info!(server = %server.address, attempt, ?delay, "failing over");
         time::sleep(delay).await;
         let connected = server.endpoint.connect().await;
@@ -342,9 +371,12 @@ impl Connection {
             };
         }
         if reachable {
-            self.state.send_replace(ConnectionState::Connected {
-                server: server.address.clone(),
-            });
+            self.announce_move(
+                &server.address,
+                ConnectionState::Connected {
+                    server: server.address.clone(),
+                },
+            );
             Ok(())
         } else {
             Err(server.address.clone())
@@ -393,8 +425,9 @@ impl Connection {
     }
 
     /// Records that the server of `route` answered: the backoff starts over
-    /// and the state says connected.
-    fn confirm(&self, route: &Route) {
+    /// and the state says connected, unless writes wait and this answer was
+    /// not a write's success (a follower answers reads without a leader).
+    fn confirm(&self, route: &Route, wrote: bool) {
         {
             let mut current = self.lock_route();
             if current.generation != route.generation {
@@ -403,17 +436,81 @@ impl Connection {
             }
             current.reconnects.reset();
         }
-        let address = self.address(route);
+        let server = self.address(route).to_owned();
+        let still_waiting =
+            !wrote && matches!(*self.state.borrow(), ConnectionState::NoMajority { .. });
+        if still_waiting {
+            self.announce(ConnectionState::NoMajority { server });
+        } else {
+            *self.lock_stalled() = None;
+            self.announce(ConnectionState::Connected { server });
+        }
+    }
+
+    /// Publishes `next` unless it is the state already.
+    fn announce(&self, next: ConnectionState) {
         self.state.send_if_modified(|state| {
-            let up_to_date =
-                matches!(state, ConnectionState::Connected { server } if server == address);
-            if !up_to_date {
-                *state = ConnectionState::Connected {
-                    server: address.to_owned(),
-                };
+            let changed = *state != next;
+            if changed {
+                *state = next;
             }
-            !up_to_date
+            changed
         });
+    }
+
+    /// Publishes a move to another server: while writes wait, the state
+    /// keeps saying so (with the new server) instead of flickering through
+    /// reconnecting and connected; `moving` is the state otherwise.
+    fn announce_move(&self, server: &str, moving: ConnectionState) {
+        if matches!(*self.state.borrow(), ConnectionState::NoMajority { .. }) {
+            self.announce(ConnectionState::NoMajority {
+                server: server.to_owned(),
+            });
+        } else {
+            self.announce(moving);
+        }
+    }
+
+    /// Servers answer but refuse writes for want of a leader: say so.
+    fn writes_wait(&self) {
+        let server = self.address(&self.route()).to_owned();
+        tracing::warn!(%server, "writes wait: the cluster has no majority");
+        self.state
+            .send_replace(ConnectionState::NoMajority { server });
+    }
+
+    /// While writes wait: whether `status` (from any server) shows the
+    /// cluster committing again since the first status seen while waiting,
+    /// a new term with a leader or a higher commit index. If so, the state
+    /// says connected again.
+    pub(crate) fn commits_again(&self, status: &ClusterStatus) -> bool {
+        if !matches!(*self.state.borrow(), ConnectionState::NoMajority { .. }) {
+            return true;
+        }
+        let now = (status.term, status.committed_index);
+        let resumed = {
+            let mut stalled = self.lock_stalled();
+            let (term, committed) = *stalled.get_or_insert(now);
+            (now.0 > term && status.leader_id.is_some()) || now.1 > committed
+        };
+        if resumed {
+            let server = self.address(&self.route()).to_owned();
+            *self.lock_stalled() = None;
+            self.state.send_if_modified(|state| {
+                let waiting = matches!(state, ConnectionState::NoMajority { .. });
+                if waiting {
+                    *state = ConnectionState::Connected { server };
+                }
+                waiting
+            });
+        }
+        resumed
+    }
+
+    fn lock_stalled(&self) -> MutexGuard<'_, Option<(u64, u64)>> {
+        self.stalled_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -481,7 +578,126 @@ mod tests {
             used: 3,
             unreachable: vec!["a:1".to_owned()],
             last_error: Some(no_quorum.clone()),
+            refused_by_server: true,
         };
         assert_eq!(attempts.into_error(), no_quorum);
+    }
+
+    /// A connection to two servers that nothing listens on; channels
+    /// connect lazily, so nothing is dialled.
+    fn unconnected() -> Connection {
+        let config = ClientConfig {
+            servers: vec!["127.0.0.1:9".to_owned(), "127.0.0.1:10".to_owned()],
+            ..ClientConfig::default()
+        };
+        let servers: Vec<Server> = (config.servers.iter())
+            .map(|a| Server::new(a, &config).unwrap())
+            .collect();
+        let route = Route {
+            index: 0,
+            generation: 0,
+            channel: servers[0].endpoint.connect_lazy(),
+            reconnects: Retry::new(config.backoff),
+        };
+        Connection {
+            addresses: config.servers.clone(),
+            state: watch::Sender::new(ConnectionState::Connected {
+                server: config.servers[0].clone(),
+            }),
+            config,
+            servers,
+            route: Mutex::new(route),
+            failover: tokio::sync::Mutex::new(()),
+            read_cursor: AtomicU64::new(0),
+            stalled_at: Mutex::new(None),
+        }
+    }
+
+    fn status(term: u64, leader: Option<u64>, committed: u64) -> ClusterStatus {
+        ClusterStatus {
+            node_id: 1,
+            leader_id: leader,
+            leader_address: None,
+            members: Vec::new(),
+            last_log_index: committed + 5,
+            applied_index: committed,
+            committed_index: committed,
+            term,
+            role: crate::model::Role::Follower,
+        }
+    }
+
+    fn state(connection: &Connection) -> ConnectionState {
+        connection.state.borrow().clone()
+    }
+
+    #[tokio::test]
+    async fn writes_wait_until_a_write_succeeds_not_a_read() {
+        let connection = unconnected();
+        let route = connection.route();
+        connection.writes_wait();
+        let waiting = ConnectionState::NoMajority {
+            server: "127.0.0.1:9".to_owned(),
+        };
+        assert_eq!(state(&connection), waiting);
+        // A follower answers reads without a leader.
+        connection.confirm(&route, false);
+        assert_eq!(state(&connection), waiting);
+        // Moving to another server keeps saying so, with that server.
+        connection.announce_move(
+            "127.0.0.1:10",
+            ConnectionState::Reconnecting {
+                server: "127.0.0.1:10".to_owned(),
+                attempt: 1,
+                next_in: Duration::ZERO,
+            },
+        );
+        assert_eq!(
+            state(&connection),
+            ConnectionState::NoMajority {
+                server: "127.0.0.1:10".to_owned()
+            }
+        );
+        connection.confirm(&route, true);
+        assert_eq!(
+            state(&connection),
+            ConnectionState::Connected {
+                server: "127.0.0.1:9".to_owned()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_wait_until_the_cluster_commits_again() {
+        let connection = unconnected();
+        assert!(
+            connection.commits_again(&status(3, Some(1), 40)),
+            "not waiting"
+        );
+        connection.writes_wait();
+        // The first probe is the baseline; a stale leader of the same term
+        // that commits nothing changes nothing.
+        assert!(!connection.commits_again(&status(3, Some(1), 40)));
+        assert!(!connection.commits_again(&status(3, Some(1), 40)));
+        // Candidates raising the term without a leader: still waiting.
+        assert!(!connection.commits_again(&status(5, None, 40)));
+        assert!(matches!(
+            state(&connection),
+            ConnectionState::NoMajority { .. }
+        ));
+        assert!(connection.commits_again(&status(5, None, 41)));
+        assert!(matches!(
+            state(&connection),
+            ConnectionState::Connected { .. }
+        ));
+
+        // A new term with a leader means a majority elected it.
+        connection.writes_wait();
+        assert!(!connection.commits_again(&status(6, None, 41)));
+        assert!(connection.commits_again(&status(7, Some(2), 41)));
+        assert!(matches!(
+            state(&connection),
+            ConnectionState::Connected { .. }
+        ));
     }
 }

@@ -209,6 +209,16 @@ impl Failure {
         }
     }
 
+    /// Whether a server itself answered UNAVAILABLE (no leader, or no
+    /// quorum in time), not the connection: the cluster is up but cannot
+    /// take writes.
+    pub(crate) fn refused_by_server(&self) -> bool {
+        match self {
+            Self::Status(status) => status.code() == Code::Unavailable && status.source().is_none(),
+            Self::TimedOut(_) => false,
+        }
+    }
+
     /// The error reported to the caller when this failure is the last word.
     pub(crate) fn into_error(self, server: &str) -> ClientError {
         match self {
@@ -429,6 +439,22 @@ mod tests {
             Failure::TimedOut(Duration::from_secs(1)).fault(),
             Fault::Unsure
         );
+    }
+
+    #[test]
+    fn only_a_server_saying_unavailable_means_writes_wait() {
+        let refused_by_server = |failure: Failure| failure.refused_by_server();
+        assert!(refused_by_server(Failure::Status(Status::unavailable(
+            "not the leader; no leader is elected right now"
+        ))));
+        // A dead server's connection maps to UNAVAILABLE too, but it is not
+        // the cluster refusing.
+        assert!(!refused_by_server(Failure::Status(refused())));
+        assert!(!refused_by_server(Failure::Status(reset())));
+        assert!(!refused_by_server(Failure::TimedOut(Duration::from_secs(
+            1
+        ))));
+        assert!(!refused_by_server(Failure::Status(Status::not_found("x"))));
     }
 
     #[test]

@@ -1017,3 +1017,95 @@ async fn activity_on_a_follower_keeps_a_session_alive() {
     // And it still ends once nobody uses it.
     wait_logged_out(&mut c, "busy", &token, Duration::from_secs(15)).await;
 }
+
+/// A client whose only server is cut off from the rest says "writes wait"
+/// (its server answers, but has no leader), keeps reading, and says
+/// connected again once the cluster commits, without a write of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_with_a_minority_says_writes_wait_until_the_cluster_commits() {
+    use chat_client::{ClientConfig, ConnectionState};
+
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let lonely = cluster.followers(leader)[0];
+    let mut c = cluster.client(leader).await;
+    let ann = account(&mut c, "ann").await;
+    account(&mut c, "bob").await;
+    let before = send(&mut c, &ann, "bob", "before").await;
+
+    let client = chat_client::Client::connect(ClientConfig {
+        servers: vec![cluster.peers[&lonely].clone()],
+        failover_attempts: 1,
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    let state = || client.connection_state().borrow().clone();
+    // Reads are served with the write seen.
+    let page = client
+        .history(&ann, "bob", None, 10)
+        .await
+        .expect("history before the cut");
+    assert!(page.messages.iter().any(|m| m.id == before.message_id));
+
+    let others: Vec<u64> = cluster
+        .peers
+        .keys()
+        .copied()
+        .filter(|id| *id != lonely)
+        .collect();
+    cluster.faults[&lonely].block(others.clone());
+    for o in &others {
+        cluster.faults[o].block([lonely]);
+    }
+    // Once the cut-off server has given up on its leader, writes are
+    // refused by a server that answers: not "no server reachable".
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = Cluster::status(&cluster.peers[&lonely]).await.unwrap();
+        if status.leader_id == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still follows {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = client.send(&ann, "bob", "waits").await;
+    assert!(refused.is_err(), "{refused:?}");
+    let writes_wait = ConnectionState::NoMajority {
+        server: cluster.peers[&lonely].clone(),
+    };
+    assert_eq!(state(), writes_wait);
+    client
+        .history(&ann, "bob", None, 10)
+        .await
+        .expect("reads go on without a majority");
+    assert_eq!(state(), writes_wait, "a read is no sign of a majority");
+    assert!(!client.probe_writes().await.unwrap());
+
+    cluster.faults[&lonely].heal();
+    for o in &others {
+        cluster.faults[o].heal();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !client.probe_writes().await.unwrap_or(false) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes still wait after healing: {:?}",
+            state()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        state(),
+        ConnectionState::Connected {
+            server: cluster.peers[&lonely].clone()
+        }
+    );
+    client
+        .send(&ann, "bob", "after")
+        .await
+        .expect("writes flow again");
+}

@@ -13,13 +13,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chat_client::{Backoff, Client, ClientConfig, ClientError, Code, MessageId, Peer, Retry};
+use chat_client::{
+    Backoff, Client, ClientConfig, ClientError, Code, ConnectionState, MessageId, Peer, Retry,
+};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
 use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
 use crate::session_file::{self, Saved};
 use crate::state::ChatId;
+
+/// How often the client asks whether the cluster commits again while the
+/// servers answer but writes wait for a majority.
+const WRITES_WAIT_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// How many messages one history page asks for.
 pub const HISTORY_PAGE: u32 = 100;
@@ -221,13 +227,31 @@ async fn connect(
     .await?;
     let mut state = client.connection_state();
     let events = events.clone();
+    let prober = client.clone();
     let watcher = tokio::spawn(async move {
         loop {
             let current = state.borrow_and_update().clone();
+            let writes_wait = matches!(current, ConnectionState::NoMajority { .. });
             if events.send(ServerEvent::Connection(current)).is_err() {
                 return;
             }
-            if state.changed().await.is_err() {
+            // While writes wait, ask now and then whether the cluster
+            // commits again, so the bar recovers without a write.
+            let changed = if writes_wait {
+                loop {
+                    tokio::select! {
+                        changed = state.changed() => break changed,
+                        () = tokio::time::sleep(WRITES_WAIT_PROBE_EVERY) => {
+                            // A failed probe moves the connection (and its
+                            // state) like any call; the next tick asks again.
+                            let _ = prober.probe_writes().await;
+                        }
+                    }
+                }
+            } else {
+                state.changed().await
+            };
+            if changed.is_err() {
                 return;
             }
         }

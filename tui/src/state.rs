@@ -221,6 +221,12 @@ pub enum Link {
         /// How long until it tries.
         next_in: Duration,
     },
+    /// Servers answer (`server` is in use) but the cluster has no majority
+    /// behind a leader: reads work, writes wait (the outbox keeps them).
+    NoMajority {
+        /// The server in use.
+        server: String,
+    },
     /// No server could be reached; the next call tries again.
     Failed,
 }

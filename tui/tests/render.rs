@@ -271,6 +271,15 @@ fn conversation_with_a_selected_message_and_a_switched_server() {
 }
 
 #[test]
+fn writes_wait_without_a_majority() {
+    let mut app = conversation_with_bob();
+    app.on_server_event(ServerEvent::Connection(ConnectionState::NoMajority {
+        server: "127.0.0.1:50051".to_owned(),
+    }));
+    check("main_writes_wait", &app);
+}
+
+#[test]
 fn scrolled_up_in_a_long_conversation() {
     let me = (ME, "alice");
     let bob = (BOB, "bob");

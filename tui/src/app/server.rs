@@ -677,6 +677,10 @@ impl App {
             ConnectionState::Reconnecting {
                 server, next_in, ..
             } => Link::Reconnecting { server, next_in },
+            ConnectionState::NoMajority { server } => {
+                self.state.last_server_seen = Some(server.clone());
+                Link::NoMajority { server }
+            }
             ConnectionState::Failed => Link::Failed,
         };
     }

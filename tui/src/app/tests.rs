@@ -835,6 +835,15 @@ fn a_lost_connection_and_a_switch_show_in_the_link() {
             switched_from: Some("a:1".to_owned())
         }
     );
+    app.on_server_event(ServerEvent::Connection(ConnectionState::NoMajority {
+        server: "b:2".to_owned(),
+    }));
+    assert_eq!(
+        app.state.link,
+        Link::NoMajority {
+            server: "b:2".to_owned()
+        }
+    );
     app.on_server_event(ServerEvent::Connection(ConnectionState::Failed));
     assert_eq!(app.state.link, Link::Failed);
     app.on_server_event(ServerEvent::StreamInterrupted {

@@ -42,6 +42,9 @@ fn link_span(state: &State) -> Span<'static> {
             ),
             theme.warning(),
         ),
+        Link::NoMajority { .. } => {
+            Span::styled("◐ connected, but writes wait: no majority", theme.warning())
+        }
         Link::Failed => Span::styled("✗ no server reachable; retrying", theme.error()),
     }
 }
@@ -59,7 +62,7 @@ impl Component for StatusBar {
             _ => " not signed in".to_owned(),
         };
         let server = match &state.link {
-            Link::Connected { server, .. } => Some(server.clone()),
+            Link::Connected { server, .. } | Link::NoMajority { server } => Some(server.clone()),
             _ => state.servers.first().cloned(),
         };
         let mut spans = vec![Span::styled(who, theme.title())];
