@@ -138,6 +138,10 @@ impl Hub {
         if streams.is_empty() {
             return;
         }
+        // Accounts whose last stream left here: removed once, at the end,
+        // so a batch costs what it delivers, not the number of streams
+        // times the number of notices.
+        let mut emptied = false;
         for notice in notices {
             match notice {
                 Fanout::Feed(account, event) => {
@@ -150,6 +154,7 @@ impl Hub {
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => false,
                         });
+                        emptied |= list.is_empty();
                     }
                 }
                 Fanout::SessionEnded(session) => {
@@ -162,6 +167,7 @@ impl Hub {
                                 true
                             }
                         });
+                        emptied |= list.is_empty();
                     }
                 }
                 Fanout::AccountDeleted(account) => {
@@ -170,6 +176,8 @@ impl Hub {
                     }
                 }
             }
+        }
+        if emptied {
             streams.retain(|_, list| !list.is_empty());
         }
     }
