@@ -16,8 +16,8 @@ pub struct Editor {
     cursor: usize,
 }
 
-/// How the text sits in a box of a given width: hard-wrapped rows (no word
-/// wrap, so every cell maps to a cursor position) and where the cursor is.
+/// How the text sits in a box of a given width: its rows (broken anywhere,
+/// or after spaces for the compose box) and where the cursor is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EditorLayout {
     /// The rows, each at most the box's width.
@@ -212,13 +212,28 @@ impl Editor {
         true
     }
 
-    /// Lays the text out in a box `width` cells wide. With `mask`, every
-    /// grapheme is drawn as that character (a password).
+    /// Lays the text out in a box `width` cells wide, breaking rows
+    /// anywhere. With `mask`, every grapheme is drawn as that character (a
+    /// password).
     pub fn layout(&self, width: usize, mask: Option<char>) -> EditorLayout {
+        self.lay_out(width, mask, false)
+    }
+
+    /// Lays the text out in a box `width` cells wide, breaking rows after
+    /// a space where one is (a word longer than the row still breaks
+    /// inside): what the compose box shows.
+    pub fn layout_words(&self, width: usize) -> EditorLayout {
+        self.lay_out(width, None, true)
+    }
+
+    fn lay_out(&self, width: usize, mask: Option<char>, words: bool) -> EditorLayout {
         let width = width.max(1);
         let mut rows = vec![String::new()];
         let mut column = 0;
         let mut cursor = None;
+        // Where the current row may break: the byte length of the row and
+        // its width just after its last space.
+        let mut after_space: Option<(usize, usize)> = None;
         for (offset, grapheme) in self.text.grapheme_indices(true) {
             if offset == self.cursor {
                 cursor = Some(cursor_cell(rows.len() - 1, column, width));
@@ -226,6 +241,7 @@ impl Editor {
             if grapheme == "\n" {
                 rows.push(String::new());
                 column = 0;
+                after_space = None;
                 continue;
             }
             let shown = match mask {
@@ -237,8 +253,26 @@ impl Editor {
                 Shown::Text(g) => text::grapheme_width(g),
             };
             if column + w > width && column > 0 {
-                rows.push(String::new());
-                column = 0;
+                let row = rows.len() - 1;
+                match after_space.filter(|_| grapheme != " ") {
+                    Some((at, at_column)) if words && at < rows[row].len() => {
+                        // Carry the word begun on this row to the next.
+                        let carried = rows[row].split_off(at);
+                        rows.push(carried);
+                        column -= at_column;
+                        if let Some((r, c)) = cursor.as_mut()
+                            && *r == row
+                            && *c >= at_column
+                        {
+                            (*r, *c) = (row + 1, *c - at_column);
+                        }
+                    }
+                    _ => {
+                        rows.push(String::new());
+                        column = 0;
+                    }
+                }
+                after_space = None;
             }
             let row = rows.last_mut().expect("rows is never empty");
             match shown {
@@ -246,6 +280,9 @@ impl Editor {
                 Shown::Text(g) => row.push_str(&text::sanitize(g)),
             }
             column += w;
+            if grapheme == " " {
+                after_space = Some((row.len(), column));
+            }
         }
         let cursor = cursor.unwrap_or_else(|| cursor_cell(rows.len() - 1, column, width));
         if cursor.0 >= rows.len() {
@@ -369,6 +406,26 @@ mod tests {
         let secret = Editor::with_text("pässword");
         assert_eq!(secret.layout(20, Some('•')).rows, ["••••••••"]);
         assert_eq!(secret.layout(20, Some('•')).cursor, (0, 8));
+    }
+
+    #[test]
+    fn compose_wraps_at_word_boundaries_and_the_cursor_follows() {
+        let editor = Editor::with_text("hello big world");
+        let layout = editor.layout_words(10);
+        assert_eq!(layout.rows, ["hello big ", "world"]);
+        assert_eq!(layout.cursor, (1, 5));
+        // A word longer than a row still breaks inside.
+        let long = Editor::with_text("a abcdefghijkl");
+        assert_eq!(long.layout_words(5).rows, ["a ", "abcde", "fghij", "kl"]);
+        // The cursor inside the carried word moves with it.
+        let mut editor = Editor::with_text("one two three");
+        editor.cursor = "one two th".len();
+        let layout = editor.layout_words(9);
+        assert_eq!(layout.rows, ["one two ", "three"]);
+        assert_eq!(layout.cursor, (1, 2));
+        // Spaces at a row's end stay there; hard breaks still break.
+        let spaces = Editor::with_text("abcd  ef\ngh");
+        assert_eq!(spaces.layout_words(4).rows, ["abcd", "  ef", "gh"]);
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn initial_app(cli: &Cli, remembered: &Settings) -> App {
             cli.notify.or(remembered.notify).unwrap_or_default()
         },
         muted: remembered.muted.clone(),
-        theme: Theme::from_env(),
+        theme: Theme::configured(remembered.theme.as_deref(), &remembered.colors),
         time_zone,
         id_prefix: chat_client::Client::new_client_msg_id(),
     })

@@ -1,8 +1,9 @@
 //! What chat-tui remembers between runs, in
 //! `$XDG_CONFIG_HOME/chat-tui/config.toml` (by default
 //! `~/.config/chat-tui/config.toml`): the last server list and username,
-//! how messages notify (`notify = "off" | "bell" | "desktop"`) and the muted
-//! conversations. Never the password.
+//! how messages notify (`notify = "off" | "bell" | "desktop"`), the muted
+//! conversations, and the colours (`theme = "dark" | "light" | "mono"`,
+//! `color.ROLE = "…"` for one role). Never the password.
 //!
 //! The file is `key = "value"` lines, a subset of TOML, read and written
 //! here without a TOML library. A missing or unreadable file means
@@ -25,6 +26,10 @@ pub struct Settings {
     pub notify: Option<Notify>,
     /// The conversations that do not notify.
     pub muted: Vec<ChatId>,
+    /// The palette: `dark`, `light` or `mono`.
+    pub theme: Option<String>,
+    /// Colours for single roles (`color.unread = "blue"`), in file order.
+    pub colors: Vec<(String, String)>,
 }
 
 /// Where the settings live: `chat-tui/config.toml` in the XDG config
@@ -66,7 +71,12 @@ impl Settings {
                 "muted" => {
                     settings.muted = value.split(',').filter_map(ChatId::from_key).collect();
                 }
-                _ => {}
+                "theme" if !value.is_empty() => settings.theme = Some(value),
+                key => {
+                    if let Some(role) = key.strip_prefix("color.") {
+                        settings.colors.push((role.trim().to_owned(), value));
+                    }
+                }
             }
         }
         settings
@@ -87,6 +97,17 @@ impl Settings {
         if !self.muted.is_empty() {
             let keys: Vec<String> = self.muted.iter().map(|c| c.key()).collect();
             text.push_str(&format!("muted = {}\n", quote(&keys.join(","))));
+        }
+        text.push_str(
+            "# Colours: theme = \"dark\" (default), \"light\" or \"mono\"; one role with\n\
+             # color.ROLE = \"red\" | \"lightblue\" | \"#rrggbb\" | \"0\"-\"255\", ROLE one of\n",
+        );
+        text.push_str(&format!("# {}.\n", crate::theme::ROLES.join(", ")));
+        if let Some(theme) = &self.theme {
+            text.push_str(&format!("theme = {}\n", quote(theme)));
+        }
+        for (role, color) in &self.colors {
+            text.push_str(&format!("color.{role} = {}\n", quote(color)));
         }
         text
     }
@@ -158,11 +179,56 @@ mod tests {
             username: Some("al\"ice\\".to_owned()),
             notify: Some(Notify::Desktop),
             muted: vec![ChatId::Direct(7), ChatId::Group(12)],
+            theme: Some("light".to_owned()),
+            colors: vec![
+                ("unread".to_owned(), "#aa5500".to_owned()),
+                ("peer".to_owned(), "blue".to_owned()),
+            ],
         };
         settings.save(&path).unwrap();
         assert_eq!(Settings::load(&path), settings);
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("servers = \"127.0.0.1:1,[::1]:2\""), "{text}");
+    }
+
+    #[test]
+    fn the_theme_and_colours_shape_the_styles() {
+        use ratatui::style::Color;
+
+        use crate::theme::{Palette, Theme};
+
+        let settings = Settings::parse(
+            "theme = \"light\"\ncolor.unread = \"#aa5500\"\ncolor.nonsense = \"red\"\n\
+             color.peer = \"not a colour\"\n",
+        );
+        let theme = Theme::configured(settings.theme.as_deref(), &settings.colors);
+        if theme.color {
+            // (NO_COLOR, when the test runs under it, turns colour off.)
+            assert_eq!(theme.palette.unread, Color::Rgb(0xaa, 0x55, 0));
+            assert_eq!(theme.palette.accent, Palette::LIGHT.accent);
+            assert_eq!(
+                theme.palette.peer,
+                Palette::LIGHT.peer,
+                "bad colours are skipped"
+            );
+            assert_eq!(theme.unread().fg, Some(Color::Rgb(0xaa, 0x55, 0)));
+        }
+        assert!(!Theme::configured(Some("mono"), &[]).color);
+        let mut palette = Palette::DARK;
+        assert!(palette.set("dim", "245").is_ok());
+        assert_eq!(palette.dim, Color::Indexed(245));
+        assert!(
+            palette
+                .set("dim", "ultraviolet")
+                .unwrap_err()
+                .contains("not a colour")
+        );
+        assert!(
+            palette
+                .set("fancy", "red")
+                .unwrap_err()
+                .contains("no colour role")
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Compose {
     /// The rows the draft takes at `width`, for the layout.
     pub fn rows(&self, width: u16) -> usize {
         self.editor
-            .layout(usize::from(width.max(1)), None)
+            .layout_words(usize::from(width.max(1)))
             .rows
             .len()
     }
@@ -214,7 +214,7 @@ impl Component for Compose {
             }
             return;
         }
-        let layout = self.editor.layout(usize::from(inner.width), None);
+        let layout = self.editor.layout_words(usize::from(inner.width));
         let height = usize::from(inner.height);
         let (row, column) = layout.cursor;
         let first = (row + 1).saturating_sub(height);
