@@ -298,7 +298,40 @@ impl Client {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<HistoryPage> {
-        let (peer, peer_account_id, conversation_id) = peer.into().fields();
+        self.read_history(token, peer.into(), "", before, limit)
+            .await
+    }
+
+    /// Searches the whole history of the conversation with `peer` on the
+    /// server for messages containing `query` (1 to 256 bytes, ignoring
+    /// case), newest first, below `before` (`None` for the newest), at most
+    /// `limit` matches (1 to 1000, or 0 for the server's default).
+    ///
+    /// One call examines a bounded part of the history: a page may hold
+    /// fewer matches than `limit`, even none, and still have a
+    /// [`next_before`](HistoryPage::next_before) to go on from. The search
+    /// is over when that is `None`.
+    pub async fn search<'a>(
+        &self,
+        token: &str,
+        peer: impl Into<Peer<'a>>,
+        query: &str,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<HistoryPage> {
+        self.read_history(token, peer.into(), query, before, limit)
+            .await
+    }
+
+    async fn read_history(
+        &self,
+        token: &str,
+        peer: Peer<'_>,
+        query: &str,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<HistoryPage> {
+        let (peer, peer_account_id, conversation_id) = peer.fields();
         let request = || proto::HistoryRequest {
             token: token.to_owned(),
             peer: peer.clone(),
@@ -307,6 +340,7 @@ impl Client {
             before: before.unwrap_or(0),
             limit,
             min_applied: self.read_cursor(),
+            query: query.to_owned(),
         };
         let reply = self
             .call(Rpc::History, request, |channel, request, _| async move {

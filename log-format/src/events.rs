@@ -111,6 +111,17 @@ pub struct ArchivedMessage {
     pub body: String,
 }
 
+/// An [`ArchivedMessage`] decoded in place, its body borrowed from the bytes
+/// read: what a scan over many records looks at without an allocation per
+/// record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ArchivedMessageRef<'a> {
+    pub conversation: ConversationId,
+    pub from: AccountId,
+    pub at_ms: u64,
+    pub body: &'a str,
+}
+
 /// The payload of one log record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -488,6 +499,15 @@ pub fn decode_archived(payload: &[u8]) -> Result<ArchivedMessage, DecodeError> {
     }
 }
 
+/// Decodes an archive record payload in place (see [`ArchivedMessageRef`]).
+pub fn decode_archived_ref(payload: &[u8]) -> Result<ArchivedMessageRef<'_>, DecodeError> {
+    match payload.split_first() {
+        None => Err(DecodeError::Empty),
+        Some((&ARCHIVE_SCHEMA_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(DecodeError::UnknownArchiveSchema(v)),
+    }
+}
+
 /// An argon2id hash in PHC string form.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash(pub String);
@@ -710,6 +730,13 @@ mod tests {
         let bytes = encode_archived(&m);
         assert_eq!(bytes[0], ARCHIVE_SCHEMA_VERSION);
         assert_eq!(decode_archived(&bytes).unwrap(), m);
+        let borrowed = decode_archived_ref(&bytes).unwrap();
+        assert_eq!(
+            (borrowed.conversation, borrowed.from, borrowed.at_ms),
+            (m.conversation, m.from, m.at_ms)
+        );
+        assert_eq!(borrowed.body, m.body);
+        assert!(matches!(decode_archived_ref(&[]), Err(DecodeError::Empty)));
         assert!(matches!(decode_archived(&[]), Err(DecodeError::Empty)));
         let mut newer = bytes.clone();
         newer[0] = 9;

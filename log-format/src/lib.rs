@@ -24,7 +24,8 @@ mod state;
 pub mod inspect;
 
 pub use crate::archive::{
-    Archive, ArchiveConfig, ArchiveReader, ArchiveScan, ArchiveSegment, CompactReport, scan_archive,
+    Archive, ArchiveConfig, ArchiveReader, ArchiveScan, ArchiveSegment, CompactReport, ScanEnd,
+    scan_archive,
 };
 pub use crate::durable::LOCK_FILE_NAME;
 pub use crate::error::{Corruption, CorruptionKind, Error, Result};

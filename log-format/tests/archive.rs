@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use log_format::events::{AccountId, ArchivedMessage, ConversationId};
 use log_format::format::{ARCHIVE_DIR, ArchiveHeader, encode_frame};
-use log_format::{Archive, ArchiveConfig, CorruptionKind, Error, scan_archive};
+use log_format::{Archive, ArchiveConfig, CorruptionKind, Error, ScanEnd, scan_archive};
 use proptest::prelude::*;
 
 fn small() -> ArchiveConfig {
@@ -143,6 +144,119 @@ fn records_round_trip_across_segments() {
         assert!(hint_of(&s.path).exists(), "{}", s.path.display());
     }
     assert!(!hint_of(&segments.last().unwrap().path).exists());
+}
+
+/// The ids `scan_back` hands over for `asked` (descending), stopping after
+/// `stop_after` of them, with each body checked against what was stored.
+fn scanned_back(archive: &Archive, asked: &[u64], stop_after: usize) -> (Vec<u64>, bool) {
+    let (seen, end) = scanned_back_within(archive, asked, stop_after, u64::MAX);
+    assert!(!matches!(end, ScanEnd::OutOfReads { .. }), "{end:?}");
+    (seen, end == ScanEnd::Stopped)
+}
+
+/// [`scanned_back`] with a read budget: the ids and how the scan ended.
+fn scanned_back_within(
+    archive: &Archive,
+    asked: &[u64],
+    stop_after: usize,
+    mut budget: u64,
+) -> (Vec<u64>, ScanEnd) {
+    let mut seen = Vec::new();
+    let end = archive
+        .reader()
+        .scan_back(asked, &mut budget, |id, m| {
+            let want = message(id);
+            assert_eq!(
+                (m.conversation, m.from, m.at_ms, m.body),
+                (want.conversation, want.from, want.at_ms, want.body.as_str()),
+                "id {id}"
+            );
+            seen.push(id);
+            if seen.len() == stop_after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    (seen, end)
+}
+
+#[test]
+fn scan_back_hands_over_the_asked_records_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut archive = Archive::open(dir.path(), small()).unwrap();
+    let ids = gapped_ids(300);
+    append_all(&mut archive, &ids, 7);
+    assert!(archive.segments().len() >= 4);
+
+    // Every record, a sparse choice across segments, and ids never stored
+    // (skipped) among them.
+    let all: Vec<u64> = ids.iter().rev().copied().collect();
+    assert_eq!(scanned_back(&archive, &all, 0), (all.clone(), false));
+    let mut some: Vec<u64> = all.iter().copied().step_by(13).collect();
+    some.extend([1_000_000, 6, 4, 1]);
+    some.sort_unstable_by(|a, b| b.cmp(a));
+    let stored: Vec<u64> = some.iter().copied().filter(|id| ids.contains(id)).collect();
+    assert_eq!(scanned_back(&archive, &some, 0), (stored.clone(), false));
+
+    // A visitor that breaks stops the scan there.
+    assert_eq!(
+        scanned_back(&archive, &some, 5),
+        (stored[..5].to_vec(), true)
+    );
+    assert_eq!(scanned_back(&archive, &[], 0), (vec![], false));
+}
+
+/// With the default layout, a long run is read in several spans, and a
+/// sparse pick (a conversation among many) in spans that skip the gaps.
+#[test]
+fn scan_back_reads_long_runs_in_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut archive = Archive::open(dir.path(), ArchiveConfig::default()).unwrap();
+    let ids: Vec<u64> = (1..=20_000).map(|i| i * 1000).collect();
+    append_all(&mut archive, &ids, 500);
+    let all: Vec<u64> = ids.iter().rev().copied().collect();
+    assert_eq!(scanned_back(&archive, &all, 0), (all.clone(), false));
+    let every_97th: Vec<u64> = all.iter().copied().step_by(97).collect();
+    assert_eq!(
+        scanned_back(&archive, &every_97th, 0),
+        (every_97th.clone(), false)
+    );
+    assert_eq!(
+        scanned_back(&archive, &all, 12_345).0,
+        all[..12_345].to_vec()
+    );
+
+    // A read budget stops between spans: everything above `next` was
+    // handed over, nothing from it down; going on from there ends the
+    // scan with nothing twice and nothing left out.
+    let (mut seen, mut end) = scanned_back_within(&archive, &all, 0, 300 << 10);
+    let mut scans = 1;
+    while let ScanEnd::OutOfReads { next } = end {
+        let at = all.iter().position(|id| *id == next).unwrap();
+        assert_eq!(seen, all[..at], "scan {scans}");
+        let (more, then) = scanned_back_within(&archive, &all[at..], 0, 300 << 10);
+        seen.extend(more);
+        end = then;
+        scans += 1;
+    }
+    assert_eq!(end, ScanEnd::Done);
+    assert_eq!(seen, all);
+    // ~3 MB of records in spans of up to 256 KiB; a scan reads spans until
+    // its 300 KiB are spent, so 300 to 556 KiB.
+    assert!((5..=10).contains(&scans), "{scans} scans");
+    // A budget of a byte reads one span; of nothing, none.
+    let (seen, end) = scanned_back_within(&archive, &all, 0, 1);
+    assert!(!seen.is_empty());
+    assert_eq!(
+        end,
+        ScanEnd::OutOfReads {
+            next: all[seen.len()]
+        }
+    );
+    let (seen, end) = scanned_back_within(&archive, &all, 0, 0);
+    assert_eq!((seen, end), (vec![], ScanEnd::OutOfReads { next: all[0] }));
 }
 
 #[test]

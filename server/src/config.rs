@@ -54,6 +54,9 @@ pub struct Config {
     pub archive_segment_size: u64,
     /// Bytes of message bodies kept in memory (0: every read goes to disk).
     pub body_cache: u64,
+    /// How much of a conversation one History call with a query looks at:
+    /// what keeps a search's latency bounded however long the history.
+    pub search_budget: SearchBudget,
     /// How often the leader sends heartbeats.
     pub heartbeat: Duration,
     /// The range a follower's election timeout is drawn from. openraft 0.9
@@ -111,6 +114,35 @@ impl Faults {
     }
 }
 
+/// The most one History call with a query examines, newest first: it stops
+/// at whichever bound it reaches first and tells the client where to go on.
+/// Counted in messages and bytes, not time, so the same call stops at the
+/// same message however busy the server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchBudget {
+    /// Messages examined (at least 1).
+    pub messages: usize,
+    /// Bytes of their bodies: long bodies take longer to match.
+    pub bytes: u64,
+    /// Bytes read from the message archive (bodies not in the cache). A
+    /// conversation that is a small share of the server's traffic has
+    /// its messages far apart on disk, a 4 KiB block read for each; this
+    /// bounds what reaching them costs.
+    pub archive_bytes: u64,
+}
+
+impl Default for SearchBudget {
+    /// 5 to 15 ms of one core on the benchmark machine, whichever bound
+    /// stops it (BENCHMARKS.md, "Search").
+    fn default() -> Self {
+        SearchBudget {
+            messages: 20_000,
+            bytes: 4 << 20,
+            archive_bytes: 16 << 20,
+        }
+    }
+}
+
 /// argon2id parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashingCost {
@@ -154,6 +186,7 @@ impl Config {
             segment_size: log_format::format::DEFAULT_SEGMENT_SIZE,
             archive_segment_size: log_format::format::DEFAULT_ARCHIVE_SEGMENT_SIZE,
             body_cache: 64 << 20,
+            search_budget: SearchBudget::default(),
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
             snapshot_every: 500_000,

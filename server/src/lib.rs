@@ -26,7 +26,7 @@ mod service;
 mod state;
 mod transport;
 
-pub use config::{Config, Faults, HashingCost};
+pub use config::{Config, Faults, HashingCost, SearchBudget};
 pub use transport::Tls;
 
 use crate::auth::{CreationLimit, Hashing, LoginThrottle, SessionActivity, Tarpit};

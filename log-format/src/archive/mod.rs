@@ -39,7 +39,7 @@ use crate::format::{
     DEFAULT_SPARSE_EVERY, FrameRead, MAX_PAYLOAD_LEN, archive_file_name, encode_frame, read_frame,
 };
 
-pub use self::reader::ArchiveReader;
+pub use self::reader::{ArchiveReader, ScanEnd};
 pub use self::scan::{ArchiveScan, scan_archive};
 
 /// How the archive is written.
@@ -166,13 +166,21 @@ impl SegmentIndex {
     /// The byte span that holds `id` if the segment does: from the sparse
     /// entry at or before it to the next entry, or the end.
     fn block_of(&self, id: u64) -> Option<(u64, u64)> {
-        if self.last_id.is_none_or(|last| id > last) {
-            return None;
-        }
+        self.block_bounds(id).map(|(start, end, _)| (start, end))
+    }
+
+    /// [`SegmentIndex::block_of`], and the id every id in the block is
+    /// below (the next entry's, or one past the last id), so that a reader
+    /// going up through ids looks the index up once per block.
+    fn block_bounds(&self, id: u64) -> Option<(u64, u64, u64)> {
+        let last = self.last_id.filter(|last| id <= *last)?;
         let pos = self.sparse.partition_point(|&(i, _)| i <= id);
         let start = self.sparse.get(pos.checked_sub(1)?)?.1;
-        let end = self.sparse.get(pos).map_or(self.len, |e| e.1);
-        Some((start, end))
+        let (end, below) = self
+            .sparse
+            .get(pos)
+            .map_or((self.len, last + 1), |&(i, offset)| (offset, i));
+        Some((start, end, below))
     }
 }
 
@@ -199,7 +207,14 @@ impl Segment {
     /// Reads `span`, or as much of it as the file still holds (a truncation
     /// may have cut it since the span was located).
     fn read(&self, start: u64, end: u64) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; (end - start) as usize];
+        let mut buf = Vec::new();
+        self.read_into(start, end, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Segment::read`] into `buf`, whose allocation is reused.
+    fn read_into(&self, start: u64, end: u64, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize((end - start) as usize, 0);
         let mut got = 0;
         while got < buf.len() {
             match self.file.read_at(&mut buf[got..], start + got as u64) {
@@ -210,7 +225,7 @@ impl Segment {
             }
         }
         buf.truncate(got);
-        Ok(buf)
+        Ok(())
     }
 }
 
@@ -848,5 +863,7 @@ mod tests {
         assert_eq!(index.block_of(21), Some((324, 624)));
         assert_eq!(index.block_of(2), None);
         assert_eq!(index.block_of(23), None);
+        assert_eq!(index.block_bounds(9), Some((24, 324, 20)));
+        assert_eq!(index.block_bounds(20), Some((324, 624, 23)));
     }
 }

@@ -7,16 +7,27 @@
 //! never holds up the writer.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 
 use super::{Segment, SegmentIndex, Shared};
 use crate::error::{Corruption, Error, Result};
-use crate::events::{ArchivedMessage, decode_archived};
-use crate::format::{FrameRead, read_frame};
+use crate::events::{ArchivedMessage, ArchivedMessageRef, decode_archived, decode_archived_ref};
+use crate::format::{FrameRead, RECORD_HEADER_LEN, read_frame};
 use crate::scan::damage_of;
 
 /// Bytes a [`ArchiveReader::range`] reads at a time, at least.
 const RANGE_CHUNK: u64 = 64 << 10;
+
+/// The most bytes one read of [`ArchiveReader::scan_back`] covers (a block
+/// larger than this is still read whole).
+const SCAN_SPAN: u64 = 256 << 10;
+
+/// Sparse blocks at most this far apart are read by
+/// [`ArchiveReader::scan_back`] in one read, with the bytes between them:
+/// a few kilobytes more from the page cache (copied and checked) cost
+/// about what another system call does; much more costs more.
+const SCAN_GAP: u64 = 4 << 10;
 
 /// A cheap, clonable handle that reads the archive concurrently with its
 /// writer.
@@ -31,6 +42,28 @@ struct Block {
     end: u64,
     /// `(id, position in the answer)`.
     wanted: Vec<(u64, usize)>,
+}
+
+/// How an [`ArchiveReader::scan_back`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every id was looked at.
+    Done,
+    /// The visitor broke.
+    Stopped,
+    /// The read budget ran out: the ids from `next` down were not looked
+    /// at, every one above it was.
+    OutOfReads { next: u64 },
+}
+
+/// One read of [`ArchiveReader::scan_back`]: nearby sparse blocks of one
+/// segment, and the ids wanted from them.
+struct Span {
+    segment: Arc<Segment>,
+    start: u64,
+    end: u64,
+    /// Ascending.
+    ids: Vec<u64>,
 }
 
 impl ArchiveReader {
@@ -113,6 +146,101 @@ impl ArchiveReader {
             }
         }
         Ok(out)
+    }
+
+    /// Hands `visit` the records with `ids` (strictly descending), newest
+    /// first and decoded in place, until it breaks or the reads have taken
+    /// `read_budget` bytes (counted down); ids not stored are skipped.
+    ///
+    /// For scans over many records: the sparse blocks that hold the ids
+    /// are read in spans of up to 256 KiB, blocks up to 4 KiB apart
+    /// together, newest span first, so a run of a conversation's messages
+    /// costs a few large reads rather than one per block, and a scan that
+    /// stops early reads little past where it stopped. The budget is
+    /// checked before each span, so a scan reads at most one span past it.
+    /// Every frame read is checked, wanted or not.
+    pub fn scan_back(
+        &self,
+        ids: &[u64],
+        read_budget: &mut u64,
+        mut visit: impl FnMut(u64, ArchivedMessageRef<'_>) -> ControlFlow<()>,
+    ) -> Result<ScanEnd> {
+        debug_assert!(ids.windows(2).all(|w| w[0] > w[1]), "ids descending");
+        let spans = self.shared.retrying(|| Ok(self.spans(ids)))?;
+        let mut bytes = Vec::new();
+        let mut found: Vec<(u64, Range<usize>)> = Vec::new();
+        for span in spans.iter().rev() {
+            if *read_budget == 0 {
+                let newest = *span.ids.last().expect("a span holds an id");
+                return Ok(ScanEnd::OutOfReads { next: newest });
+            }
+            *read_budget = read_budget.saturating_sub(span.end - span.start);
+            self.shared
+                .retrying(|| read_span(span, &mut bytes, &mut found))?;
+            for (id, at) in found.iter().rev() {
+                let message = decode_archived_ref(&bytes[at.clone()]).map_err(|source| {
+                    Error::ArchiveDecode {
+                        id: *id,
+                        path: span.segment.path.clone(),
+                        source,
+                    }
+                })?;
+                if visit(*id, message).is_break() {
+                    return Ok(ScanEnd::Stopped);
+                }
+            }
+        }
+        Ok(ScanEnd::Done)
+    }
+
+    /// The spans [`ArchiveReader::scan_back`] reads for `ids` (descending),
+    /// oldest first.
+    fn spans(&self, ids: &[u64]) -> Vec<Span> {
+        let segments = self.shared.segments();
+        let mut spans: Vec<(usize, Span)> = Vec::new();
+        // The block of the last id: (segment, start, end, ids below this).
+        let mut block = None;
+        for &id in ids.iter().rev() {
+            let (s, start, end) = match block {
+                Some((s, start, end, below)) if id < below => (s, start, end),
+                _ => {
+                    let Some(s) = segments
+                        .partition_point(|s| s.first_id <= id)
+                        .checked_sub(1)
+                    else {
+                        continue;
+                    };
+                    let Some((start, end, below)) = segments[s].index().block_bounds(id) else {
+                        continue;
+                    };
+                    block = Some((s, start, end, below));
+                    (s, start, end)
+                }
+            };
+            // Ids ascend, so a block is either one the last span holds
+            // already or one after it.
+            let joins = |at: usize, span: &Span| {
+                at == s
+                    && (start < span.end
+                        || (start <= span.end + SCAN_GAP && end - span.start <= SCAN_SPAN))
+            };
+            match spans.last_mut() {
+                Some((at, span)) if joins(*at, span) => {
+                    span.end = span.end.max(end);
+                    span.ids.push(id);
+                }
+                _ => spans.push((
+                    s,
+                    Span {
+                        segment: Arc::clone(&segments[s]),
+                        start,
+                        end,
+                        ids: vec![id],
+                    },
+                )),
+            }
+        }
+        spans.into_iter().map(|(_, span)| span).collect()
     }
 
     /// Every record with `after < id <= up_to`, in id order, read a chunk at
@@ -225,6 +353,30 @@ fn chunk_of(index: &SegmentIndex, target: u64, from: Option<u64>) -> Option<(u64
     Some((start, end))
 }
 
+/// Reads `span` into `bytes` and puts in `found` where each of its wanted
+/// records' payloads is, in id order.
+fn read_span(span: &Span, bytes: &mut Vec<u8>, found: &mut Vec<(u64, Range<usize>)>) -> Result<()> {
+    span.segment.read_into(span.start, span.end, bytes)?;
+    found.clear();
+    let wanted = &span.ids;
+    let mut next = 0;
+    let mut pos = 0;
+    walk(&span.segment, span.start, bytes, |id, payload| {
+        // Where this frame's payload sits in `bytes`: it ends the frame,
+        // which starts at `pos`.
+        let frame_end = pos + RECORD_HEADER_LEN + payload.len();
+        while next < wanted.len() && wanted[next] < id {
+            next += 1;
+        }
+        if next < wanted.len() && wanted[next] == id {
+            found.push((id, frame_end - payload.len()..frame_end));
+            next += 1;
+        }
+        pos = frame_end;
+        next < wanted.len()
+    })
+}
+
 /// Calls `f(id, payload)` for each frame of `bytes` (read from `segment` at
 /// `start`) until it returns false. Damage is a [`Corruption`], which the
 /// caller's retry turns into a second attempt if a truncation moved the
@@ -300,5 +452,59 @@ impl Iterator for ArchiveRange {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Archive, ArchiveConfig};
+    use crate::events::{AccountId, ConversationId};
+
+    /// Appends `n` messages of about 130 bytes on disk, ids 1000 apart.
+    fn archive_of(dir: &std::path::Path, n: u64) -> Archive {
+        let mut archive = Archive::open(dir, ArchiveConfig::default()).unwrap();
+        let messages: Vec<(u64, ArchivedMessage)> = (1..=n)
+            .map(|i| {
+                let m = ArchivedMessage {
+                    conversation: ConversationId(i % 5),
+                    from: AccountId(7),
+                    at_ms: i,
+                    body: format!("{i:08} {}", "y".repeat(91)),
+                };
+                (i * 1000, m)
+            })
+            .collect();
+        let refs: Vec<_> = messages.iter().map(|(id, m)| (*id, m)).collect();
+        archive.append_batch(&refs).unwrap();
+        archive
+    }
+
+    #[test]
+    fn spans_join_nearby_blocks_up_to_the_span_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = archive_of(dir.path(), 20_000);
+        let bytes: u64 = archive.segments().iter().map(|s| s.bytes).sum();
+        let reader = archive.reader();
+        let all: Vec<u64> = (1..=20_000).rev().map(|i| i * 1000).collect();
+        let spans = reader.spans(&all);
+        assert!(
+            spans.len() as u64 <= bytes.div_ceil(SCAN_SPAN - 8192) + 1,
+            "{} spans over {bytes} bytes",
+            spans.len()
+        );
+        assert_eq!(archive.segments().len(), 1);
+        assert!(spans.windows(2).all(|w| w[0].end <= w[1].start));
+        assert!(spans.iter().all(|s| s.end - s.start <= SCAN_SPAN));
+        assert_eq!(spans.iter().map(|s| s.ids.len()).sum::<usize>(), 20_000);
+
+        // A conversation among five: its blocks are near enough to be read
+        // through; one among a thousand: far apart, read one by one.
+        let one_in_five: Vec<u64> = all.iter().copied().step_by(5).collect();
+        assert_eq!(reader.spans(&one_in_five).len(), spans.len());
+        let one_in_1000: Vec<u64> = all.iter().copied().step_by(1000).collect();
+        let sparse = reader.spans(&one_in_1000);
+        assert_eq!(sparse.len(), 20);
+        assert!(sparse.iter().all(|s| s.end - s.start <= 8192));
     }
 }

@@ -8,6 +8,7 @@
 //! this module touches openraft or the state machine.
 
 mod batcher;
+pub mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -92,10 +93,19 @@ struct Shared {
     /// workers): a burst of cold history pages queues here instead of
     /// filling the blocking pool.
     disk_reads: tokio::sync::Semaphore,
+    /// Bounds the searches that scan at once (each keeps a core busy for
+    /// up to tens of milliseconds): a burst of them queues here instead of
+    /// taking every core from applying and the other calls.
+    searches: tokio::sync::Semaphore,
 }
 
 /// Archive reads at once; more wait for a turn.
 const MAX_DISK_READS: usize = 8;
+
+/// Searches scanning at once: half the cores (at least one).
+fn max_searches() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 
 /// How this server sees the cluster.
 #[derive(Debug, Clone)]
@@ -316,6 +326,7 @@ impl Node {
                 batcher,
                 tasks,
                 disk_reads: tokio::sync::Semaphore::new(MAX_DISK_READS),
+                searches: tokio::sync::Semaphore::new(max_searches()),
             }),
         })
     }
@@ -339,6 +350,36 @@ impl Node {
         Ok((refs.into_iter().zip(bodies))
             .filter_map(|(meta, stored)| Some(with_body(meta, stored?)))
             .collect())
+    }
+
+    /// The messages of `scope` whose body contains `query` ignoring case,
+    /// newest first, at most `limit`, within the configured
+    /// [`SearchBudget`](crate::config::SearchBudget) (see
+    /// [`search::scan`]). Runs on the blocking pool, a bounded number at
+    /// once, without the state lock.
+    pub async fn search(
+        &self,
+        scope: search::Scope,
+        query: &str,
+        limit: usize,
+    ) -> Result<search::Found, ChatError> {
+        let unreadable = |e: String| {
+            tracing::error!("cannot search message bodies: {e}");
+            ChatError::Internal(format!(
+                "this server cannot read its message archive ({e}); try another server of the cluster"
+            ))
+        };
+        let _turn =
+            (self.shared.searches.acquire().await).map_err(|e| unreadable(e.to_string()))?;
+        let query = search::Query::new(query);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let budget = shared.config.search_budget;
+            search::scan(shared.sm.bodies(), &scope, &query, limit, budget)
+        })
+        .await
+        .map_err(|e| unreadable(e.to_string()))?
+        .map_err(|e| unreadable(e.to_string()))
     }
 
     /// Backlog entries with their messages' bodies; an entry whose message

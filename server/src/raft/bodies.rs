@@ -2,14 +2,22 @@
 //! bytes. Queries take message ids under the state lock; the bodies are read
 //! here, after the lock is released, so a disk read never holds up applying.
 //! Applying puts each new message in the cache as it archives it: the pages
-//! people open first (the newest) are read from memory.
+//! people open first (the newest) are read from memory. A search's scan
+//! ([`Bodies::scan`]) reads through the cache but leaves it as it was.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use log_format::ArchiveReader;
 use log_format::events::{ArchivedMessage, MessageId};
+use log_format::{ArchiveReader, ScanEnd};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+
+/// Ids a [`Bodies::scan`] looks up in the cache before it reads the misses
+/// from the archive: the first window, and the largest it grows to. A scan
+/// that stops early (a search whose page fills at once) looks up few; a
+/// long one reads the archive in large spans.
+const SCAN_WINDOW: (usize, usize) = (256, 8192);
 
 /// What a cached body costs beyond its bytes: the entry, the `Arc` and the
 /// message's other fields. A rough figure; it only has to keep the bound
@@ -115,6 +123,75 @@ impl Bodies {
             }
         }
         Ok(out)
+    }
+
+    /// Hands `visit` each message `ids` (strictly descending) name, newest
+    /// first, until it breaks or the archive reads have taken
+    /// `read_budget` bytes; a message no longer archived is skipped.
+    ///
+    /// Bodies the cache holds are taken from it; the others are read from
+    /// the archive in large spans ([`ArchiveReader::scan_back`]) and looked
+    /// at in place. The cache is left as it was: nothing is added and what
+    /// is found is not marked as used, so a search that passes over a
+    /// hundred thousand old messages does not push out the recent ones
+    /// people read.
+    pub fn scan(
+        &self,
+        ids: &[MessageId],
+        mut read_budget: u64,
+        mut visit: impl FnMut(MessageId, &str, u64) -> ControlFlow<()>,
+    ) -> log_format::Result<ScanEnd> {
+        let mut window = SCAN_WINDOW.0;
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(window.min(rest.len()));
+            rest = later;
+            window = (window * 2).min(SCAN_WINDOW.1);
+            let mut cached = Vec::new();
+            let mut missing = Vec::new();
+            for &id in now {
+                match self.cache.as_ref().and_then(|c| c.peek(&id)) {
+                    Some(m) => cached.push((id, m)),
+                    None => missing.push(id.0),
+                }
+            }
+            // Both descending: merge them, so `visit` sees one order.
+            let mut cached = cached.into_iter().peekable();
+            let end = self.reader.scan_back(&missing, &mut read_budget, |id, m| {
+                while let Some((newer, c)) = cached.next_if(|(c, _)| c.0 > id) {
+                    visit(newer, &c.body, c.at_ms)?;
+                }
+                visit(MessageId(id), m.body, m.at_ms)
+            })?;
+            // The cached messages left: all of them, or those above where
+            // the reads stopped.
+            let below = match end {
+                ScanEnd::Stopped => return Ok(end),
+                ScanEnd::Done => 0,
+                ScanEnd::OutOfReads { next } => next,
+            };
+            for (id, c) in cached.take_while(|(id, _)| id.0 > below) {
+                if visit(id, &c.body, c.at_ms).is_break() {
+                    return Ok(ScanEnd::Stopped);
+                }
+            }
+            if end != ScanEnd::Done {
+                return Ok(end);
+            }
+        }
+        Ok(ScanEnd::Done)
+    }
+
+    /// Messages in the cache.
+    #[cfg(test)]
+    pub fn cached(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// What the cache weighs, in bytes.
+    #[cfg(test)]
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.weight())
     }
 
     /// One message, as [`Bodies::get_many`].

@@ -19,7 +19,8 @@ use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity, 
 use crate::error::ChatError;
 use crate::hub::{Ended, StreamItem};
 use crate::node::Node;
-use crate::state::{Applied, ChatState, ConversationSummary, MAX_MEMBERS, Rejection};
+use crate::node::search::Scope;
+use crate::state::{Applied, ChatState, ConversationSummary, MAX_MEMBERS, MessageView, Rejection};
 
 /// Longest username, in characters.
 pub const MAX_USERNAME: usize = 32;
@@ -32,6 +33,8 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_ACCOUNT_PAGE: u32 = 100;
 pub const DEFAULT_HISTORY_PAGE: u32 = 50;
 pub const MAX_DELETE: usize = 1000;
+/// Longest History search text, in bytes.
+pub const MAX_QUERY: usize = 256;
 /// Longest group title, in characters.
 pub const MAX_TITLE: usize = 64;
 /// Backlog entries read from the indexes at a time by a subscription.
@@ -214,6 +217,18 @@ fn group_refusal(r: Rejection, group: ConversationId) -> ChatError {
         }
         other => unexpected(Applied::Rejected(other)),
     }
+}
+
+/// A History search text: 1 to [`MAX_QUERY`] bytes (empty means no
+/// search). Never echoed.
+fn validate_query(query: &str) -> Result<(), ChatError> {
+    if query.len() > MAX_QUERY {
+        return Err(ChatError::invalid(format!(
+            "a search query is 1 to {MAX_QUERY} bytes of text; this one is {} bytes",
+            query.len()
+        )));
+    }
+    Ok(())
 }
 
 fn page_limit(limit: u32, default: u32) -> Result<usize, ChatError> {
@@ -594,6 +609,9 @@ impl ChatService {
     }
 
     async fn history(&self, req: pb::HistoryRequest) -> Result<pb::HistoryResponse, ChatError> {
+        if !req.query.is_empty() {
+            return self.search(req).await;
+        }
         self.node.wait_applied(req.min_applied).await?;
         let before = (req.before != 0).then_some(MessageId(req.before));
         let (refs, next, notices) = self.node.read(|state| {
@@ -629,6 +647,61 @@ impl ChatService {
             messages: messages.into_iter().map(convert::message).collect(),
             next_before: next.map_or(0, |m| m.0),
             group_events: notices.into_iter().map(convert::group_event).collect(),
+        })
+    }
+
+    /// History with a query: the ids in the caller's view come from the
+    /// indexes under one state lock, the bodies are scanned without it
+    /// (`Node::search`), and the matches are described under a second lock
+    /// (one deleted or erased in between is left out, as History leaves
+    /// out a body erased after its page was read).
+    async fn search(&self, req: pb::HistoryRequest) -> Result<pb::HistoryResponse, ChatError> {
+        self.node.wait_applied(req.min_applied).await?;
+        let before = (req.before != 0).then_some(MessageId(req.before));
+        let budget = self.node.config().search_budget.messages.max(1);
+        let scope = self.node.read(|state| {
+            let (_, account) = self.signed_in(state, &req.token)?;
+            validate_query(&req.query)?;
+            let limit = page_limit(req.limit, DEFAULT_HISTORY_PAGE)?;
+            let c = match target(
+                state,
+                "peer",
+                &req.peer,
+                req.peer_account_id,
+                req.conversation_id,
+            )? {
+                Target::Conversation(c) => c,
+                // No messages exchanged yet: nothing to find, as History
+                // finds nothing.
+                Target::Peer(peer) => match state.direct_with(account, peer) {
+                    Some(c) => c,
+                    None => return Ok(None),
+                },
+            };
+            let (ids, more) = (state.visible_ids(account, c, before, budget))
+                .ok_or_else(|| no_conversation(c))?;
+            Ok::<_, ChatError>(Some((account, c, Scope { ids, more }, limit)))
+        })?;
+        let Some((account, c, scope, limit)) = scope else {
+            return Ok(pb::HistoryResponse::default());
+        };
+        let found = self.node.search(scope, &req.query, limit).await?;
+        let ids = found.matches.iter().map(|(id, _, _)| *id);
+        let refs = self.node.read(|state| state.message_refs(account, c, ids));
+        let messages = (refs.into_iter().zip(found.matches))
+            .filter_map(|(meta, (_, body, at_ms))| {
+                Some(MessageView {
+                    meta: meta?,
+                    body,
+                    at_ms,
+                })
+            })
+            .map(convert::message)
+            .collect();
+        Ok(pb::HistoryResponse {
+            messages,
+            next_before: found.next_before.map_or(0, |m| m.0),
+            group_events: Vec::new(),
         })
     }
 
@@ -1198,6 +1271,9 @@ mod tests {
         validate_body(&"x".repeat(MAX_BODY)).unwrap();
         assert!(validate_body("").is_err());
         assert!(validate_body(&"x".repeat(MAX_BODY + 1)).is_err());
+        validate_query("ä").unwrap();
+        validate_query(&"ä".repeat(MAX_QUERY / 2)).unwrap();
+        assert!(validate_query(&"x".repeat(MAX_QUERY + 1)).is_err());
         assert_eq!(page_limit(0, 50).unwrap(), 50);
         assert_eq!(page_limit(1000, 50).unwrap(), 1000);
         assert!(page_limit(1001, 50).is_err());

@@ -1270,6 +1270,44 @@ impl ChatState {
         Some((page, next))
     }
 
+    /// The direct conversation of `account` with `peer`, if they have one.
+    pub fn direct_with(&self, account: AccountId, peer: AccountId) -> Option<ConversationId> {
+        self.direct_of(account, peer).map(|(c, _)| c)
+    }
+
+    /// The ids of the messages `account` sees in conversation `c` below
+    /// `before` (all when `None`), newest first, at most `limit`, and
+    /// whether older ones remain; `None` when there is no such conversation
+    /// or `account` is not a member. What a search examines: ids only, so
+    /// thousands cost the state lock little.
+    pub fn visible_ids(
+        &self,
+        account: AccountId,
+        c: ConversationId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Option<(Vec<MessageId>, bool)> {
+        let conv = self
+            .conversations
+            .get(&c)
+            .filter(|c| c.is_member(account))?;
+        let (ids, next) = conv.page(account, before, limit);
+        Some((ids, next.is_some()))
+    }
+
+    /// Messages `ids` of conversation `c` as `account` sees them, in the
+    /// same order; `None` for one it no longer sees.
+    pub fn message_refs(
+        &self,
+        account: AccountId,
+        c: ConversationId,
+        ids: impl IntoIterator<Item = MessageId>,
+    ) -> Vec<Option<MessageRef>> {
+        (ids.into_iter())
+            .map(|id| self.message_ref(account, c, id))
+            .collect()
+    }
+
     /// The group `c` as member `account` sees it: `None` when there is no
     /// such group or `account` is not in it.
     pub fn group(&self, account: AccountId, c: ConversationId) -> Option<&Group> {
