@@ -141,6 +141,19 @@ pub enum Action {
     OpenNth(usize),
     /// Run a command typed after `:`.
     RunCommand(String),
+    /// Search the open conversation (Ctrl+F), starting with this text.
+    OpenSearch(String),
+    /// Ask the server for matches of `query` in `chat` below `before`.
+    Search {
+        /// The conversation.
+        chat: crate::state::ChatId,
+        /// What to look for.
+        query: String,
+        /// Where the last call stopped; `None` from the newest.
+        before: Option<MessageId>,
+    },
+    /// Show this message in its conversation (a search result).
+    JumpTo(crate::state::ChatId, MessageId),
     /// Show an error in the status bar.
     Error(String),
 }

@@ -119,6 +119,15 @@ pub enum Command {
         /// The group.
         group: ConversationId,
     },
+    /// Search `chat` on the server for `query`, below `before`.
+    Search {
+        /// The conversation.
+        chat: ChatId,
+        /// What to look for.
+        query: String,
+        /// Where the last call stopped; `None` from the newest.
+        before: Option<MessageId>,
+    },
     /// Fetch accounts whose name starts with `prefix`, to complete a name.
     Complete {
         /// What was typed.
@@ -154,6 +163,16 @@ impl std::fmt::Debug for Command {
                 .debug_struct("ListAccounts")
                 .field("pattern", pattern)
                 .field("page_token", page_token)
+                .finish(),
+            Self::Search {
+                chat,
+                query,
+                before,
+            } => f
+                .debug_struct("Search")
+                .field("chat", chat)
+                .field("query_bytes", &query.len())
+                .field("before", before)
                 .finish(),
             Self::LoadHistory { chat, before } => f
                 .debug_struct("LoadHistory")
@@ -261,6 +280,9 @@ pub enum ServerEvent {
         client_msg_id: String,
         /// The server's reason.
         error: String,
+        /// The recipient's account is gone (deleted): nothing more can be
+        /// sent to it.
+        gone: bool,
     },
     /// A group was made at the user's request.
     GroupCreated {
@@ -280,6 +302,15 @@ pub enum ServerEvent {
         group: ConversationId,
         /// Them, or what went wrong loading them.
         members: Result<ConversationMembers, String>,
+    },
+    /// The server's answer to [`Command::Search`].
+    Found {
+        /// The conversation.
+        chat: ChatId,
+        /// What was looked for.
+        query: String,
+        /// The matches and where to go on, or what went wrong.
+        page: Result<HistoryPage, String>,
     },
     /// Accounts whose name starts with `prefix`.
     Completions {

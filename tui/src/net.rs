@@ -23,6 +23,9 @@ use crate::message::{Command, Field, Outgoing, ServerEvent, SignInRequest};
 use crate::session_file::{self, Saved};
 use crate::state::ChatId;
 
+/// Matches asked for per search call.
+const SEARCH_PAGE: u32 = 50;
+
 /// How often the client asks whether the cluster commits again while the
 /// servers answer but writes wait for a majority.
 const WRITES_WAIT_PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -409,6 +412,26 @@ fn handle(
                 let _ = events.send(event);
             });
         }
+        Command::Search {
+            chat,
+            query,
+            before,
+        } => {
+            session.tasks.spawn(async move {
+                let result = client
+                    .search(&token, peer_of(chat), &query, before, SEARCH_PAGE)
+                    .await;
+                let event = match result {
+                    Err(error) if error.is_unauthenticated() => ended(&error),
+                    result => ServerEvent::Found {
+                        chat,
+                        query,
+                        page: result.map_err(|e| e.to_string()),
+                    },
+                };
+                let _ = events.send(event);
+            });
+        }
         Command::Ack { up_to } => {
             if up_to <= session.acked {
                 return;
@@ -623,6 +646,10 @@ async fn send_in_order(
             Err(error) => ServerEvent::SendFailed {
                 client_msg_id: outgoing.client_msg_id,
                 error: error.to_string(),
+                // Addressed by account id: NOT_FOUND means that account no
+                // longer exists (a new one with its name is someone else).
+                gone: matches!(outgoing.to, ChatId::Direct(_))
+                    && error.code() == Some(Code::NotFound),
             },
         };
         let _ = events.send(event);

@@ -277,6 +277,12 @@ pub struct Conversation {
     /// The unread count when the conversation was opened before its history
     /// arrived, to place the marker once it does.
     pub unread_when_opened: Option<u64>,
+    /// A message to select and show once its page is loaded (a search
+    /// result); older pages load until it is.
+    pub jump_to: Option<MessageId>,
+    /// The other party deleted their account: the conversation takes no
+    /// new message.
+    pub deleted: bool,
 }
 
 impl Conversation {
@@ -298,6 +304,8 @@ impl Conversation {
             read_up_to: 0,
             history: History::NotLoaded,
             new_marker: None,
+            jump_to: None,
+            deleted: false,
             unread_when_opened: None,
         }
     }
@@ -446,6 +454,8 @@ pub struct UserRow {
     pub online: Option<bool>,
     /// A group's member count.
     pub members: Option<u32>,
+    /// The other party deleted their account.
+    pub deleted: bool,
 }
 
 /// Everything the panes draw from.
@@ -600,6 +610,7 @@ impl State {
                 muted: self.muted.contains(&c.id),
                 online: c.peer_id().and_then(|id| online.get(&id).copied()),
                 members: c.group.as_ref().map(|g| g.member_count),
+                deleted: c.deleted,
             })
             .collect();
         let listed: HashSet<ChatId> = rows.iter().map(|r| r.chat).collect();
@@ -618,6 +629,7 @@ impl State {
                     muted: self.muted.contains(&ChatId::Direct(a.account_id)),
                     online: Some(a.online),
                     members: None,
+                    deleted: false,
                 }),
         );
         rows

@@ -323,6 +323,53 @@ fn two_users_chat_through_a_real_server() {
 }
 
 #[test]
+fn a_reply_to_a_deleted_account_never_reaches_who_took_the_name() {
+    let server = start_server();
+    let mut alice = Tui::start("alice", &server.address);
+    alice.create_account("alice-password");
+    let mut carol = Tui::start("carol", &server.address);
+    carol.create_account("carol-password");
+    carol.wait_for("● alice");
+    carol.send("j\r");
+    carol.wait_for("Message to alice");
+    carol.send("hi alice\r");
+    alice.wait_until("carol with 1 unread", |screen| {
+        screen
+            .lines()
+            .any(|line| line.contains("carol") && line.contains(" 1 "))
+    });
+    alice.send("j\r");
+    alice.wait_for("hi alice");
+
+    // Carol deletes her account (out of compose first, so D is a key),
+    // and someone else registers her name.
+    carol.send("\t");
+    carol.send("D");
+    carol.wait_for("Delete account");
+    carol.send("carol-password\r");
+    carol.wait_for("The account was deleted.");
+    carol.quit();
+    let mut stranger = Tui::start("carol", &server.address);
+    stranger.create_account("stranger-password");
+
+    // Alice replies in the old conversation: refused, said why, the text
+    // back in its draft, the conversation marked.
+    alice.send("are you still there?\r");
+    alice.wait_for("deleted their account");
+    alice.wait_for("carol (deleted)");
+    alice.wait_for("are you still there?");
+    // The stranger got nothing: the send was refused by the server, so
+    // nothing can arrive later.
+    let screen = stranger.contents();
+    assert!(!screen.contains("are you still there?"), "{screen}");
+    assert!(screen.contains("no unread"), "{screen}");
+
+    alice.quit();
+    stranger.quit();
+    drop(server);
+}
+
+#[test]
 fn three_users_in_one_group() {
     let server = start_server();
     let mut alice = Tui::start("alice", &server.address);

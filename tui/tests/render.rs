@@ -280,6 +280,28 @@ fn writes_wait_without_a_majority() {
 }
 
 #[test]
+fn searching_a_conversation() {
+    let mut app = conversation_with_bob();
+    app.update(Action::OpenSearch("launch".to_owned()));
+    let me = (1, "alice");
+    let bob = (2, "bob");
+    app.on_server_event(ServerEvent::Found {
+        chat: ChatId::Direct(BOB),
+        query: "launch".to_owned(),
+        page: Ok(HistoryPage {
+            messages: vec![
+                message(40, bob, me, "Is the LAUNCH still on for Friday, or do we wait for the weather report?"),
+                message(22, me, bob, "launch checklist attached"),
+                message(9, bob, me, "a very long message that talks about many things before it finally mentions the launch at the end"),
+            ],
+            next_before: Some(9),
+            group_changes: Vec::new(),
+        }),
+    });
+    check("search", &app);
+}
+
+#[test]
 fn scrolled_up_in_a_long_conversation() {
     let me = (ME, "alice");
     let bob = (BOB, "bob");

@@ -13,6 +13,7 @@ use super::App;
 use crate::action::{Action, Effect, Move, Scroll};
 use crate::components::Component;
 use crate::components::dialog::{Dialog, GroupForm};
+use crate::components::search::Search;
 use crate::components::switcher::{self, CommandLine, Switcher};
 use crate::message::Command;
 use crate::state::{ChatId, History, Pane, Pending, Receipt, Screen, effective_pattern};
@@ -62,6 +63,7 @@ impl App {
         let alt = key.modifiers.contains(KeyModifiers::ALT);
         let global = match key.code {
             KeyCode::Char('k') if ctrl => Some(Action::OpenSwitcher),
+            KeyCode::Char('f') if ctrl => Some(Action::OpenSearch(String::new())),
             KeyCode::Char(digit @ '1'..='9') if alt => {
                 Some(Action::OpenNth(usize::from(digit as u8 - b'1')))
             }
@@ -304,6 +306,43 @@ impl App {
                 self.dialog = None;
                 self.run_command(&line);
             }
+            Action::OpenSearch(query) => {
+                let Some(chat) = self.state.selected else {
+                    self.state.last_error =
+                        Some("open a conversation first, then search it".to_owned());
+                    return;
+                };
+                let name = (self.state.conversations.get(&chat))
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                let mut search = Search::new(chat, &name, &query);
+                let start = search.start();
+                self.dialog = Some(Dialog::Search(search));
+                if let Some(action) = start {
+                    self.update(action);
+                }
+            }
+            Action::Search {
+                chat,
+                query,
+                before,
+            } => self.command(Command::Search {
+                chat,
+                query,
+                before,
+            }),
+            Action::JumpTo(chat, id) => {
+                self.dialog = None;
+                let name = (self.state.conversations.get(&chat))
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                self.open(chat, &name);
+                if let Some(conversation) = self.state.conversations.get_mut(&chat) {
+                    conversation.jump_to = Some(id);
+                }
+                self.focus(Pane::Inbox);
+                self.jump(chat);
+            }
             Action::ToggleMute => {
                 let Some(chat) = self.state.highlight.or(self.state.selected) else {
                     return;
@@ -360,6 +399,33 @@ impl App {
             C::Logout => self.update(Action::SignOut),
             C::Quit => self.update(Action::Quit),
             C::Help => self.update(Action::ShowHelp),
+            C::Search(query) => self.update(Action::OpenSearch(query)),
+        }
+    }
+
+    /// Shows the message `chat` should jump to once it is loaded, loading
+    /// older pages until it is.
+    pub(crate) fn jump(&mut self, chat: ChatId) {
+        let Some(conversation) = self.state.conversations.get_mut(&chat) else {
+            return;
+        };
+        let Some(id) = conversation.jump_to else {
+            return;
+        };
+        if conversation.messages.contains_key(&id) {
+            conversation.jump_to = None;
+            self.inbox.select(id);
+            return;
+        }
+        match conversation.history {
+            History::More(_) => self.load_older(),
+            History::Complete => {
+                conversation.jump_to = None;
+                self.state.last_error =
+                    Some("that message is no longer in the conversation".to_owned());
+            }
+            // Its first page is on the way; this runs again when it comes.
+            History::NotLoaded | History::Loading => {}
         }
     }
 
@@ -574,6 +640,13 @@ impl App {
         let Some(conversation) = self.state.conversations.get(&chat) else {
             return;
         };
+        if conversation.deleted {
+            self.state.last_error = Some(format!(
+                "{} deleted their account: this conversation takes no new messages",
+                conversation.name
+            ));
+            return;
+        }
         self.sends += 1;
         let pending = Pending {
             client_msg_id: format!("{}-{}", self.id_prefix, self.sends),

@@ -206,13 +206,18 @@ impl App {
 
     /// Marks the conversation read up to its newest message, if anything in
     /// it is unread.
-    fn mark_read(&mut self, chat: ChatId) {
+    pub(crate) fn mark_read(&mut self, chat: ChatId) {
         let me = self.state.my_id();
         let Some(conversation) = self.state.conversations.get_mut(&chat) else {
             return;
         };
         conversation.mentioned = false;
         if conversation.unread == 0 {
+            return;
+        }
+        if conversation.deleted {
+            // Nobody to tell: the badge just clears.
+            conversation.unread = 0;
             return;
         }
         let up_to = conversation

@@ -137,6 +137,7 @@ impl App {
             ServerEvent::SendFailed {
                 client_msg_id,
                 error,
+                gone,
             } => {
                 let Some(at) = self
                     .state
@@ -148,6 +149,15 @@ impl App {
                 };
                 let pending = self.state.outbox.remove(at);
                 self.compose.restore(pending.to, &pending.body);
+                if gone && let Some(conversation) = self.state.conversations.get_mut(&pending.to) {
+                    conversation.deleted = true;
+                    self.state.last_error = Some(format!(
+                        "not sent: {} deleted their account, and this conversation takes no new \
+                         messages (the text is back in its draft)",
+                        pending.name
+                    ));
+                    return;
+                }
                 self.state.last_error = Some(format!(
                     "not sent to {}: {error} (the text is back in its draft)",
                     pending.name
@@ -191,6 +201,13 @@ impl App {
                         self.state.last_error =
                             Some(format!("could not load the members: {error}"));
                     }
+                }
+            }
+            ServerEvent::Found { chat, query, page } => {
+                if let Some(Dialog::Search(search)) = self.dialog.as_mut()
+                    && let Some(action) = search.answer(chat, &query, page)
+                {
+                    self.update(action);
                 }
             }
             ServerEvent::Completions { prefix, accounts } => {
@@ -375,6 +392,12 @@ impl App {
             Some(before) => History::More(before),
             None => History::Complete,
         };
+        if self.state.selected == Some(chat) && conversation.jump_to.is_some() {
+            // Going to a search result: that decides where the window is.
+            conversation.unread_when_opened = None;
+            self.jump(chat);
+            return;
+        }
         if self.state.selected == Some(chat)
             && self.state.screen == Screen::Main
             && let Some(unread) = conversation.unread_when_opened

@@ -525,7 +525,8 @@ fn a_refused_send_puts_the_text_back_in_the_draft() {
     app.handle_event(TermEvent::Paste("newer draft".to_owned()));
     app.on_server_event(ServerEvent::SendFailed {
         client_msg_id: id,
-        error: "no account named bob".to_owned(),
+        error: "too long".to_owned(),
+        gone: false,
     });
     assert!(app.state.outbox.is_empty());
     assert_eq!(app.compose.draft(), "lost?\nnewer draft");
@@ -534,8 +535,50 @@ fn a_refused_send_puts_the_text_back_in_the_draft() {
             .last_error
             .as_deref()
             .unwrap()
-            .contains("no account named bob")
+            .contains("too long")
     );
+}
+
+#[test]
+fn a_deleted_account_s_conversation_says_so_and_takes_nothing_new() {
+    let mut app = signed_in();
+    open_with_history(&mut app, BOB, vec![message(5, BOB, ME, "bye")]);
+    app.update(Action::Send("still there?".to_owned()));
+    let id = app.state.outbox[0].client_msg_id.clone();
+    app.take_effects();
+    // The send went by account id: NOT_FOUND means bob's account is gone,
+    // never that someone else now has the name.
+    app.on_server_event(ServerEvent::SendFailed {
+        client_msg_id: id,
+        error: "there is no account with id 2; it may have been deleted".to_owned(),
+        gone: true,
+    });
+    let chat = ChatId::Direct(BOB);
+    assert!(app.state.conversations[&chat].deleted);
+    assert!(
+        app.state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("deleted their account")
+    );
+    assert_eq!(app.compose.draft(), "still there?");
+    let row = app
+        .state
+        .user_rows()
+        .into_iter()
+        .find(|r| r.chat == chat)
+        .unwrap();
+    assert!(row.deleted);
+    // Nothing more is sent.
+    app.update(Action::Send("hello?".to_owned()));
+    assert!(app.state.outbox.is_empty());
+    assert!(commands(&app.take_effects()).is_empty());
+    // Its badge clears without telling anyone.
+    app.state.conversations.get_mut(&chat).unwrap().unread = 3;
+    app.mark_read(chat);
+    assert_eq!(app.state.conversations[&chat].unread, 0);
+    assert!(commands(&app.take_effects()).is_empty());
 }
 
 #[test]
@@ -1592,4 +1635,147 @@ fn a_saved_session_is_resumed_and_forgotten_when_it_ends() {
     let mut app = signed_in();
     app.on_server_event(ServerEvent::SignedOut);
     assert!(app.take_effects().contains(&Effect::ForgetSession));
+}
+
+#[test]
+fn search_asks_the_server_goes_on_and_jumps_to_a_result_in_context() {
+    let mut app = signed_in();
+    // Ctrl+F with nothing open says what to do.
+    app.handle_key(KeyEvent::new(KeyCode::Char('f'), KeyModifiers::CONTROL));
+    assert!(app.dialog.is_none());
+    assert!(
+        app.state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("open a conversation")
+    );
+
+    // Only the newest page is loaded: 300 and 301.
+    app.open(ChatId::Direct(BOB), name(BOB));
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Direct(BOB),
+        page: Ok(HistoryPage {
+            messages: vec![message(301, BOB, ME, "latest"), message(300, ME, BOB, "x")],
+            next_before: Some(300),
+            group_changes: Vec::new(),
+        }),
+    });
+    app.take_effects();
+    app.handle_key(KeyEvent::new(KeyCode::Char('f'), KeyModifiers::CONTROL));
+    assert!(matches!(app.dialog, Some(Dialog::Search(_))));
+    for c in "Launch".chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    let search = |before| Command::Search {
+        chat: ChatId::Direct(BOB),
+        query: "Launch".to_owned(),
+        before,
+    };
+    assert_eq!(commands(&app.take_effects()), [search(None)]);
+    // The server examined part of the history: fewer matches than a page,
+    // and where to go on. The dialog asks again by itself.
+    app.on_server_event(ServerEvent::Found {
+        chat: ChatId::Direct(BOB),
+        query: "Launch".to_owned(),
+        page: Ok(HistoryPage {
+            messages: vec![message(250, BOB, ME, "the launch is at ten")],
+            next_before: Some(200),
+            group_changes: Vec::new(),
+        }),
+    });
+    assert_eq!(commands(&app.take_effects()), [search(Some(200))]);
+    // An answer to an older query is dropped.
+    app.on_server_event(ServerEvent::Found {
+        chat: ChatId::Direct(BOB),
+        query: "other".to_owned(),
+        page: Ok(HistoryPage {
+            messages: vec![message(7, BOB, ME, "other")],
+            next_before: None,
+            group_changes: Vec::new(),
+        }),
+    });
+    app.on_server_event(ServerEvent::Found {
+        chat: ChatId::Direct(BOB),
+        query: "Launch".to_owned(),
+        page: Ok(HistoryPage {
+            messages: vec![message(12, ME, BOB, "LAUNCH day")],
+            next_before: None,
+            group_changes: Vec::new(),
+        }),
+    });
+    assert!(
+        commands(&app.take_effects()).is_empty(),
+        "the whole history was searched"
+    );
+    let Some(Dialog::Search(dialog)) = &app.dialog else {
+        panic!("the search dialog stays open");
+    };
+    let found: Vec<MessageId> = dialog.results.iter().map(|m| m.id).collect();
+    assert_eq!(found, [250, 12]);
+
+    // Down, Enter: message 12 is on no loaded page; older pages load until
+    // it is, then it is selected.
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Enter));
+    assert!(app.dialog.is_none());
+    assert_eq!(app.state.focus, Pane::Inbox);
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::LoadHistory {
+            chat: ChatId::Direct(BOB),
+            before: Some(300)
+        }]
+    );
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Direct(BOB),
+        page: Ok(HistoryPage {
+            messages: vec![message(250, BOB, ME, "the launch is at ten")],
+            next_before: Some(250),
+            group_changes: Vec::new(),
+        }),
+    });
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::LoadHistory {
+            chat: ChatId::Direct(BOB),
+            before: Some(250)
+        }]
+    );
+    assert_eq!(
+        app.state.conversations[&ChatId::Direct(BOB)].jump_to,
+        Some(12)
+    );
+    app.on_server_event(ServerEvent::History {
+        chat: ChatId::Direct(BOB),
+        page: Ok(HistoryPage {
+            messages: vec![message(12, ME, BOB, "LAUNCH day")],
+            next_before: None,
+            group_changes: Vec::new(),
+        }),
+    });
+    assert_eq!(app.inbox.selected(), Some(12));
+
+    // `:search TEXT` starts at once; a query the server would refuse is
+    // refused here, without a call.
+    app.update(Action::RunCommand("search ten".to_owned()));
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::Search {
+            chat: ChatId::Direct(BOB),
+            query: "ten".to_owned(),
+            before: None
+        }]
+    );
+    app.update(Action::CloseDialog);
+    app.update(Action::OpenSearch("x".repeat(300)));
+    assert!(commands(&app.take_effects()).is_empty());
+    let Some(Dialog::Search(dialog)) = &app.dialog else {
+        panic!("the search dialog is open");
+    };
+    assert!(matches!(
+        dialog.progress,
+        crate::components::search::Progress::Failed(_)
+    ));
 }

@@ -168,6 +168,10 @@ impl Component for Compose {
                     crate::text::sanitize(&conversation.name)
                 )
             }
+            Some(conversation) if conversation.deleted => format!(
+                " {} deleted their account: nothing can be sent ",
+                crate::text::sanitize(&conversation.name)
+            ),
             Some(conversation) => {
                 format!(" Message to {} ", crate::text::sanitize(&conversation.name))
             }

@@ -11,6 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 pub use super::group_form::GroupForm;
+use super::search::Search;
 use super::switcher::{CommandLine, Switcher};
 use super::{Component, centered};
 use crate::action::Action;
@@ -30,10 +31,11 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ("L / D", "log out / delete the account (not typing)"),
             ("m", "show / hide the members of the open group"),
             ("Ctrl+K", "go to any conversation or account (fuzzy)"),
+            ("Ctrl+F", "search the open conversation's whole history"),
             ("Alt+1..9", "open the first nine conversations"),
             (
                 ":",
-                "command: :dm NAME, :group, :leave, :logout, :quit, :help",
+                "command: :dm NAME, :search TEXT, :group, :logout, :quit, :help",
             ),
         ],
     ),
@@ -117,6 +119,8 @@ pub enum Dialog {
     Switcher(Switcher),
     /// A command after `:`.
     CommandLine(CommandLine),
+    /// Search the open conversation on the server.
+    Search(Search),
     /// Who read a message of a group.
     Readers {
         /// "Read by 2 of 3".
@@ -187,7 +191,11 @@ impl Dialog {
     pub fn is_typing(&self) -> bool {
         matches!(
             self,
-            Self::DeleteAccount { .. } | Self::Group(_) | Self::Switcher(_) | Self::CommandLine(_)
+            Self::DeleteAccount { .. }
+                | Self::Group(_)
+                | Self::Switcher(_)
+                | Self::CommandLine(_)
+                | Self::Search(_)
         )
     }
 
@@ -206,6 +214,10 @@ impl Dialog {
             }
             Self::CommandLine(command) => {
                 command.line.insert_str(&text.replace(['\r', '\n'], " "));
+                None
+            }
+            Self::Search(search) => {
+                search.query.insert_str(&text.replace(['\r', '\n'], " "));
                 None
             }
             _ => None,
@@ -235,6 +247,7 @@ impl Component for Dialog {
         match self {
             Self::Switcher(switcher) => switcher.handle_key(key, state),
             Self::CommandLine(command) => command.handle_key(key),
+            Self::Search(search) => search.handle_key(key),
             Self::Help { scroll } => match key.code {
                 KeyCode::Up | KeyCode::Char('k') => {
                     *scroll = scroll.saturating_sub(1);
@@ -348,6 +361,7 @@ impl Component for Dialog {
             Self::Group(form) => form.draw(frame, area, state),
             Self::Switcher(switcher) => switcher.draw(frame, area, state),
             Self::CommandLine(command) => command.draw(frame, area, state),
+            Self::Search(search) => search.draw(frame, area, state),
             Self::Confirm { heading, text, .. } => {
                 let rect = centered(area, 60, 8);
                 let block = Block::bordered()

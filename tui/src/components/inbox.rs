@@ -158,6 +158,14 @@ impl Inbox {
         hit_top
     }
 
+    /// Selects message `id` and scrolls it into view on the next frame.
+    pub fn select(&mut self, id: MessageId) {
+        self.selected = Some(id);
+        self.reveal.set(true);
+        self.anchor.set(None);
+        self.to_top.set(false);
+    }
+
     /// Keeps the window on the same lines when `message`, not yet in
     /// `conversation`, is about to be added below while the user is
     /// scrolled up.
@@ -429,7 +437,7 @@ fn rule(label: &str, width: usize, style: Style) -> Line<'static> {
 }
 
 /// A message's time in the user's zone.
-fn local_time(message: &Message, zone: FixedOffset) -> DateTime<FixedOffset> {
+pub(crate) fn local_time(message: &Message, zone: FixedOffset) -> DateTime<FixedOffset> {
     DateTime::<Utc>::from(message.sent_at).with_timezone(&zone)
 }
 
@@ -474,6 +482,9 @@ impl Component for Inbox {
                 format!(" {mark}{} ", text::sanitize(&conversation.name)),
                 theme.title(),
             )];
+            if conversation.deleted {
+                title.push(Span::styled("(deleted) ", theme.dim()));
+            }
             if let Some(group) = &conversation.group {
                 let hint = if state.members_shown() {
                     ""

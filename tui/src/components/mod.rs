@@ -18,6 +18,7 @@ pub mod dialog;
 pub mod group_form;
 pub mod inbox;
 pub mod members;
+pub mod search;
 pub mod sign_in;
 pub mod status_bar;
 pub mod switcher;

@@ -226,11 +226,13 @@ pub enum Command {
     Quit,
     /// `:help`.
     Help,
+    /// `:search [TEXT]`: search the open conversation on the server.
+    Search(String),
 }
 
 /// The commands, for `:help` and errors.
-pub const COMMANDS: &str =
-    ":dm NAME  :group [TITLE]  :members  :add  :rename TITLE  :leave  :mute  :logout  :quit  :help";
+pub const COMMANDS: &str = ":dm NAME  :search TEXT  :group [TITLE]  :members  :add  :rename TITLE  \
+     :leave  :mute  :logout  :quit  :help";
 
 /// Parses a command line (without its `:`).
 pub fn parse(line: &str) -> Result<Command, String> {
@@ -251,6 +253,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "logout" => Command::Logout,
         "quit" | "q" => Command::Quit,
         "help" | "h" => Command::Help,
+        "search" | "find" => Command::Search(rest),
         "" => return Err(format!("type a command: {COMMANDS}")),
         other => return Err(format!("no command :{other}; there are {COMMANDS}")),
     })
@@ -344,6 +347,10 @@ mod tests {
             Ok(Command::Rename("Launch crew".into()))
         );
         assert_eq!(parse("group"), Ok(Command::Group(String::new())));
+        assert_eq!(
+            parse("search launch  day"),
+            Ok(Command::Search("launch  day".into()))
+        );
         assert!(parse("dm").unwrap_err().contains(":dm NAME"));
         assert!(parse("frobnicate").unwrap_err().contains(":dm NAME"));
     }

@@ -213,7 +213,12 @@ impl Component for Users {
                         .add_modifier(ratatui::style::Modifier::REVERSED)
                 };
                 let name_width = width.saturating_sub(2 + text::width(&badge));
-                let name = text::truncate(&row.name, name_width);
+                let shown = if row.deleted {
+                    format!("{} (deleted)", row.name)
+                } else {
+                    row.name.clone()
+                };
+                let name = text::truncate(&shown, name_width);
                 let pad = name_width.saturating_sub(text::width(&name));
                 let name_style = if row.unread > 0 {
                     theme.title()
