@@ -1,9 +1,12 @@
 //! `cargo bench -p chat-benches --bench server`: the real `chat-server`
 //! binary under load from many gRPC clients (sends per second, send and
 //! delivery latency), its restart time over a log of a million messages,
-//! and (`--only abuse`) what silent connections and a `CreateAccount`
-//! flood cost a well-behaved client. Options after `--`, or `BENCH_*`
-//! environment variables; `--quick` for a run of well under a minute.
+//! (`--only abuse`) what silent connections and a `CreateAccount` flood
+//! cost a well-behaved client, and (`--only groups`) group conversations:
+//! fan-out to a thousand live members, memory per stored group message,
+//! many small groups beside direct messages. Options after `--`, or
+//! `BENCH_*` environment variables; `--quick` for a run of well under a
+//! minute.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -16,6 +19,7 @@ use anyhow::{Context, ensure};
 use chat_benches::disk::{FlushCounter, load_average};
 use chat_benches::machine::{Machine, MachineArgs};
 use chat_benches::server::abuse;
+use chat_benches::server::groups::{self, Member, PhaseConfig, PhaseResult, Route, StoreResult};
 use chat_benches::server::load::{
     self, FillConfig, LoadConfig, LoadResult, Offered, Recipient, STAMP_LEN, User,
 };
@@ -25,6 +29,7 @@ use chat_benches::server::process::{
 use chat_benches::server::reads::{self, Ask, Backlog, ReadTally, Reader};
 use chat_benches::server::{Probe, Usage};
 use chat_benches::{Table, grouped, millis, percent};
+use chat_client::Peer;
 use chat_proto::chat_client::ChatClient;
 use chat_proto::cluster_client::ClusterClient;
 use chat_proto::{HistoryRequest, StatusRequest};
@@ -73,6 +78,30 @@ const HISTORY_P99_TARGET: Duration = Duration::from_millis(5);
 const BACKLOG_TARGET: Duration = Duration::from_millis(250);
 /// The backlog size the backlog target is stated for.
 const BACKLOG_TARGET_MESSAGES: u64 = 10_000;
+/// p99 from a group send to its arrival on the last of
+/// [`FANOUT_TARGET_MEMBERS`] members' streams, at [`FANOUT_TARGET_RATE`].
+const FANOUT_P99_TARGET: Duration = Duration::from_millis(50);
+/// The group size the fan-out target is stated for.
+const FANOUT_TARGET_MEMBERS: usize = 1_000;
+/// The send rate into that group the fan-out target is stated for.
+const FANOUT_TARGET_RATE: f64 = 100.0;
+/// The most members a group may have (the server's limit).
+const MAX_GROUP_MEMBERS: usize = 1_000;
+/// Members with a session that write the stored messages, each over its
+/// own connection.
+const STORE_WRITERS: usize = 4;
+/// `--snapshot-every` for the servers that store messages to be weighed:
+/// no snapshot build (a second copy of the state) while they fill.
+const STORE_SNAPSHOT_EVERY: &str = "1000000000";
+/// `--body-cache` (MiB) for those servers: no bodies kept in memory, so
+/// that the growth is what each message costs for good, not the bounded
+/// cache (64 MiB by default, most of the growth over 200,000 messages).
+const STORE_BODY_CACHE: &str = "0";
+/// Before weighing sends, a tenth as many more are made and not weighed.
+const STORE_UNWEIGHED_SHARE: u64 = 10;
+/// From a start, or the last send, to reading the server's RSS: what the
+/// allocator returns late (the argon2 memory took ~10 s) is gone by then.
+const STORE_SETTLE: Duration = Duration::from_secs(12);
 /// How often the server's resident memory is read under abuse.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -151,9 +180,38 @@ struct Cli {
     /// Times the backlog is read (the first with the body cache cold).
     #[arg(long, default_value_t = 5)]
     backlog_runs: usize,
+    /// `--only groups`: members of the fan-out group, each with a stream of
+    /// its own session; also the accounts the small groups are made of, and
+    /// the size of the group the stored messages go to.
+    #[arg(long, default_value_t = 1_000)]
+    group_members: usize,
+    /// `--only groups`: members that write into the fan-out group, in turn.
+    #[arg(long, default_value_t = 4)]
+    group_senders: usize,
+    /// `--only groups`: messages per second into the fan-out group.
+    #[arg(long, default_value_t = 100.0)]
+    group_rate: f64,
+    /// `--only groups`: measured seconds of the fan-out phase.
+    #[arg(long, default_value_t = 20.0)]
+    group_duration: f64,
+    /// `--only groups`: small groups, made of the fan-out group's members.
+    #[arg(long, default_value_t = 1_000)]
+    small_groups: usize,
+    /// `--only groups`: members of each small group.
+    #[arg(long, default_value_t = 10)]
+    small_group_size: usize,
+    /// `--only groups`: messages per second spread over the small groups,
+    /// then the same over direct conversations (`--duration` each).
+    #[arg(long, default_value_t = 5_000.0)]
+    small_group_rate: f64,
+    /// `--only groups`: messages stored into one group, and in direct
+    /// conversations, each on a fresh server, to weigh them in its memory.
+    #[arg(long, default_value_t = 200_000)]
+    store_messages: u64,
     /// A check that everything runs: 8 senders and subscribers, 2 s phases
-    /// (the latency one at 1,000 msg/s), a 10,000-message restart, once.
-    /// Overrides those options.
+    /// (the latency one at 1,000 msg/s), a 10,000-message restart, once;
+    /// for `--only groups` 40 members, 20 small groups at 500 msg/s and
+    /// 5,000 stored messages. Overrides those options.
     #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::BoolishValueParser::new())]
     quick: bool,
     /// Which part to run.
@@ -212,6 +270,10 @@ enum Part {
     /// History pages and a Subscribe backlog read after a restart (body
     /// cache cold), History also under open-loop sends. Not part of `all`.
     Reads,
+    /// Group conversations: one large group's fan-out to every member's
+    /// stream, memory per stored group and direct message, small groups
+    /// beside direct messages at the same rate. Not part of `all`.
+    Groups,
 }
 
 impl Part {
@@ -247,6 +309,11 @@ fn main() -> anyhow::Result<()> {
         cli.read_messages = 20_000;
         cli.backlog = 1_000;
         cli.backlog_runs = 2;
+        cli.group_members = 40;
+        cli.group_duration = 2.0;
+        cli.small_groups = 20;
+        cli.small_group_rate = 500.0;
+        cli.store_messages = 5_000;
     }
     ensure!(
         (STAMP_LEN..=MAX_BODY).contains(&cli.body),
@@ -274,6 +341,22 @@ fn main() -> anyhow::Result<()> {
             && cli.read_messages > 0,
         "--readers, --backlog, --backlog-runs and --read-messages must be at least 1, --read-rate positive"
     );
+    ensure!(
+        (STORE_WRITERS + 1..=MAX_GROUP_MEMBERS).contains(&cli.group_members)
+            && (1..=cli.group_members).contains(&cli.group_senders)
+            && (2..=cli.group_members).contains(&cli.small_group_size)
+            && cli.small_groups > 0
+            && cli.store_messages > 0,
+        "--group-members must be {} to {MAX_GROUP_MEMBERS}, --group-senders 1 to it, \
+         --small-group-size 2 to it, --small-groups and --store-messages at least 1",
+        STORE_WRITERS + 1
+    );
+    ensure!(
+        [cli.group_rate, cli.small_group_rate, cli.group_duration]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0),
+        "--group-rate, --small-group-rate and --group-duration must be positive"
+    );
 
     let machine = Machine::find(&cli.machine)?;
     print_machine(&cli, &machine);
@@ -287,6 +370,9 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
         return keep_if_asked_or_failed(cli, dir, outcome);
     }
     let seq = load::sequence();
+    if cli.only == Part::Groups {
+        return bench_groups(cli, machine, &seq).await;
+    }
     if cli.only == Part::Reads {
         let dir = data_dir(machine, "server-reads-")?;
         let outcome = bench_reads(cli, machine, dir.path(), &seq).await;
@@ -538,6 +624,12 @@ fn print_machine(cli: &Cli, machine: &Machine) {
             grouped(cli.read_rate),
             reads::PAGE,
             n = cli.fill_users
+        );
+    } else if cli.only == Part::Groups {
+        println!(
+            "members: {} accounts, each logged in over its own chat-client connection with a \
+             Subscribe stream of its own session; {}-byte bodies; every send durable",
+            cli.group_members, cli.body
         );
     } else if cli.only == Part::Restart {
         println!(
@@ -1562,4 +1654,551 @@ fn print_snapshot_builds(builds: &[SnapshotBuild]) {
         ]);
     }
     println!("{table}");
+}
+
+/// `--only groups`: the fan-out to one large group and the small groups
+/// beside direct messages, on one server; then the memory of stored group
+/// and direct messages, each on a fresh server.
+async fn bench_groups(cli: &Cli, machine: &Machine, seq: &Arc<AtomicU64>) -> anyhow::Result<()> {
+    let dir = data_dir(machine, "server-groups-")?;
+    let outcome = group_load(cli, machine, dir.path(), seq).await;
+    keep_if_asked_or_failed(cli, dir, outcome)?;
+    let mut stored = Vec::new();
+    for kind in [StoreKind::Group, StoreKind::Direct] {
+        let dir = data_dir(machine, "server-groups-memory-")?;
+        let outcome = store_and_weigh(cli, machine, dir.path(), kind, seq).await;
+        let weighed = match outcome {
+            Ok(weighed) => weighed,
+            Err(e) => return keep_if_asked_or_failed(cli, dir, Err(e)),
+        };
+        keep_if_asked_or_failed(cli, dir, Ok(()))?;
+        stored.push(weighed);
+    }
+    print_group_memory(cli, &stored);
+    Ok(())
+}
+
+/// The fan-out phase, then small groups and direct messages at the same
+/// offered rate, over the same members.
+async fn group_load(
+    cli: &Cli,
+    machine: &Machine,
+    dir: &Path,
+    seq: &Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let server = start_server(machine, dir, &[])?;
+    let n = cli.group_members;
+    let names: Vec<String> = (0..n).map(|i| format!("member-{i:04}")).collect();
+    let started = Instant::now();
+    let members = groups::create_members(server.addr, &names, SETUP_CONCURRENCY).await?;
+    eprintln!(
+        "created and logged in {n} accounts in {:.1} s (argon2, not measured)",
+        started.elapsed().as_secs_f64()
+    );
+    let large = groups::create_groups(&members, 1, n).await?.remove(0);
+    let routes: Vec<Route> = (0..cli.group_senders)
+        .map(|from| Route {
+            from,
+            to: Peer::Conversation(large.id),
+        })
+        .collect();
+    let phase = |rate: f64, measure: f64, streams_per_message: usize| PhaseConfig {
+        rate,
+        warmup: Duration::from_secs_f64(cli.warmup),
+        measure: Duration::from_secs_f64(measure),
+        drain: Duration::from_secs_f64(cli.drain),
+        body_len: cli.body,
+        streams_per_message: u32::try_from(streams_per_message).unwrap_or(u32::MAX),
+    };
+    eprintln!(
+        "fan-out: {} senders, {} msg/s into a group of {n}, {} s after {} s warm-up (load average {})",
+        cli.group_senders,
+        grouped(cli.group_rate),
+        cli.group_duration,
+        cli.warmup,
+        load_average()
+    );
+    let probe = || prober(server.pid(), machine.flushes.clone());
+    let (fanout, members) = groups::run_phase(
+        members,
+        &routes,
+        &phase(cli.group_rate, cli.group_duration, n),
+        seq,
+        probe(),
+    )
+    .await?;
+    report_phase("fan-out", &fanout);
+    let fanout_rss = process::rss_of(server.pid());
+
+    let size = cli.small_group_size;
+    let small = groups::create_groups(&members, cli.small_groups, size).await?;
+    // Message k goes to group k mod G, from its member (k / G) mod size.
+    let group_routes: Vec<Route> = (0..size)
+        .flat_map(|j| {
+            small.iter().map(move |g| Route {
+                from: g.members[j],
+                to: Peer::Conversation(g.id),
+            })
+        })
+        .collect();
+    let direct_routes: Vec<Route> = (0..n)
+        .map(|from| Route {
+            from,
+            to: Peer::Account(members[(from + 1) % n].account_id),
+        })
+        .collect();
+    let mut compared = Vec::new();
+    let mut members = members;
+    for (kind, routes, streams) in [
+        ("groups", &group_routes, size),
+        ("direct", &direct_routes, 2),
+    ] {
+        eprintln!(
+            "{kind}: {} msg/s, {} s after {} s warm-up (load average {})",
+            grouped(cli.small_group_rate),
+            cli.duration,
+            cli.warmup,
+            load_average()
+        );
+        let (result, back) = groups::run_phase(
+            members,
+            routes,
+            &phase(cli.small_group_rate, cli.duration, streams),
+            seq,
+            probe(),
+        )
+        .await?;
+        members = back;
+        report_phase(kind, &result);
+        compared.push(result);
+    }
+    let rss = process::rss_of(server.pid());
+    drop(members);
+    let took = server.stop(STOP_TIMEOUT)?;
+    eprintln!("server stopped (SIGTERM) in {} ms", millis(took));
+    print_fanout(cli, &fanout, fanout_rss);
+    print_small_groups(cli, &compared, rss);
+    Ok(())
+}
+
+/// One line on standard error as a phase ends.
+fn report_phase(label: &str, r: &PhaseResult) {
+    eprintln!(
+        "  {label}: {} sends/s, send p99 {} ms, last member p99 {} ms, {} arrivals/s, \
+         {} errors, {} incomplete, {} resubscribes (load average {})",
+        grouped(r.sends_per_sec()),
+        millis(r.send_at(0.99)),
+        millis(r.last_member_at(0.99)),
+        grouped(r.arrivals_per_sec()),
+        r.sends.errors,
+        r.incomplete,
+        r.resubscribes,
+        load_average()
+    );
+}
+
+fn cores(r: &PhaseResult, cpu: fn(&Usage) -> Option<Duration>) -> String {
+    r.usage
+        .as_ref()
+        .and_then(|u| u.cores(cpu(u)))
+        .map_or("n/a".to_owned(), |c| format!("{c:.2}"))
+}
+
+/// Failures and undelivered messages of a phase, if any.
+fn print_phase_faults(label: &str, r: &PhaseResult) {
+    if let Some(error) = &r.sends.first_error {
+        println!("{label}: first send error: {error}");
+    }
+    if r.incomplete > 0 {
+        println!(
+            "{label}: {} acknowledged messages had NOT reached every member's stream within the \
+             drain time",
+            grouped(r.incomplete as f64)
+        );
+    }
+}
+
+fn print_fanout(cli: &Cli, r: &PhaseResult, rss: Option<u64>) {
+    let members = r.config.streams_per_message;
+    println!(
+        "## Group fan-out: {} members, each with a stream ({} s after {} s warm-up)",
+        grouped(f64::from(members)),
+        r.window.as_secs_f64(),
+        r.config.warmup.as_secs_f64()
+    );
+    println!();
+    let mut table = Table::new(&[
+        "offered msg/s",
+        "senders",
+        "sends/s",
+        "send p99 ms",
+        "last member p50 ms",
+        "last member p99 ms",
+        "last member max ms",
+        "member p99 ms",
+        "arrivals/s",
+        "errors",
+        "incomplete",
+        "resubscribes",
+        "server CPU",
+        "bench CPU",
+    ]);
+    table.row(vec![
+        grouped(r.config.rate),
+        cli.group_senders.to_string(),
+        grouped(r.sends_per_sec()),
+        millis(r.send_at(0.99)),
+        millis(r.last_member_at(0.5)),
+        millis(r.last_member_at(0.99)),
+        millis(r.last_member_max()),
+        millis(r.delivery_at(0.99)),
+        grouped(r.arrivals_per_sec()),
+        grouped(r.sends.errors as f64),
+        grouped(r.incomplete as f64),
+        grouped(r.resubscribes as f64),
+        cores(r, |u| u.server_cpu),
+        cores(r, |u| u.bench_cpu),
+    ]);
+    println!("{table}");
+    println!(
+        "last member: from a send's due time to its arrival on the last of the {} streams \
+         (the sender's own included), per message sent in the window; member: the same to \
+         each arrival on another member's stream; arrivals/s: on all streams, in the window. \
+         {} messages taken in the window, {} skipped; server RSS at the end {} MiB.",
+        grouped(f64::from(members)),
+        grouped(r.sends.acked_started as f64),
+        grouped(r.sends.skipped as f64),
+        rss.map_or("n/a".to_owned(), mib)
+    );
+    print_phase_faults("fan-out", r);
+    println!();
+    let p99 = r.last_member_at(0.99);
+    let stated = members as usize == FANOUT_TARGET_MEMBERS
+        && (r.config.rate - FANOUT_TARGET_RATE).abs() < 0.5;
+    let verdict = if !stated {
+        "not the stated configuration".to_owned()
+    } else if p99 <= FANOUT_P99_TARGET && r.incomplete == 0 {
+        "MET".to_owned()
+    } else {
+        format!(
+            "MISSED ({:.1}x the target, {} incomplete)",
+            p99.as_secs_f64() / FANOUT_P99_TARGET.as_secs_f64(),
+            r.incomplete
+        )
+    };
+    println!(
+        "fan-out target: last member p99 at most {} ms, {} members at {} msg/s: {} ms, {verdict}",
+        millis(FANOUT_P99_TARGET),
+        grouped(FANOUT_TARGET_MEMBERS as f64),
+        grouped(FANOUT_TARGET_RATE),
+        millis(p99)
+    );
+    println!();
+}
+
+fn print_small_groups(cli: &Cli, results: &[PhaseResult], rss: Option<u64>) {
+    let [groups, direct] = results else {
+        return;
+    };
+    println!(
+        "## {} groups of {} beside direct messages, {} msg/s offered ({} s after {} s warm-up)",
+        grouped(cli.small_groups as f64),
+        cli.small_group_size,
+        grouped(cli.small_group_rate),
+        groups.window.as_secs_f64(),
+        groups.config.warmup.as_secs_f64()
+    );
+    println!();
+    let mut table = Table::new(&[
+        "conversations",
+        "sends/s",
+        "send p50 ms",
+        "send p99 ms",
+        "delivery p50 ms",
+        "delivery p99 ms",
+        "delivery max ms",
+        "last member p99 ms",
+        "arrivals/s",
+        "errors",
+        "incomplete",
+        "resubscribes",
+        "server CPU",
+        "bench CPU",
+    ]);
+    let labels = [
+        format!(
+            "{} groups of {}",
+            grouped(cli.small_groups as f64),
+            cli.small_group_size
+        ),
+        format!("{} direct", grouped(cli.group_members as f64)),
+    ];
+    for (label, r) in labels.iter().zip([groups, direct]) {
+        table.row(vec![
+            label.clone(),
+            grouped(r.sends_per_sec()),
+            millis(r.send_at(0.5)),
+            millis(r.send_at(0.99)),
+            millis(r.delivery_at(0.5)),
+            millis(r.delivery_at(0.99)),
+            millis(Duration::from_nanos(r.delivery.max())),
+            millis(r.last_member_at(0.99)),
+            grouped(r.arrivals_per_sec()),
+            grouped(r.sends.errors as f64),
+            grouped(r.incomplete as f64),
+            grouped(r.resubscribes as f64),
+            cores(r, |u| u.server_cpu),
+            cores(r, |u| u.bench_cpu),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "open loop, from the {} members' chat-client connections, every member's stream open. \
+         groups: message k to group k mod {}, from its member (k / {}) mod {}; direct: member \
+         i to member i + 1. delivery: from the send's due time to each arrival on a recipient's \
+         stream (not the sender's own); last member: to the last stream of the conversation, \
+         the sender's own included; arrivals/s: on all streams. Server RSS at the end {} MiB.",
+        grouped(cli.group_members as f64),
+        grouped(cli.small_groups as f64),
+        grouped(cli.small_groups as f64),
+        cli.small_group_size,
+        rss.map_or("n/a".to_owned(), mib)
+    );
+    print_phase_faults("groups", groups);
+    print_phase_faults("direct", direct);
+    println!();
+}
+
+/// Where the weighed messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    /// One group of `--group-members`, all offline.
+    Group,
+    /// Each writer to the same offline account.
+    Direct,
+}
+
+/// What a server's memory and disk grew by as it stored messages.
+#[derive(Debug)]
+struct Weighed {
+    kind: StoreKind,
+    /// The sends weighed while serving.
+    stored: StoreResult,
+    /// Sends made before them, so that what the first sends leave for good
+    /// (connection and batching buffers) is in the serving baseline.
+    unweighed: u64,
+    /// RSS of the server restarted over the setup, before any send.
+    rss_fresh: u64,
+    /// RSS of the same server after the unweighed sends.
+    rss_before: u64,
+    /// RSS of the same server after the weighed ones.
+    rss_serving: u64,
+    /// RSS of the server restarted over all of them.
+    rss_restarted: u64,
+    disk_before: u64,
+    disk_after: u64,
+}
+
+impl Weighed {
+    /// RSS growth per weighed message while serving.
+    fn serving_per_message(&self) -> f64 {
+        per_message(self.rss_before, self.rss_serving, self.stored.sent)
+    }
+
+    /// RSS growth per stored message from restart to restart.
+    fn restarted_per_message(&self) -> f64 {
+        per_message(
+            self.rss_fresh,
+            self.rss_restarted,
+            self.stored.sent + self.unweighed,
+        )
+    }
+
+    fn disk_per_message(&self) -> f64 {
+        per_message(self.disk_before, self.disk_after, self.stored.sent)
+    }
+}
+
+/// Growth per message; negative if the server gave memory back.
+fn per_message(before: u64, after: u64, messages: u64) -> f64 {
+    (after as f64 - before as f64) / messages.max(1) as f64
+}
+
+/// On a fresh server: the same `--group-members` accounts whatever the
+/// kind, and a group of them all for [`StoreKind::Group`]. Then the server
+/// is restarted (SIGTERM, which snapshots), so that the baseline holds no
+/// memory of the setup's password hashes, and `--store-messages` sends by
+/// [`STORE_WRITERS`] writers are weighed (after a tenth as many unweighed
+/// ones): the server's RSS before and after them, and from its fresh start
+/// to a second restart, which leaves out what the allocator kept from the
+/// sends.
+async fn store_and_weigh(
+    cli: &Cli,
+    machine: &Machine,
+    dir: &Path,
+    kind: StoreKind,
+    seq: &Arc<AtomicU64>,
+) -> anyhow::Result<Weighed> {
+    let args = [
+        "--snapshot-every",
+        STORE_SNAPSHOT_EVERY,
+        "--body-cache",
+        STORE_BODY_CACHE,
+    ];
+    let server = start_server(machine, dir, &args)?;
+    let started = Instant::now();
+    let writer_names: Vec<String> = (0..STORE_WRITERS).map(|i| format!("writer-{i}")).collect();
+    let mut writers: Vec<Member> =
+        groups::create_members(server.addr, &writer_names, SETUP_CONCURRENCY).await?;
+    let other_names: Vec<String> = (STORE_WRITERS..cli.group_members)
+        .map(|i| format!("member-{i:04}"))
+        .collect();
+    let others = groups::create_accounts(server.addr, &other_names, SETUP_CONCURRENCY).await?;
+    eprintln!(
+        "{kind:?} store: created {} accounts in {:.1} s (argon2, not measured)",
+        cli.group_members,
+        started.elapsed().as_secs_f64()
+    );
+    let to = match kind {
+        StoreKind::Group => {
+            let mut added: Vec<_> = writers[1..].iter().map(|w| w.account_id).collect();
+            added.extend(&others);
+            let id = writers[0]
+                .client
+                .create_group(&writers[0].token, "bench store", &added)
+                .await
+                .context("create the group to store into")?;
+            Peer::Conversation(id)
+        }
+        StoreKind::Direct => Peer::Account(others[0]),
+    };
+    let routes: Vec<Route> = (0..STORE_WRITERS).map(|from| Route { from, to }).collect();
+
+    server.stop(STOP_TIMEOUT)?;
+    let server = start_server(machine, dir, &args)?;
+    // Sessions survive a restart; connections do not.
+    for writer in &mut writers {
+        writer.client = groups::connect(server.addr).await?;
+    }
+    tokio::time::sleep(STORE_SETTLE).await;
+    let rss_fresh = process::rss_of(server.pid()).context("read the server's VmRSS")?;
+    let store = |messages| {
+        groups::store(
+            &writers,
+            &routes,
+            messages,
+            cli.fill_in_flight,
+            cli.body,
+            seq,
+        )
+    };
+    let unweighed = cli.store_messages / STORE_UNWEIGHED_SHARE;
+    eprintln!(
+        "{kind:?} store: {} + {} messages, {STORE_WRITERS} writers x {} in flight (load average {})",
+        grouped(unweighed as f64),
+        grouped(cli.store_messages as f64),
+        cli.fill_in_flight,
+        load_average()
+    );
+    let unweighed = store(unweighed).await?.sent;
+    tokio::time::sleep(STORE_SETTLE).await;
+    let rss_before = process::rss_of(server.pid()).context("read the server's VmRSS")?;
+    let disk_before = dir_bytes(dir);
+    let stored = store(cli.store_messages).await?;
+    tokio::time::sleep(STORE_SETTLE).await;
+    let rss_serving = process::rss_of(server.pid()).context("read the server's VmRSS")?;
+    drop(writers);
+    let took = server.stop(STOP_TIMEOUT)?;
+    let disk_after = dir_bytes(dir);
+    let server = start_server(machine, dir, &args)?;
+    tokio::time::sleep(STORE_SETTLE).await;
+    let rss_restarted = process::rss_of(server.pid()).context("read the server's VmRSS")?;
+    server.stop(STOP_TIMEOUT)?;
+    eprintln!(
+        "  stored {} in {:.1} s ({} sends/s, {} failed), RSS {} -> {} MiB, {} MiB after a \
+         restart; the stop after the store took {} ms",
+        grouped(stored.sent as f64),
+        stored.elapsed.as_secs_f64(),
+        grouped(stored.sends_per_sec()),
+        stored.errors,
+        mib(rss_before),
+        mib(rss_serving),
+        mib(rss_restarted),
+        millis(took)
+    );
+    Ok(Weighed {
+        kind,
+        stored,
+        unweighed,
+        rss_fresh,
+        rss_before,
+        rss_serving,
+        rss_restarted,
+        disk_before,
+        disk_after,
+    })
+}
+
+fn print_group_memory(cli: &Cli, weighed: &[Weighed]) {
+    println!(
+        "## Memory per stored message: one group of {} against direct messages",
+        grouped(cli.group_members as f64)
+    );
+    println!();
+    let mut table = Table::new(&[
+        "stored into",
+        "messages",
+        "sends/s",
+        "serving: RSS before MiB",
+        "RSS after MiB",
+        "B per message",
+        "restarted: RSS before MiB",
+        "RSS after MiB",
+        "B per message",
+        "disk B per message",
+        "failed sends",
+    ]);
+    for w in weighed {
+        table.row(vec![
+            match w.kind {
+                StoreKind::Group => {
+                    format!("1 group of {} (offline)", grouped(cli.group_members as f64))
+                }
+                StoreKind::Direct => format!("{STORE_WRITERS} direct conversations"),
+            },
+            grouped(w.stored.sent as f64),
+            grouped(w.stored.sends_per_sec()),
+            mib(w.rss_before),
+            mib(w.rss_serving),
+            format!("{:.0}", w.serving_per_message()),
+            mib(w.rss_fresh),
+            mib(w.rss_restarted),
+            format!("{:.0}", w.restarted_per_message()),
+            format!("{:.0}", w.disk_per_message()),
+            grouped(w.stored.errors as f64),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "each on a fresh server holding the same {} accounts (the group's members; the \
+         direct messages go to one of them), nobody subscribed, {STORE_WRITERS} writers x {} \
+         sends in flight, {}-byte bodies; --snapshot-every {STORE_SNAPSHOT_EVERY} (no snapshot \
+         build while storing) and --body-cache {STORE_BODY_CACHE} (no bodies in memory: the \
+         default 64 MiB cache would be most of the growth). Every RSS read {} s after a start \
+         or the last send. serving: the server restarted over the setup (no argon2 memory \
+         left), after {} unweighed sends, then after the weighed ones. restarted: that server \
+         before any send, and the server restarted over all of them (without what the \
+         allocator kept from the sends).",
+        grouped(cli.group_members as f64),
+        cli.fill_in_flight,
+        cli.body,
+        STORE_SETTLE.as_secs(),
+        grouped((cli.store_messages / STORE_UNWEIGHED_SHARE) as f64)
+    );
+    for w in weighed {
+        if let Some(error) = &w.stored.first_error {
+            println!("{:?}: first send error: {error}", w.kind);
+        }
+    }
+    println!();
 }

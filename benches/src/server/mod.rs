@@ -2,9 +2,11 @@
 //! ([`process`]), driven over gRPC by many clients ([`load`]), and what the
 //! machine spent meanwhile ([`Probe`], [`Usage`]); [`abuse`] holds silent
 //! connections and floods account creation to see what that costs others;
-//! [`reads`] pages through stored history and reads Subscribe backlogs.
+//! [`reads`] pages through stored history and reads Subscribe backlogs;
+//! [`groups`] drives group conversations through `chat-client`.
 
 pub mod abuse;
+pub mod groups;
 pub mod load;
 pub mod process;
 pub mod reads;
