@@ -538,6 +538,20 @@ pub enum Event {
         /// The change.
         change: GroupChange,
     },
+    /// The other party of a direct conversation deleted their account:
+    /// the conversation is erased on both sides and takes no new message.
+    /// Live only (a subscription resumed from before it does not get it).
+    PeerGone {
+        /// The event's id.
+        id: EventId,
+        /// The deleted account's id (a new account with its name is
+        /// someone else).
+        peer_account_id: AccountId,
+        /// Its username, as it was.
+        peer: String,
+        /// The erased conversation.
+        conversation_id: ConversationId,
+    },
     /// Another session of the caller deleted messages from its view.
     Deleted {
         /// The event's id.
@@ -563,6 +577,7 @@ impl Event {
             | Self::Read { id, .. }
             | Self::Deleted { id, .. }
             | Self::Group { id, .. }
+            | Self::PeerGone { id, .. }
             | Self::CaughtUp { id } => *id,
         }
     }
@@ -599,6 +614,12 @@ impl Event {
             Kind::Group(group) => Self::Group {
                 id,
                 change: group.into(),
+            },
+            Kind::PeerGone(gone) => Self::PeerGone {
+                id,
+                peer_account_id: gone.account_id,
+                peer: gone.username,
+                conversation_id: gone.conversation_id,
             },
         })
     }

@@ -213,3 +213,38 @@ async fn a_slow_subscriber_is_cut_off_and_told_to_resume_without_slowing_others(
         .collect();
     assert_eq!(rest, ids[got.len()..]);
 }
+
+/// When the other party of a direct conversation deletes their account,
+/// a live stream says so (by account id), so a client can mark the
+/// conversation before anyone writes into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_deleting_their_account_is_told_live() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let ann = account(&mut c, "ann").await;
+    let bob = account(&mut c, "bob").await;
+    send(&mut c, &ann, "bob", "hello").await;
+    let bob_id = login(&mut c, "bob").await.account_id;
+    let mut stream = subscribe(&mut c, &ann, 0).await;
+    backlog(&mut stream).await;
+
+    c.delete_account(pb::DeleteAccountRequest {
+        token: bob.clone(),
+        password: "bob-password".into(),
+        min_applied: 0,
+    })
+    .await
+    .expect("bob deletes his account");
+    let gone = loop {
+        let e = next_event(&mut stream).await.expect("event");
+        if let Some(pb::event::Kind::PeerGone(gone)) = e.kind {
+            break gone;
+        }
+    };
+    assert_eq!(gone.account_id, bob_id);
+    assert_eq!(gone.username, "bob");
+    assert_ne!(gone.conversation_id, 0);
+    // A resumed stream holds nothing of the erased conversation.
+    let mut resumed = subscribe(&mut c, &ann, 0).await;
+    assert!(backlog(&mut resumed).await.is_empty());
+}

@@ -352,11 +352,12 @@ fn a_reply_to_a_deleted_account_never_reaches_who_took_the_name() {
     let mut stranger = Tui::start("carol", &server.address);
     stranger.create_account("stranger-password");
 
-    // Alice replies in the old conversation: refused, said why, the text
-    // back in its draft, the conversation marked.
+    // Alice's client was told live: the conversation is marked.
+    alice.wait_for("carol (deleted)");
+    // She replies in it all the same: refused, said why, the text kept in
+    // its draft.
     alice.send("are you still there?\r");
     alice.wait_for("deleted their account");
-    alice.wait_for("carol (deleted)");
     alice.wait_for("are you still there?");
     // The stranger got nothing: the send was refused by the server, so
     // nothing can arrive later.

@@ -94,6 +94,15 @@ pub fn event(e: FeedEntry) -> pb::Event {
             ids: ids.into_iter().map(|i| i.0).collect(),
         }),
         FeedKind::Group(n) => pb::event::Kind::Group(group_event(n)),
+        FeedKind::PeerGone {
+            peer,
+            peer_name,
+            conversation,
+        } => pb::event::Kind::PeerGone(pb::PeerGone {
+            account_id: peer.0,
+            username: peer_name,
+            conversation_id: conversation.0,
+        }),
     };
     pb::Event {
         id: e.index,

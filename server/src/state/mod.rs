@@ -152,6 +152,13 @@ pub enum FeedKind<M = MessageView> {
     Deleted(Vec<MessageId>),
     /// A group the subscriber is (or was, until this) a member of changed.
     Group(GroupNoticeView),
+    /// The other party of a direct conversation deleted their account (live
+    /// only: the backlog holds nothing of an erased conversation).
+    PeerGone {
+        peer: AccountId,
+        peer_name: String,
+        conversation: ConversationId,
+    },
 }
 
 /// A change to a group, with the names a client shows.
@@ -200,6 +207,15 @@ impl<M> FeedKind<M> {
             },
             FeedKind::Deleted(ids) => FeedKind::Deleted(ids),
             FeedKind::Group(notice) => FeedKind::Group(notice),
+            FeedKind::PeerGone {
+                peer,
+                peer_name,
+                conversation,
+            } => FeedKind::PeerGone {
+                peer,
+                peer_name,
+                conversation,
+            },
         })
     }
 }
@@ -1079,6 +1095,19 @@ impl ChatState {
                 erased.insert(id);
             }
             for member in members.into_iter().filter(|m| *m != account) {
+                if notify.wanted() {
+                    notify.push(Fanout::Feed(
+                        member,
+                        FeedEntry {
+                            index,
+                            kind: FeedKind::PeerGone {
+                                peer: account,
+                                peer_name: acc.username.clone(),
+                                conversation: *c,
+                            },
+                        },
+                    ));
+                }
                 let unread = conv.unread_of(member);
                 if let Some(p) = self.accounts.get_mut(&member) {
                     p.unread -= unread;

@@ -617,6 +617,7 @@ fn backlog(s: &ChatState, account: AccountId, after: u64, limit: usize) -> Vec<(
                 FeedKind::Group(n) => {
                     format!("group {} {:?} by {}", n.conversation, n.change, n.by_name)
                 }
+                FeedKind::PeerGone { peer_name, .. } => format!("{peer_name} is gone"),
             };
             (e.index, what)
         })

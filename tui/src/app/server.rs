@@ -425,6 +425,18 @@ impl App {
         match event {
             Event::Message { id, message } => self.live_message(id, message),
             Event::Group { change, .. } => self.group_change(change),
+            Event::PeerGone {
+                peer_account_id, ..
+            } => {
+                // Only a conversation this client shows; the directory
+                // drops the account on its next load.
+                if let Some(conversation) =
+                    (self.state.conversations).get_mut(&ChatId::Direct(peer_account_id))
+                {
+                    conversation.deleted = true;
+                }
+                (self.state.directory.accounts).retain(|a| a.account_id != peer_account_id);
+            }
             Event::Delivered {
                 peer,
                 peer_account_id,

@@ -574,6 +574,16 @@ fn a_deleted_account_s_conversation_says_so_and_takes_nothing_new() {
     app.update(Action::Send("hello?".to_owned()));
     assert!(app.state.outbox.is_empty());
     assert!(commands(&app.take_effects()).is_empty());
+    // Told live, another conversation is marked at once.
+    open_with_history(&mut app, CAROL, vec![message(6, CAROL, ME, "hi")]);
+    app.on_server_event(ServerEvent::Live(Event::PeerGone {
+        id: 20,
+        peer_account_id: CAROL,
+        peer: "carol".to_owned(),
+        conversation_id: 6,
+    }));
+    assert!(app.state.conversations[&ChatId::Direct(CAROL)].deleted);
+    app.take_effects();
     // Its badge clears without telling anyone.
     app.state.conversations.get_mut(&chat).unwrap().unread = 3;
     app.mark_read(chat);
