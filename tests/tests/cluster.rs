@@ -1041,12 +1041,23 @@ async fn a_client_cut_off_with_a_minority_says_writes_wait_until_the_cluster_com
     .await
     .unwrap();
     let state = || client.connection_state().borrow().clone();
-    // Reads are served with the write seen.
-    let page = client
-        .history(&ann, "bob", None, 10)
-        .await
-        .expect("history before the cut");
-    assert!(page.messages.iter().any(|m| m.id == before.message_id));
+    // The cut-off server has applied the write before the cut (this new
+    // client has no read cursor to make it wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = client
+            .history(&ann, "bob", None, 10)
+            .await
+            .expect("history before the cut");
+        if page.messages.iter().any(|m| m.id == before.message_id) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never applied the send"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let others: Vec<u64> = cluster
         .peers
