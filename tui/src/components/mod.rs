@@ -8,10 +8,13 @@
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Position, Rect};
+use ratatui::text::{Line, Span};
 
 use crate::action::Action;
+use crate::editor::Editor;
 use crate::state::State;
+use crate::theme::Theme;
 
 pub mod compose;
 pub mod dialog;
@@ -47,4 +50,32 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
         width,
         height,
     }
+}
+
+/// Draws `editor` as a one-line field behind `prompt` (two cells) on the
+/// first row of `area`, the row with the cursor showing, and puts the
+/// terminal's cursor there: the query line of the switcher and the search.
+pub fn draw_query_line(
+    frame: &mut Frame,
+    area: Rect,
+    prompt: &'static str,
+    editor: &Editor,
+    theme: &Theme,
+) {
+    let width = usize::from(area.width.saturating_sub(3));
+    let layout = editor.layout(width, None);
+    let shown = layout
+        .rows
+        .get(layout.cursor.0)
+        .cloned()
+        .unwrap_or_default();
+    frame.render_widget(
+        Line::from(vec![
+            Span::styled(prompt, theme.key()),
+            Span::styled(format!("{shown:<width$}"), theme.input()),
+        ]),
+        Rect { height: 1, ..area },
+    );
+    let x = area.x + 2 + u16::try_from(layout.cursor.1).unwrap_or(0);
+    frame.set_cursor_position(Position::new(x.min(area.right() - 1), area.y));
 }

@@ -9,13 +9,13 @@
 use chat_client::{HistoryPage, Message, MessageId};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
-use ratatui::layout::{Position, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-use super::centered;
 use super::inbox::local_time;
+use super::{centered, draw_query_line};
 use crate::action::Action;
 use crate::editor::Editor;
 use crate::state::{ChatId, State};
@@ -242,22 +242,7 @@ impl Search {
         if inner.height < 3 {
             return;
         }
-        let width = usize::from(inner.width.saturating_sub(3));
-        let layout = self.query.layout(width, None);
-        let shown = layout
-            .rows
-            .get(layout.cursor.0)
-            .cloned()
-            .unwrap_or_default();
-        frame.render_widget(
-            Line::from(vec![
-                Span::styled("/ ", theme.key()),
-                Span::styled(format!("{shown:<width$}"), theme.input()),
-            ]),
-            Rect { height: 1, ..inner },
-        );
-        let x = inner.x + 2 + u16::try_from(layout.cursor.1).unwrap_or(0);
-        frame.set_cursor_position(Position::new(x.min(inner.right() - 1), inner.y));
+        draw_query_line(frame, inner, "/ ", &self.query, theme);
         let style = match self.progress {
             Progress::Failed(_) => theme.error(),
             _ => theme.dim(),

@@ -10,7 +10,7 @@ use ratatui::layout::{Position, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-use super::centered;
+use super::{centered, draw_query_line};
 use crate::action::Action;
 use crate::editor::Editor;
 use crate::state::{ChatId, State};
@@ -159,22 +159,8 @@ impl Switcher {
         if inner.height < 2 {
             return;
         }
+        draw_query_line(frame, inner, "› ", &self.query, theme);
         let width = usize::from(inner.width.saturating_sub(3));
-        let layout = self.query.layout(width, None);
-        let shown = layout
-            .rows
-            .get(layout.cursor.0)
-            .cloned()
-            .unwrap_or_default();
-        frame.render_widget(
-            Line::from(vec![
-                Span::styled("› ", theme.key()),
-                Span::styled(format!("{shown:<width$}"), theme.input()),
-            ]),
-            Rect { height: 1, ..inner },
-        );
-        let x = inner.x + 2 + u16::try_from(layout.cursor.1).unwrap_or(0);
-        frame.set_cursor_position(Position::new(x.min(inner.right() - 1), inner.y));
         let matches = self.matches(state);
         let lines: Vec<Line> = if matches.is_empty() {
             vec![Line::styled("nothing matches", theme.dim())]
