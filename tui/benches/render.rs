@@ -16,17 +16,15 @@
 //!   over 10 s of sitting resumed on its main screen (target: 0%, no busy
 //!   loop). It runs with no filter or `-- idle`, only under `cargo bench`.
 //!
-//! The server binary is not a dependency of chat-tui, so the benchmark
-//! builds it itself (or finds it up to date) into its own target directory
-//! and profile, as `tests/e2e.rs` does.
+//! The server is built and started by `tests/support/server.rs`, as for
+//! the PTY tests.
 //!
 //! Run with `cargo bench -p chat-tui --bench render`.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use chat_client::{Client, ClientConfig, HistoryPage, Message};
@@ -40,6 +38,11 @@ use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tempfile::TempDir;
+
+#[path = "../tests/support/server.rs"]
+mod server;
+
+use server::Server;
 
 const MESSAGES: u64 = 10_000;
 
@@ -253,122 +256,6 @@ fn shows_conversations(screen: &str) -> bool {
 
 /// How many messages bob sends alice before she resumes.
 const UNREAD: usize = 3;
-
-/// A running `chat-server`, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    _data: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts a server on a free port of 127.0.0.1 with a fresh data
-    /// directory and waits for its `listening on ADDR` line.
-    fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(server_binary())
-            .arg("--data")
-            .arg(data.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chat-server starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        // The guard exists before the wait, so a server that never gets
-        // ready is killed too.
-        let mut server = Self {
-            child,
-            address: String::new(),
-            _data: data,
-        };
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("chat-server prints `listening on ADDR` in time");
-        server.address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from chat-server: {line:?}"))
-            .to_owned();
-        server
-    }
-}
-
-/// `<target dir>/<profile>/chat-server`, beside the directory of this
-/// bench's executable (`<target dir>/<profile>/deps/`), built (or found up
-/// to date) by the first caller.
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the bench knows its own path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("the bench runs from <target dir>/<profile>/deps");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            // `cargo test --benches` builds into `debug`, with the dev profile.
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let target_dir = profile_dir
-            .parent()
-            .expect("the profile directory is inside the target directory");
-        // The cargo running this bench, so the toolchain is the same.
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--locked", "--package", "chat-server"])
-            .args(["--bin", "chat-server", "--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
-        // What cargo set for this run (this package's name, manifest, ...):
-        // build scripts that watch those variables (ring's does) would
-        // otherwise see a changed environment and rebuild half the server,
-        // here and again at the next `cargo build` from a shell.
-        for (name, _) in std::env::vars_os() {
-            if set_by_cargo_for_this_run(&name.to_string_lossy()) {
-                build.env_remove(name);
-            }
-        }
-        let status = build.status().expect("cargo starts");
-        assert!(status.success(), "building chat-server failed: {status}");
-        let binary = profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            binary.exists(),
-            "{} is missing after building it",
-            binary.display()
-        );
-        binary
-    })
-}
-
-/// Whether cargo sets the environment variable `name` for the run of a
-/// bench (none of them is set in a shell).
-fn set_by_cargo_for_this_run(name: &str) -> bool {
-    const EXACT: [&str; 4] = [
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_NAME",
-        "CARGO_PRIMARY_PACKAGE",
-        "OUT_DIR",
-    ];
-    name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_MANIFEST_") || EXACT.contains(&name)
-}
 
 /// A server where bob has written to alice, and alice's saved session for
 /// it, as chat-tui writes it after a sign-in.

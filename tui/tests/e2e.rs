@@ -4,153 +4,28 @@
 //! other, three share a group (made, written in, read, a member removed);
 //! all quit with the terminal restored.
 //!
-//! The server binary is not a dependency of this crate (chat-tui must never
-//! depend on chat-server), so cargo does not build it for these tests: the
-//! test builds it once itself, with the cargo that runs it, into the same
-//! target directory and profile, and finds it next to its own executable
-//! (`target/<profile>/chat-server`). Under `cargo test --workspace` that
-//! build finds the binary up to date.
+//! The server is built and started by `support/server.rs`, which the
+//! start-up benches share.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
 use tempfile::TempDir;
+
+#[path = "support/server.rs"]
+mod server;
+
+use server::Server;
 
 /// How long any one thing may take before the test gives up.
 const DEADLINE: Duration = Duration::from_secs(30);
 
 const ROWS: u16 = 30;
 const COLS: u16 = 100;
-
-/// A running `chat-server`, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    _data: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `target/<profile>/chat-server`, beside the directory of this test's
-/// executable (`target/<profile>/deps/`), built (or found up to date) by
-/// the first caller.
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test knows its own path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("the test runs from target/<profile>/deps");
-        build_server(profile_dir);
-        let binary = profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            binary.exists(),
-            "{} is missing after building it",
-            binary.display()
-        );
-        binary
-    })
-}
-
-/// Builds `chat-server` into `profile_dir` (`<target dir>/<profile>`): the
-/// target directory and profile of this test, so the build shares what is
-/// already compiled and a binary that is up to date is only checked.
-fn build_server(profile_dir: &Path) {
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        // The dev and test profiles build into `debug`.
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let target_dir = profile_dir
-        .parent()
-        .expect("the profile directory is inside the target directory");
-    // The cargo running this test, so the toolchain is the same.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut build = Command::new(cargo);
-    build
-        .args([
-            "build",
-            "--locked",
-            "--package",
-            "chat-server",
-            "--bin",
-            "chat-server",
-        ])
-        .args(["--profile", profile])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    // Not what cargo set for this test run (this package's name and
-    // manifest, ...): ring's build script watches such variables, and a
-    // changed environment rebuilt half the server on every run (~40 s).
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let for_this_run = name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "OUT_DIR",
-            ]
-            .contains(&name.as_ref());
-        if for_this_run {
-            build.env_remove(name.as_ref());
-        }
-    }
-    let status = build.status().expect("cargo starts");
-    assert!(status.success(), "building chat-server failed: {status}");
-}
-
-/// Starts a server on a free port of 127.0.0.1 with a fresh data directory
-/// and waits for its `listening on ADDR` line.
-fn start_server() -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(server_binary())
-        .arg("--data")
-        .arg(data.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chat-server starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    // The guard exists before the wait, so a server that never gets ready
-    // is killed too.
-    let mut server = Server {
-        child,
-        address: String::new(),
-        _data: data,
-    };
-    let line = rx
-        .recv_timeout(DEADLINE)
-        .expect("chat-server prints `listening on ADDR` in time");
-    server.address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from chat-server: {line:?}"))
-        .to_owned();
-    server
-}
 
 /// A `chat-tui` in a pseudo-terminal; the process is killed when dropped.
 struct Tui {
@@ -292,7 +167,7 @@ impl Tui {
 
 #[test]
 fn two_users_chat_through_a_real_server() {
-    let server = start_server();
+    let server = Server::start();
     let mut alice = Tui::start("alice", &server.address);
     alice.create_account("alice-password");
     let mut bob = Tui::start("bob", &server.address);
@@ -342,7 +217,7 @@ fn two_users_chat_through_a_real_server() {
 
 #[test]
 fn a_reply_to_a_deleted_account_never_reaches_who_took_the_name() {
-    let server = start_server();
+    let server = Server::start();
     let mut alice = Tui::start("alice", &server.address);
     alice.create_account("alice-password");
     let mut carol = Tui::start("carol", &server.address);
@@ -390,7 +265,7 @@ fn a_reply_to_a_deleted_account_never_reaches_who_took_the_name() {
 
 #[test]
 fn three_users_in_one_group() {
-    let server = start_server();
+    let server = Server::start();
     let mut alice = Tui::start("alice", &server.address);
     alice.create_account("alice-password");
     let mut bob = Tui::start("bob", &server.address);
@@ -462,7 +337,7 @@ fn three_users_in_one_group() {
 
 #[test]
 fn a_session_resumes_after_a_restart_until_logout() {
-    let server = start_server();
+    let server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let mut alice = Tui::start_in("alice", &server.address, home.path());
     alice.create_account("alice-password");
