@@ -23,13 +23,13 @@ use chat_client::{
     AccountId, Client, ClientConfig, ClientError, ConversationId, Event, EventId, Peer,
 };
 use hdrhistogram::Histogram;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::load::{
-    Clock, MAX_OPEN_LOOP_IN_FLIGHT, PASSWORD, SendOutcome, SendTally, Window, body_stamp,
+    Clock, MAX_OPEN_LOOP_IN_FLIGHT, PASSWORD, SendOutcome, SendTally, Window, body_stamp, in_order,
     latency_histogram, nanos, stamped_body,
 };
 use super::{Probe, Usage};
@@ -74,40 +74,25 @@ pub async fn create_members(
     names: &[String],
     concurrency: usize,
 ) -> anyhow::Result<Vec<Member>> {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for (i, name) in names.iter().enumerate() {
-        let name = name.clone();
-        let permits = Arc::clone(&permits);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
-            let client = connect(addr).await?;
-            client
-                .create_account(&name, PASSWORD)
-                .await
-                .with_context(|| format!("create account {name}"))?;
-            let session = client
-                .login(&name, PASSWORD)
-                .await
-                .with_context(|| format!("log in as {name}"))?;
-            anyhow::Ok((
-                i,
-                Member {
-                    name,
-                    account_id: session.account_id,
-                    token: session.token,
-                    client,
-                    last_event: 0,
-                },
-            ))
-        });
-    }
-    let mut members = Vec::with_capacity(names.len());
-    while let Some(done) = tasks.join_next().await {
-        members.push(done??);
-    }
-    members.sort_by_key(|(i, _)| *i);
-    Ok(members.into_iter().map(|(_, m)| m).collect())
+    in_order(names.iter().cloned(), concurrency, |name| async move {
+        let client = connect(addr).await?;
+        client
+            .create_account(&name, PASSWORD)
+            .await
+            .with_context(|| format!("create account {name}"))?;
+        let session = client
+            .login(&name, PASSWORD)
+            .await
+            .with_context(|| format!("log in as {name}"))?;
+        Ok(Member {
+            name,
+            account_id: session.account_id,
+            token: session.token,
+            client,
+            last_event: 0,
+        })
+    })
+    .await
 }
 
 /// Creates an account for each name without logging it in (one argon2
@@ -119,25 +104,17 @@ pub async fn create_accounts(
     concurrency: usize,
 ) -> anyhow::Result<Vec<AccountId>> {
     let client = connect(addr).await?;
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for (i, name) in names.iter().enumerate() {
-        let (name, client, permits) = (name.clone(), client.clone(), Arc::clone(&permits));
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
+    in_order(names.iter().cloned(), concurrency, |name| {
+        let client = client.clone();
+        async move {
             let created = client
                 .create_account(&name, PASSWORD)
                 .await
                 .with_context(|| format!("create account {name}"))?;
-            anyhow::Ok((i, created.account_id))
-        });
-    }
-    let mut ids = Vec::with_capacity(names.len());
-    while let Some(done) = tasks.join_next().await {
-        ids.push(done??);
-    }
-    ids.sort_by_key(|(i, _)| *i);
-    Ok(ids.into_iter().map(|(_, id)| id).collect())
+            Ok(created.account_id)
+        }
+    })
+    .await
 }
 
 /// A group made of some of the phase's members.
@@ -163,38 +140,26 @@ pub async fn create_groups(
             members.len()
         );
     }
-    let permits = Arc::new(Semaphore::new(GROUP_CREATE_CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    for g in 0..count {
+    in_order(0..count, GROUP_CREATE_CONCURRENCY, |g| {
         let indexes: Vec<usize> = (0..size).map(|j| (g * size + j) % members.len()).collect();
         let owner = members[indexes[0]].clone();
         let others: Vec<AccountId> = indexes[1..]
             .iter()
             .map(|&i| members[i].account_id)
             .collect();
-        let permits = Arc::clone(&permits);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
+        async move {
             let id = owner
                 .client
                 .create_group(&owner.token, &format!("bench group {g}"), &others)
                 .await
                 .with_context(|| format!("create group {g} of {size} members"))?;
-            anyhow::Ok((
-                g,
-                Group {
-                    id,
-                    members: indexes,
-                },
-            ))
-        });
-    }
-    let mut groups = Vec::with_capacity(count);
-    while let Some(done) = tasks.join_next().await {
-        groups.push(done??);
-    }
-    groups.sort_by_key(|(g, _)| *g);
-    Ok(groups.into_iter().map(|(_, group)| group).collect())
+            Ok(Group {
+                id,
+                members: indexes,
+            })
+        }
+    })
+    .await
 }
 
 /// One sender and where it writes.

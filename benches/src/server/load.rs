@@ -74,6 +74,36 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to {addr}"))
 }
 
+/// Runs `task` on each item, at most `concurrency` at once, and returns
+/// the results in the items' order; the first error ends it.
+pub async fn in_order<T, R, Fut>(
+    items: impl IntoIterator<Item = T>,
+    concurrency: usize,
+    task: impl Fn(T) -> Fut,
+) -> anyhow::Result<Vec<R>>
+where
+    R: Send + 'static,
+    Fut: Future<Output = anyhow::Result<R>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let permits = Arc::clone(&permits);
+        // A future does nothing until polled: the work waits for its permit.
+        let work = task(item);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            anyhow::Ok((i, work.await?))
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(next) = tasks.join_next().await {
+        done.push(next??);
+    }
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, r)| r).collect())
+}
+
 /// Creates an account for each name and logs it in, `concurrency` at a time,
 /// each on a connection of its own. Slow by design: the server hashes every
 /// password with argon2 twice (creation and login).
@@ -82,47 +112,32 @@ pub async fn create_users(
     names: &[String],
     concurrency: usize,
 ) -> anyhow::Result<Vec<User>> {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for (i, name) in names.iter().enumerate() {
-        let name = name.clone();
-        let permits = Arc::clone(&permits);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
-            let channel = connect(addr).await?;
-            let mut client = ChatClient::new(channel.clone());
-            client
-                .create_account(CreateAccountRequest {
-                    username: name.clone(),
-                    password: PASSWORD.to_owned(),
-                })
-                .await
-                .with_context(|| format!("create account {name}"))?;
-            let session = client
-                .login(LoginRequest {
-                    username: name.clone(),
-                    password: PASSWORD.to_owned(),
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("log in as {name}"))?
-                .into_inner();
-            anyhow::Ok((
-                i,
-                User {
-                    name,
-                    token: session.token,
-                    channel,
-                },
-            ))
-        });
-    }
-    let mut users = Vec::with_capacity(names.len());
-    while let Some(done) = tasks.join_next().await {
-        users.push(done??);
-    }
-    users.sort_by_key(|(i, _)| *i);
-    Ok(users.into_iter().map(|(_, u)| u).collect())
+    in_order(names.iter().cloned(), concurrency, |name| async move {
+        let channel = connect(addr).await?;
+        let mut client = ChatClient::new(channel.clone());
+        client
+            .create_account(CreateAccountRequest {
+                username: name.clone(),
+                password: PASSWORD.to_owned(),
+            })
+            .await
+            .with_context(|| format!("create account {name}"))?;
+        let session = client
+            .login(LoginRequest {
+                username: name.clone(),
+                password: PASSWORD.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("log in as {name}"))?
+            .into_inner();
+        Ok(User {
+            name,
+            token: session.token,
+            channel,
+        })
+    })
+    .await
 }
 
 /// Converts between instants and the nanosecond offsets stamped in bodies.
