@@ -213,9 +213,22 @@ impl Client {
     /// time. `page_token` is the previous page's
     /// [`next_page_token`](AccountPage::next_page_token), `None` for the first
     /// page; `limit` is 1 to 1000, or 0 for the server's default. Needs no
-    /// session.
+    /// session (and without one, no account shows as online).
     pub async fn list_accounts(
         &self,
+        pattern: &str,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<AccountPage> {
+        self.list_accounts_as("", pattern, page_token, limit).await
+    }
+
+    /// [`list_accounts`](Self::list_accounts) with a session `token`: the
+    /// accounts the caller shares a conversation with show whether they
+    /// are online.
+    pub async fn list_accounts_as(
+        &self,
+        token: &str,
         pattern: &str,
         page_token: Option<&str>,
         limit: u32,
@@ -225,6 +238,7 @@ impl Client {
             page_token: page_token.unwrap_or_default().to_owned(),
             limit,
             min_applied: self.read_cursor(),
+            token: token.to_owned(),
         };
         let reply = self
             .call(

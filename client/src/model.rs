@@ -139,7 +139,9 @@ pub struct Account {
     pub account_id: AccountId,
     /// When the account was created.
     pub created_at: SystemTime,
-    /// True while the account has at least one open session.
+    /// True while the account has an event stream open on any server, and
+    /// only for accounts the caller shares a conversation with (when the
+    /// listing was made with a session); false otherwise.
     pub online: bool,
 }
 
@@ -559,6 +561,28 @@ pub enum Event {
         /// The deleted messages.
         ids: Vec<MessageId>,
     },
+    /// Who came online or went offline among the accounts the caller
+    /// shares a conversation with (online: an event stream open on any
+    /// server). One with `full` set follows each [`Event::CaughtUp`]. Not in
+    /// the log: [`Event::id`] is 0.
+    Presence {
+        /// `online` lists every one of them online now; the rest are
+        /// offline.
+        full: bool,
+        /// Accounts online now.
+        online: Vec<AccountId>,
+        /// Accounts offline now.
+        offline: Vec<AccountId>,
+    },
+    /// Accounts created or deleted (for a live directory). Not in the log
+    /// ([`Event::id`] is 0), and live only: list the accounts again after
+    /// a [`Event::CaughtUp`] to see what happened while away.
+    Directory {
+        /// New accounts, oldest first.
+        created: Vec<Account>,
+        /// Deleted accounts.
+        deleted: Vec<AccountId>,
+    },
     /// The backlog has been sent; what follows is live. Comes once per
     /// stream, so again each time the subscription resumes after a failure.
     CaughtUp {
@@ -569,9 +593,11 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event's id: the cursor to resume from after it.
+    /// The event's id: the cursor to resume from after it (0 for presence
+    /// and directory news, which are not in the log).
     pub fn id(&self) -> EventId {
         match self {
+            Self::Presence { .. } | Self::Directory { .. } => 0,
             Self::Message { id, .. }
             | Self::Delivered { id, .. }
             | Self::Read { id, .. }
@@ -620,6 +646,15 @@ impl Event {
                 peer_account_id: gone.account_id,
                 peer: gone.username,
                 conversation_id: gone.conversation_id,
+            },
+            Kind::Presence(p) => Self::Presence {
+                full: p.full,
+                online: p.online,
+                offline: p.offline,
+            },
+            Kind::Directory(d) => Self::Directory {
+                created: d.created.into_iter().map(Account::from).collect(),
+                deleted: d.deleted,
             },
         })
     }

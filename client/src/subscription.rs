@@ -279,10 +279,17 @@ impl Subscription {
     /// it started from): it carries no data, so a repeat is harmless, and a
     /// front end learns that it is live again. It is given the cursor as its
     /// id, so ids handed out never go backwards.
+    ///
+    /// Presence and directory news are not in the log: handed out as they
+    /// come, without a cursor.
     fn accept(&mut self, event: proto::Event) -> Option<Event> {
+        use proto::event::Kind;
+        if matches!(event.kind, Some(Kind::Presence(_) | Kind::Directory(_))) {
+            return Event::from_proto(event);
+        }
         let id = event.id;
         let new = self.cursor.admit(id);
-        let caught_up = matches!(event.kind, Some(proto::event::Kind::CaughtUp(_)));
+        let caught_up = matches!(event.kind, Some(Kind::CaughtUp(_)));
         if caught_up {
             self.connection.observed(self.cursor.last());
             return Some(Event::CaughtUp {

@@ -93,6 +93,7 @@ impl Server {
             Arc::clone(&throttle),
             stop.clone(),
         ));
+        tasks.spawn(node.clone().run_presence(stop.clone()));
         tasks.spawn(share_activity(
             node.clone(),
             Arc::clone(&activity),

@@ -158,6 +158,22 @@ impl Peers {
         })?
     }
 
+    /// Tells the server at `addr` which accounts stream here.
+    pub async fn presence(
+        &self,
+        addr: &str,
+        report: &crate::node::presence::Report,
+    ) -> Result<(), CallError> {
+        let mut client = self.client(addr)?;
+        let payload = encode(report).map_err(|e| e.to_string())?;
+        let call = client.presence(self.request(chat_proto::PresenceRequest { payload }));
+        tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// Tells the server at `addr` that `sessions` were active here.
     pub async fn touch(&self, addr: &str, sessions: &[SessionId]) -> Result<(), CallError> {
         let mut client = self.client(addr)?;

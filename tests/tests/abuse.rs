@@ -4,7 +4,7 @@
 mod common;
 
 use chat_proto as pb;
-use common::{TestServer, config};
+use common::{TestServer, config, next_event};
 use tonic::Code;
 
 async fn create(c: &mut common::Client, name: &str) -> Result<(), tonic::Status> {
@@ -263,7 +263,7 @@ async fn a_quiet_live_subscription_is_not_cut() {
     })
     .await
     .unwrap();
-    let next = stream.next().await.unwrap().unwrap();
+    let next = next_event(&mut stream).await.unwrap();
     let Some(pb::event::Kind::Message(m)) = next.kind else {
         panic!("{next:?}");
     };

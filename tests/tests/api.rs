@@ -556,6 +556,7 @@ async fn listing_accounts_by_wildcard_without_logging_in() {
         page_token: token.into(),
         limit,
         min_applied: 0,
+        token: String::new(),
     };
     let names = |r: &pb::ListAccountsResponse| {
         r.accounts
@@ -734,10 +735,10 @@ mod tonic_prost_codec {
 async fn idle_sessions_are_logged_out() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path());
-    cfg.session_idle = std::time::Duration::from_millis(300);
+    let idle = std::time::Duration::from_millis(300);
+    cfg.session_idle = idle;
     let server = TestServer::start_with(cfg).await;
     let mut c = server.client().await;
     let token = account(&mut c, "sleepy").await;
-    assert!(online(&mut c, "sleepy").await);
-    wait_logged_out(&mut c, "sleepy", &token, std::time::Duration::from_secs(10)).await;
+    wait_logged_out(&mut c, &token, idle, std::time::Duration::from_secs(10)).await;
 }

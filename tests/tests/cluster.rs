@@ -1015,7 +1015,7 @@ async fn activity_on_a_follower_keeps_a_session_alive() {
     }
 
     // And it still ends once nobody uses it.
-    wait_logged_out(&mut c, "busy", &token, Duration::from_secs(15)).await;
+    wait_logged_out(&mut c, &token, idle, Duration::from_secs(15)).await;
 }
 
 /// A client whose only server is cut off from the rest says "writes wait"
@@ -1119,4 +1119,38 @@ async fn a_client_cut_off_with_a_minority_says_writes_wait_until_the_cluster_com
         .send(&ann, "bob", "after")
         .await
         .expect("writes flow again");
+}
+
+/// Online means a stream open on any server: a contact on another server
+/// hears of it, and of its end; a server that stops takes the presence of
+/// its streams with it once its reports stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_servers_and_leaves_with_a_stopped_server() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let (there, here) = {
+        let f = cluster.followers(leader);
+        (f[0], f[1])
+    };
+    let mut c = cluster.client(here).await;
+    let alice_token = account(&mut c, "alice").await;
+    let bob_token = account(&mut c, "bob").await;
+    let sent = send(&mut c, &bob_token, "alice", "hi").await;
+    let alice = id_of(&mut c, "alice").await;
+
+    let mut bob = Watch::open(&mut c, &bob_token).await;
+    assert!(bob.online.is_empty());
+    // Alice streams on the other follower: bob hears of it here.
+    let mut a = cluster.client(there).await;
+    // (On a server that has applied her session and the message.)
+    let alice_stream = Watch::open_applied(&mut a, &alice_token, sent.log_position).await;
+    bob.until(|w| w.online.contains(&alice)).await;
+    drop(alice_stream);
+    bob.until(|w| !w.online.contains(&alice)).await;
+
+    // Again, and then her server stops without a word to the others.
+    let _alice_stream = Watch::open_applied(&mut a, &alice_token, sent.log_position).await;
+    bob.until(|w| w.online.contains(&alice)).await;
+    cluster.stop(there).await;
+    bob.until(|w| !w.online.contains(&alice)).await;
 }

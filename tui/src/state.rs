@@ -450,7 +450,8 @@ pub struct UserRow {
     pub mentioned: bool,
     /// Its messages do not notify (a mention still does).
     pub muted: bool,
-    /// Whether the account has a session open, when the directory says.
+    /// Whether the account has an event stream open, for accounts the user
+    /// shares a conversation with (the server tells no one else).
     pub online: Option<bool>,
     /// A group's member count.
     pub members: Option<u32>,
@@ -481,6 +482,9 @@ pub struct State {
     pub conversations: HashMap<ChatId, Conversation>,
     /// The directory of accounts.
     pub directory: Directory,
+    /// The accounts sharing a conversation with the user that have an
+    /// event stream open, as the server's presence news says.
+    pub online: HashSet<AccountId>,
     /// The open conversation.
     pub selected: Option<ChatId>,
     /// The row the Users cursor is on: looking at a row does not open it
@@ -527,6 +531,7 @@ impl Default for State {
             stream_error: None,
             conversations: HashMap::new(),
             directory: Directory::default(),
+            online: HashSet::new(),
             selected: None,
             highlight: None,
             frozen_order: None,
@@ -555,6 +560,11 @@ impl State {
         self.selected.and_then(|id| self.conversations.get(&id))
     }
 
+    /// Whether account `id` is online, as far as the user may know.
+    pub fn is_online(&self, id: AccountId) -> bool {
+        self.online.contains(&id)
+    }
+
     /// The signed-in account's id (0 before sign-in).
     pub fn my_id(&self) -> AccountId {
         self.me.as_ref().map_or(0, |me| me.account_id)
@@ -572,12 +582,6 @@ impl State {
     /// conversations are filtered by the same pattern.
     pub fn user_rows(&self) -> Vec<UserRow> {
         let pattern = effective_pattern(&self.directory.pattern);
-        let online: HashMap<AccountId, bool> = self
-            .directory
-            .accounts
-            .iter()
-            .map(|a| (a.account_id, a.online))
-            .collect();
         let me = ChatId::Direct(self.my_id());
         let mut conversations: Vec<&Conversation> = self
             .conversations
@@ -608,7 +612,7 @@ impl State {
                 unread: c.unread,
                 mentioned: c.mentioned,
                 muted: self.muted.contains(&c.id),
-                online: c.peer_id().and_then(|id| online.get(&id).copied()),
+                online: c.peer_id().map(|id| self.online.contains(&id)),
                 members: c.group.as_ref().map(|g| g.member_count),
                 deleted: c.deleted,
             })
@@ -627,7 +631,7 @@ impl State {
                     unread: 0,
                     mentioned: false,
                     muted: self.muted.contains(&ChatId::Direct(a.account_id)),
-                    online: Some(a.online),
+                    online: Some(self.online.contains(&a.account_id)),
                     members: None,
                     deleted: false,
                 }),

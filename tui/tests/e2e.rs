@@ -172,10 +172,14 @@ fn two_users_chat_through_a_real_server() {
     alice.create_account("alice-password");
     let mut bob = Tui::start("bob", &server.address);
     bob.create_account("bob-password");
+    // Alice's directory gets bob as he is created, without a key press.
+    alice.wait_for("┃  bob ");
 
-    // Bob's directory has alice (she was created first): move to her and
-    // open the conversation (Enter), which puts him in the compose pane.
-    bob.wait_for("● alice");
+    // Bob's directory has alice (she was created first), with no dot:
+    // they share no conversation, so he is not told whether she is online.
+    // He moves to her and opens the conversation (Enter), which puts him
+    // in the compose pane.
+    bob.wait_for("┃  alice ");
     bob.send("j\r");
     bob.wait_for("Message to alice");
     bob.send("hello from bob 👋");
@@ -204,13 +208,22 @@ fn two_users_chat_through_a_real_server() {
     alice.wait_for("no unread");
     bob.wait_for("✓✓ read");
 
+    // Now that they share a conversation, each sees the other online.
+    bob.wait_for("● alice");
+    bob.wait_for("● online");
+    alice.wait_for("● bob");
+
     // Alice answers; bob has the conversation open and sees it live.
     alice.send("hi bob, got it");
     alice.send("\r");
     bob.wait_for("hi bob, got it");
     alice.wait_for("✓✓ read");
 
+    // Alice quits: bob sees her offline, without a key press.
     alice.quit();
+    bob.wait_until("alice offline", |screen| {
+        !screen.contains("● alice") && !screen.contains("● online")
+    });
     bob.quit();
     drop(server);
 }
@@ -222,7 +235,7 @@ fn a_reply_to_a_deleted_account_never_reaches_who_took_the_name() {
     alice.create_account("alice-password");
     let mut carol = Tui::start("carol", &server.address);
     carol.create_account("carol-password");
-    carol.wait_for("● alice");
+    carol.wait_for("┃  alice ");
     carol.send("j\r");
     carol.wait_for("Message to alice");
     carol.send("hi alice\r");

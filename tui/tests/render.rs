@@ -78,6 +78,10 @@ fn signed_in(accounts: Vec<Account>, conversations: Vec<Conversation>) -> App {
         account_id: ME,
         server: "127.0.0.1:50051".to_owned(),
     });
+    // Presence comes on the stream; here, for whoever the test has online.
+    let online = (accounts.iter().filter(|a| a.online))
+        .map(|a| a.account_id)
+        .collect();
     app.on_server_event(ServerEvent::Accounts {
         pattern: "*".to_owned(),
         appended: false,
@@ -92,6 +96,11 @@ fn signed_in(accounts: Vec<Account>, conversations: Vec<Conversation>) -> App {
         total_unread,
     }));
     app.on_server_event(ServerEvent::Live(Event::CaughtUp { id: 1 }));
+    app.on_server_event(ServerEvent::Live(Event::Presence {
+        full: true,
+        online,
+        offline: Vec::new(),
+    }));
     app.take_effects();
     app
 }

@@ -8,6 +8,7 @@
 //! this module touches openraft or the state machine.
 
 mod batcher;
+pub mod presence;
 pub mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +94,8 @@ struct Shared {
     /// workers): a burst of cold history pages queues here instead of
     /// filling the blocking pool.
     disk_reads: tokio::sync::Semaphore,
+    /// Who streams on the other servers, and what was told.
+    presence: presence::Presence,
     /// Bounds the searches that scan at once (each keeps a core busy for
     /// up to tens of milliseconds): a burst of them queues here instead of
     /// taking every core from applying and the other calls.
@@ -326,6 +329,7 @@ impl Node {
                 batcher,
                 tasks,
                 disk_reads: tokio::sync::Semaphore::new(MAX_DISK_READS),
+                presence: presence::Presence::default(),
                 searches: tokio::sync::Semaphore::new(max_searches()),
             }),
         })
@@ -466,6 +470,98 @@ impl Node {
                 config.max_streams_per_session
             ))
         })
+    }
+
+    /// Of `among`, the accounts online: with a stream open here or on
+    /// another server that reported it lately.
+    pub fn online_among(&self, among: &[AccountId]) -> Vec<AccountId> {
+        let here = self.shared.sm.hub().streaming_among(among);
+        self.shared.presence.online_among(among, &here)
+    }
+
+    /// The accounts `account` shares a conversation with that are online.
+    pub fn online_contacts(&self, account: AccountId) -> Vec<AccountId> {
+        let contacts = self.read(|state| state.contacts(account));
+        self.online_among(&contacts)
+    }
+
+    /// Takes another server's report of the accounts streaming there.
+    pub fn presence_received(&self, report: presence::Report) {
+        self.shared
+            .presence
+            .received(report, self.shared.config.node_id);
+    }
+
+    /// Runs presence rounds until `stop`: reports this server's streams to
+    /// the other members and tells the streams here who came online or
+    /// went offline, and the directory's news (see [`presence`]).
+    pub async fn run_presence(self, stop: tokio_util::sync::CancellationToken) {
+        let hub = Arc::clone(self.shared.sm.hub());
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = hub.wake.notified() => {}
+                () = self.shared.presence.wake.notified() => {}
+                () = tokio::time::sleep(presence::HEARTBEAT) => {}
+            }
+            self.presence_round();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(presence::ROUND_GAP) => {}
+            }
+        }
+    }
+
+    fn presence_round(&self) {
+        let shared = &self.shared;
+        let hub = shared.sm.hub();
+        let pending = hub.take_pending();
+        let here = hub.accounts_streaming();
+        let me = shared.config.node_id;
+        let members: Vec<String> = {
+            let metrics = shared.raft.metrics();
+            let m = metrics.borrow();
+            (m.membership_config.nodes())
+                .filter(|(id, _)| **id != me)
+                .map(|(_, n)| n.addr.clone())
+                .collect()
+        };
+        let (report, new_senders) = shared.presence.report_due(me, &here, &members);
+        for (addr, mut rx) in new_senders {
+            let peers = Arc::clone(&shared.peers);
+            tokio::spawn(async move {
+                // Ends when the member leaves (its sender is dropped).
+                while rx.changed().await.is_ok() {
+                    let report = Arc::clone(&rx.borrow_and_update());
+                    if let Err(e) = peers.presence(&addr, &report).await {
+                        tracing::debug!("could not report presence to {addr}: {e}");
+                    }
+                }
+            });
+        }
+        if let Some(report) = report {
+            shared.presence.send(report);
+        }
+        let round = shared.presence.round(
+            pending.streams_changed,
+            pending.new_contacts,
+            pending.directory,
+            &here,
+        );
+        if !round.flipped.is_empty() || !round.new_contacts.is_empty() {
+            let news = self.read(|state| {
+                presence::news_of(
+                    &round,
+                    &here,
+                    |a| state.contacts(a),
+                    |among| shared.presence.online_among(among, &here),
+                )
+            });
+            hub.tell(news);
+        }
+        for news in presence::directory_chunks(round.directory) {
+            hub.tell_everyone(&news);
+        }
     }
 
     /// The sessions that have an open stream here (they count as active).

@@ -2,6 +2,7 @@
 //! turns actions into events for the log, and answers reads from the local
 //! state. Protobuf types are converted in [`super::convert`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity, Tarpit};
 use crate::error::ChatError;
-use crate::hub::{Ended, StreamItem};
+use crate::hub::{Ended, News, StreamItem};
 use crate::node::Node;
 use crate::node::search::Scope;
 use crate::state::{Applied, ChatState, ConversationSummary, MAX_MEMBERS, MessageView, Rejection};
@@ -506,16 +507,31 @@ impl ChatService {
             }
         };
         self.node.wait_applied(req.min_applied).await?;
-        let page = (self.node).read(|state| state.list_accounts(&pattern, after.as_deref(), limit));
+        let (page, online) = self.node.read(|state| {
+            let caller = if req.token.is_empty() {
+                None
+            } else {
+                Some(self.signed_in(state, &req.token)?.1)
+            };
+            let page = state.list_accounts(&pattern, after.as_deref(), limit);
+            // Presence only of those the caller shares a conversation with.
+            let contacts: Vec<AccountId> = (page.accounts.iter())
+                .map(|(id, ..)| *id)
+                .filter(|id| caller.is_some_and(|me| state.share_a_conversation(me, *id)))
+                .collect();
+            let online: HashSet<AccountId> =
+                self.node.online_among(&contacts).into_iter().collect();
+            Ok::<_, ChatError>((page, online))
+        })?;
         Ok(pb::ListAccountsResponse {
             accounts: page
                 .accounts
                 .into_iter()
-                .map(|(id, username, created_at_ms, online)| pb::Account {
+                .map(|(id, username, created_at_ms)| pb::Account {
                     username,
                     account_id: id.0,
                     created_at_ms,
-                    online,
+                    online: online.contains(&id),
                 })
                 .collect(),
             next_page_token: page
@@ -995,6 +1011,8 @@ impl ChatService {
                 .members_of(account, c)
                 .ok_or_else(|| no_conversation(c))?;
             let group = state.group(account, c);
+            let ids: Vec<AccountId> = members.iter().map(|m| m.account).collect();
+            let online: HashSet<AccountId> = self.node.online_among(&ids).into_iter().collect();
             Ok(pb::MembersResponse {
                 members: (members.into_iter())
                     .map(|m| pb::ConversationMember {
@@ -1005,7 +1023,7 @@ impl ChatService {
                         joined_at: m.joined.0,
                         read_up_to: m.read_up_to.0,
                         delivered_up_to: m.delivered_up_to.0,
-                        online: state.is_online(m.account),
+                        online: online.contains(&m.account),
                     })
                     .collect(),
                 title: group.map(|g| g.title.clone()).unwrap_or_default(),
@@ -1066,6 +1084,15 @@ impl ChatService {
             if tx.send(Ok(convert::caught_up(last))).await.is_err() {
                 return;
             }
+            // Who is online now; changes follow on the live stream.
+            let presence = News::Presence {
+                full: true,
+                online: node.online_contacts(account),
+                offline: Vec::new(),
+            };
+            if tx.send(Ok(convert::news(presence))).await.is_err() {
+                return;
+            }
             loop {
                 let push = tokio::select! {
                     () = shutdown.cancelled() => {
@@ -1084,6 +1111,11 @@ impl ChatService {
                         }
                         last = event.index;
                         if tx.send(Ok(convert::event(event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(StreamItem::News(news)) => {
+                        if tx.send(Ok(convert::news(news))).await.is_err() {
                             return;
                         }
                     }

@@ -5,6 +5,7 @@
 use chat_proto as pb;
 use openraft::ServerState;
 
+use crate::hub::News;
 use crate::node::ClusterView;
 use crate::raft::Member;
 use crate::state::{
@@ -162,5 +163,38 @@ pub fn status(s: ClusterView) -> pb::StatusResponse {
         committed_index: s.committed_index,
         term: s.term,
         role: role as i32,
+    }
+}
+
+/// News that is not in the log, as a stream event: its id is 0, it does
+/// not move the subscriber's cursor.
+pub fn news(news: News) -> pb::Event {
+    use pb::event::Kind;
+    let ids = |v: Vec<log_format::events::AccountId>| v.into_iter().map(|a| a.0).collect();
+    let kind = match news {
+        News::Presence {
+            full,
+            online,
+            offline,
+        } => Kind::Presence(pb::Presence {
+            full,
+            online: ids(online),
+            offline: ids(offline),
+        }),
+        News::Directory(d) => Kind::Directory(pb::Directory {
+            created: (d.created.iter())
+                .map(|(id, username, created_at_ms)| pb::Account {
+                    username: username.clone(),
+                    account_id: id.0,
+                    created_at_ms: *created_at_ms,
+                    online: false,
+                })
+                .collect(),
+            deleted: d.deleted.iter().map(|a| a.0).collect(),
+        }),
+    };
+    pb::Event {
+        id: 0,
+        kind: Some(kind),
     }
 }

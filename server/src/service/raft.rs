@@ -126,6 +126,16 @@ impl pb::raft_server::Raft for RaftService {
         self.activity.touched_elsewhere(&sessions);
         Ok(Response::new(pb::TouchResponse {}))
     }
+
+    async fn presence(
+        &self,
+        request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        let request = request.into_inner();
+        let report = decode(&request.payload).map_err(undecodable)?;
+        self.node.presence_received(report);
+        Ok(Response::new(pb::PresenceResponse {}))
+    }
 }
 
 /// Refuses a call to the Raft service whose metadata lacks the cluster

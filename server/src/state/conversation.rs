@@ -291,6 +291,10 @@ impl Conversation {
         self.members.iter_mut().find(|m| m.account == account)
     }
 
+    pub fn member_ids(&self) -> impl Iterator<Item = AccountId> + '_ {
+        self.members.iter().map(|m| m.account)
+    }
+
     pub fn members(&self) -> Vec<AccountId> {
         self.members.iter().map(|m| m.account).collect()
     }

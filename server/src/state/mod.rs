@@ -120,6 +120,12 @@ pub enum Fanout {
     SessionEnded(SessionId),
     /// The account was deleted: all its streams end.
     AccountDeleted(AccountId),
+    /// A new account: its id, username and creation time (for live
+    /// directories).
+    AccountCreated(AccountId, String, u64),
+    /// These accounts now share a conversation with someone they did not
+    /// share one with before (for presence).
+    NewContacts(Vec<AccountId>),
 }
 
 /// An event of a user's subscription, with everything needed to show it:
@@ -279,7 +285,8 @@ pub struct MemberView {
 /// Where a `ListAccounts` page stops and the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountPage {
-    pub accounts: Vec<(AccountId, String, u64, bool)>,
+    /// Id, username and creation time.
+    pub accounts: Vec<(AccountId, String, u64)>,
     /// The lower-cased name to continue after, if there may be more.
     pub next_after: Option<String>,
 }
@@ -392,6 +399,7 @@ impl ChatState {
                         deletions: Vec::new(),
                     },
                 );
+                notify.push(Fanout::AccountCreated(id, username.clone(), *at_ms));
                 Applied::AccountCreated(id)
             }
             Event::AccountDeleted { account, .. } => {
@@ -531,7 +539,11 @@ impl ChatState {
         if !self.accounts.contains_key(&from) || !self.accounts.contains_key(&to) {
             return Applied::Rejected(Rejection::NoSuchAccount);
         }
+        let known = self.direct.contains_key(&direct_key(from, to));
         let conversation = self.direct_conversation(index, from, to);
+        if !known && from != to {
+            notify.push(Fanout::NewContacts(vec![from, to]));
+        }
         self.store(index, from, conversation, key, body, at_ms, notify)
     }
 
@@ -613,6 +625,7 @@ impl ChatState {
             acc.conversations.push(id);
         }
         self.notify_group(id, all.iter().copied(), notify);
+        notify.push(Fanout::NewContacts(all));
         Applied::GroupCreated(id)
     }
 
@@ -685,14 +698,19 @@ impl ChatState {
         match change {
             GroupChange::Added(accounts) => {
                 let conv = self.conversations.get_mut(&group).expect("checked");
+                let mut added = Vec::new();
                 for a in accounts {
                     if !conv.is_member(*a) {
                         conv.add_member(*a, MessageId(index));
                         told.push(*a);
+                        added.push(*a);
                         let acc = self.accounts.get_mut(a).expect("checked");
                         let at = acc.conversations.partition_point(|c| *c < group);
                         acc.conversations.insert(at, group);
                     }
+                }
+                if !added.is_empty() {
+                    notify.push(Fanout::NewContacts(added));
                 }
             }
             GroupChange::Removed(account) => {
@@ -1175,8 +1193,46 @@ impl ChatState {
         self.sessions.iter().map(|(id, s)| (*id, s))
     }
 
-    pub fn is_online(&self, id: AccountId) -> bool {
+    /// Whether the account has a session open (not whether it is online:
+    /// that is an open stream, which the node's presence knows).
+    pub fn has_session(&self, id: AccountId) -> bool {
         self.sessions_of.contains_key(&id)
+    }
+
+    /// The accounts `account` shares a conversation with (not itself), in
+    /// no particular order, each once.
+    pub fn contacts(&self, account: AccountId) -> Vec<AccountId> {
+        let Some(acc) = self.accounts.get(&account) else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        for id in &acc.conversations {
+            if let Some(conv) = self.conversations.get(id) {
+                seen.extend(conv.member_ids());
+            }
+        }
+        seen.remove(&account);
+        seen.into_iter().collect()
+    }
+
+    /// Whether `a` and `b` share a conversation.
+    pub fn share_a_conversation(&self, a: AccountId, b: AccountId) -> bool {
+        if a == b {
+            return false;
+        }
+        let (Some(x), Some(y)) = (self.accounts.get(&a), self.accounts.get(&b)) else {
+            return false;
+        };
+        // Both lists are ascending: a merge finds a common one.
+        let (mut i, mut j) = (0, 0);
+        while let (Some(p), Some(q)) = (x.conversations.get(i), y.conversations.get(j)) {
+            match p.cmp(q) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
     }
 
     /// The message an earlier send of `from` with this client message id
@@ -1245,16 +1301,11 @@ impl ChatState {
             if accounts.len() == limit {
                 next_after = accounts
                     .last()
-                    .map(|(_, n, _, _): &(AccountId, String, u64, bool)| n.to_lowercase());
+                    .map(|(_, n, _): &(AccountId, String, u64)| n.to_lowercase());
                 break;
             }
             let acc = &self.accounts[id];
-            accounts.push((
-                *id,
-                acc.username.clone(),
-                acc.created_at_ms,
-                self.is_online(*id),
-            ));
+            accounts.push((*id, acc.username.clone(), acc.created_at_ms));
         }
         AccountPage {
             accounts,
@@ -1630,7 +1681,7 @@ impl ChatState {
                 out,
                 "account {id} {} {} created={} delivered={} unread={} hash={} conversations={:?} deletions={:?}",
                 a.username,
-                self.is_online(*id),
+                self.has_session(*id),
                 a.created_at_ms,
                 a.delivered_up_to,
                 a.unread,

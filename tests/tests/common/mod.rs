@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -163,8 +164,26 @@ pub fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) ->
     }
 }
 
-/// The next event of a subscription, or a panic after a deadline.
+/// The next event of a subscription, or a panic after a deadline;
+/// presence and directory news (not in the log, see [`Watch`]) are
+/// skipped.
 pub async fn next_event(
+    stream: &mut tonic::Streaming<pb::Event>,
+) -> Result<pb::Event, tonic::Status> {
+    loop {
+        let event = next_any_event(stream).await?;
+        if !matches!(
+            event.kind,
+            Some(pb::event::Kind::Presence(_) | pb::event::Kind::Directory(_))
+        ) {
+            return Ok(event);
+        }
+    }
+}
+
+/// The next event of a subscription, news included, or a panic after a
+/// deadline.
+pub async fn next_any_event(
     stream: &mut tonic::Streaming<pb::Event>,
 ) -> Result<pb::Event, tonic::Status> {
     match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
@@ -188,11 +207,12 @@ pub async fn backlog(stream: &mut tonic::Streaming<pb::Event>) -> Vec<(u64, Stri
     }
 }
 
-/// Whether `name` has an open session, as `ListAccounts` (which needs no
-/// session, so asking does not keep anyone active) reports it.
-pub async fn online(c: &mut Client, name: &str) -> bool {
+/// Whether `name` shows as online (a Subscribe stream open on some
+/// server) to the holder of `token`, as `ListAccounts` reports it.
+pub async fn online_to(c: &mut Client, token: &str, name: &str) -> bool {
     c.list_accounts(pb::ListAccountsRequest {
         pattern: name.into(),
+        token: token.into(),
         ..Default::default()
     })
     .await
@@ -203,24 +223,120 @@ pub async fn online(c: &mut Client, name: &str) -> bool {
     .any(|a| a.username == name && a.online)
 }
 
-/// Waits (up to `within`) until the server has ended `name`'s idle
-/// session, then checks that its `token` is refused.
-pub async fn wait_logged_out(c: &mut Client, name: &str, token: &str, within: Duration) {
+/// Leaves the session of `token` unused for longer than `idle`, then
+/// checks that it has ended (the server's sweeper, or the call itself,
+/// found it idle); tries again up to `within` in case a use was still
+/// being counted.
+pub async fn wait_logged_out(c: &mut Client, token: &str, idle: Duration, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
-    while online(c, name).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the idle session of {name} was never closed"
-        );
-        poll.tick().await;
+    loop {
+        // Being idle is the point: time has to pass without a call.
+        tokio::time::sleep(idle + Duration::from_millis(100)).await;
+        let status = c
+            .conversations(pb::ConversationsRequest {
+                token: token.into(),
+                min_applied: 0,
+            })
+            .await;
+        match status {
+            Err(s) if s.code() == tonic::Code::Unauthenticated => return,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the idle session was never closed: {other:?}"
+            ),
+        }
     }
-    let status = c
-        .conversations(pb::ConversationsRequest {
-            token: token.into(),
-            min_applied: 0,
+}
+
+/// A stream, and what its news said so far: who is online, every account
+/// it heard of through presence at all, and the directory's news.
+pub struct Watch {
+    pub stream: tonic::Streaming<pb::Event>,
+    pub online: BTreeSet<u64>,
+    pub heard_of: BTreeSet<u64>,
+    pub fulls: usize,
+    pub created: Vec<(u64, String, bool)>,
+    pub deleted: Vec<u64>,
+}
+
+impl Watch {
+    pub async fn open(c: &mut Client, token: &str) -> Watch {
+        Watch::open_applied(c, token, 0).await
+    }
+
+    /// [`Watch::open`] on a server that has applied `min_applied`.
+    pub async fn open_applied(c: &mut Client, token: &str, min_applied: u64) -> Watch {
+        let stream = c
+            .subscribe(pb::SubscribeRequest {
+                token: token.into(),
+                after: 0,
+                min_applied,
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let mut watch = Watch {
+            stream,
+            online: BTreeSet::new(),
+            heard_of: BTreeSet::new(),
+            fulls: 0,
+            created: Vec::new(),
+            deleted: Vec::new(),
+        };
+        // The full list follows the CaughtUp.
+        watch.until(|w| w.fulls > 0).await;
+        watch
+    }
+
+    /// Reads the stream until `done` holds (`next_event` gives up after
+    /// 10 s without an event).
+    pub async fn until(&mut self, done: impl Fn(&Watch) -> bool) {
+        while !done(self) {
+            let event = next_any_event(&mut self.stream).await.expect("event");
+            let kind = event.kind.expect("kind");
+            if matches!(
+                kind,
+                pb::event::Kind::Presence(_) | pb::event::Kind::Directory(_)
+            ) {
+                assert_eq!(event.id, 0, "news is not in the log");
+            }
+            match kind {
+                pb::event::Kind::Presence(p) => {
+                    if p.full {
+                        self.online.clear();
+                        self.fulls += 1;
+                    }
+                    self.heard_of.extend(p.online.iter().chain(&p.offline));
+                    self.online.extend(p.online);
+                    for id in p.offline {
+                        self.online.remove(&id);
+                    }
+                }
+                pb::event::Kind::Directory(d) => {
+                    (self.created).extend(
+                        (d.created.into_iter()).map(|a| (a.account_id, a.username, a.online)),
+                    );
+                    self.deleted.extend(d.deleted);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+pub fn set(ids: &[u64]) -> BTreeSet<u64> {
+    ids.iter().copied().collect()
+}
+
+/// The id of account `name`.
+pub async fn id_of(c: &mut Client, name: &str) -> u64 {
+    let listed = c
+        .list_accounts(pb::ListAccountsRequest {
+            pattern: name.into(),
+            ..Default::default()
         })
         .await
-        .expect_err("an ended session is refused");
-    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        .unwrap()
+        .into_inner();
+    listed.accounts[0].account_id
 }

@@ -3,7 +3,7 @@
 //! sign-in form and the main screen as sessions open and end.
 
 use chat_client::{
-    AccountId, ConnectionState, ConversationMember, Event, GroupChange, GroupChangeKind,
+    Account, AccountId, ConnectionState, ConversationMember, Event, GroupChange, GroupChangeKind,
     HistoryPage, Message, MessageId,
 };
 
@@ -14,7 +14,7 @@ use crate::components::users::Users;
 use crate::message::{Command, ServerEvent};
 use crate::state::{
     ChatId, Conversation, Directory, Group, History, Link, Me, Notify, Pane, Screen,
-    effective_pattern,
+    effective_pattern, wildcard_match,
 };
 
 impl App {
@@ -337,7 +337,37 @@ impl App {
         }
     }
 
+    /// Files accounts created and deleted into the directory: a new one
+    /// where it sorts, if it matches the filter and falls within what is
+    /// loaded (a later page brings it otherwise).
+    fn directory_news(&mut self, created: Vec<Account>, deleted: &[AccountId]) {
+        let directory = &mut self.state.directory;
+        directory
+            .accounts
+            .retain(|a| !deleted.contains(&a.account_id));
+        let pattern = effective_pattern(&directory.pattern);
+        let key = |a: &Account| a.username.to_lowercase();
+        for account in created {
+            if !wildcard_match(&pattern, &account.username)
+                || directory
+                    .accounts
+                    .iter()
+                    .any(|a| a.account_id == account.account_id)
+            {
+                continue;
+            }
+            let at = directory
+                .accounts
+                .partition_point(|a| key(a) < key(&account));
+            if at == directory.accounts.len() && directory.next_page.is_some() {
+                continue;
+            }
+            directory.accounts.insert(at, account);
+        }
+    }
+
     fn back_to_sign_in(&mut self, notice: String) {
+        self.state.online.clear();
         self.state.screen = Screen::SignIn;
         self.state.link = Link::Offline;
         self.state.live = false;
@@ -482,8 +512,31 @@ impl App {
                 conversation.delivered_up_to = conversation.delivered_up_to.max(up_to);
             }
             Event::Deleted { ids, .. } => self.remove_messages(&ids),
+            Event::Presence {
+                full,
+                online,
+                offline,
+            } => {
+                if full {
+                    self.state.online.clear();
+                }
+                self.state.online.extend(online);
+                for id in offline {
+                    self.state.online.remove(&id);
+                }
+            }
+            Event::Directory { created, deleted } => self.directory_news(created, &deleted),
             Event::CaughtUp { .. } => {
-                self.state.live = true;
+                let resumed = std::mem::replace(&mut self.state.live, true);
+                // Accounts made while the stream was away are not news on
+                // it: after a resume the directory is listed again.
+                if resumed && !self.state.directory.loading {
+                    self.state.directory.loading = true;
+                    self.command(Command::ListAccounts {
+                        pattern: effective_pattern(&self.state.directory.pattern),
+                        page_token: None,
+                    });
+                }
                 if self.state.unacked > 0 {
                     let up_to = self.state.unacked;
                     self.command(Command::Ack { up_to });

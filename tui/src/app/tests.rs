@@ -1789,3 +1789,95 @@ fn search_asks_the_server_goes_on_and_jumps_to_a_result_in_context() {
         crate::components::search::Progress::Failed(_)
     ));
 }
+
+fn presence(app: &mut App, full: bool, online: &[AccountId], offline: &[AccountId]) {
+    app.on_server_event(ServerEvent::Live(Event::Presence {
+        full,
+        online: online.to_vec(),
+        offline: offline.to_vec(),
+    }));
+}
+
+fn dot(app: &App, id: AccountId) -> Option<bool> {
+    (app.state.user_rows().into_iter())
+        .find(|r| r.chat == ChatId::Direct(id))
+        .and_then(|r| r.online)
+}
+
+#[test]
+fn presence_news_moves_the_dots_and_a_full_list_replaces_them() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    // The directory's own flags do not count: only the stream's news.
+    assert_eq!(dot(&app, BOB), Some(false));
+    presence(&mut app, true, &[BOB, CAROL], &[]);
+    assert_eq!((dot(&app, BOB), dot(&app, CAROL)), (Some(true), Some(true)));
+    presence(&mut app, false, &[], &[CAROL]);
+    assert_eq!(
+        (dot(&app, BOB), dot(&app, CAROL)),
+        (Some(true), Some(false))
+    );
+    // After a resume, the full list is all there is.
+    presence(&mut app, true, &[CAROL], &[]);
+    assert_eq!(
+        (dot(&app, BOB), dot(&app, CAROL)),
+        (Some(false), Some(true))
+    );
+    // Signing out forgets it all.
+    app.on_server_event(ServerEvent::SignedOut);
+    assert!(app.state.online.is_empty());
+}
+
+#[test]
+fn new_accounts_appear_in_the_directory_where_they_sort_and_deleted_ones_go() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    let new = |id: AccountId, name: &str| Account {
+        username: name.to_owned(),
+        ..account(id)
+    };
+    app.on_server_event(ServerEvent::Live(Event::Directory {
+        created: vec![new(7, "Beth"), new(8, "zed")],
+        deleted: vec![CAROL],
+    }));
+    let names: Vec<String> = (app.state.directory.accounts.iter())
+        .map(|a| a.username.clone())
+        .collect();
+    assert_eq!(names, ["alice", "Beth", "bob", "zed"]);
+    // With a filter, only what matches; past the loaded pages, nothing
+    // (the next page brings it).
+    app.on_server_event(ServerEvent::Accounts {
+        pattern: "*".to_owned(),
+        appended: false,
+        page: AccountPage {
+            accounts: vec![account(ME), account(BOB)],
+            next_page_token: Some("p2".to_owned()),
+        },
+    });
+    app.on_server_event(ServerEvent::Live(Event::Directory {
+        created: vec![new(9, "amy"), new(10, "zoe")],
+        deleted: vec![],
+    }));
+    let names: Vec<String> = (app.state.directory.accounts.iter())
+        .map(|a| a.username.clone())
+        .collect();
+    assert_eq!(names, ["alice", "amy", "bob"]);
+    // Nothing was asked of the server for it.
+    assert!(commands(&app.take_effects()).is_empty());
+}
+
+#[test]
+fn a_resumed_stream_lists_the_directory_again() {
+    let mut app = signed_in();
+    caught_up(&mut app, 9);
+    assert!(commands(&app.take_effects()).is_empty());
+    // The stream broke and resumed: what was created meanwhile is not news.
+    caught_up(&mut app, 12);
+    assert_eq!(
+        commands(&app.take_effects()),
+        [Command::ListAccounts {
+            pattern: "*".to_owned(),
+            page_token: None
+        }]
+    );
+}

@@ -496,13 +496,7 @@ impl Component for Inbox {
                     theme.dim(),
                 ));
             }
-            let online = state
-                .directory
-                .accounts
-                .iter()
-                .find(|a| Some(a.account_id) == conversation.peer_id())
-                .is_some_and(|a| a.online);
-            if online {
+            if conversation.peer_id().is_some_and(|id| state.is_online(id)) {
                 title.push(Span::styled("● online ", theme.good()));
             }
         }

@@ -195,11 +195,6 @@ impl Component for Members {
         }
         self.offset.set(offset);
         let width = usize::from(inner.width);
-        let online = |m: &ConversationMember| {
-            (state.directory.accounts.iter())
-                .find(|a| a.account_id == m.account_id)
-                .map_or(m.online, |a| a.online)
-        };
         let lines: Vec<Line> = (list.iter().enumerate().skip(offset).take(height))
             .map(|(i, member)| {
                 let role = if member.owner {
@@ -209,7 +204,7 @@ impl Component for Members {
                 } else {
                     ""
                 };
-                let dot = if online(member) {
+                let dot = if state.is_online(member.account_id) {
                     Span::styled("● ", theme.good())
                 } else {
                     Span::raw("  ")
