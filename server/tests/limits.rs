@@ -155,14 +155,7 @@ async fn a_server_whose_replication_stops_exits_for_its_supervisor() {
         let _ = tokio::time::timeout(Duration::from_millis(500), c.send(send(&token, n))).await;
     };
     assert!(!status.success(), "{status:?}");
-    let mut stderr = String::new();
-    server
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = server.stderr_after_exit();
     assert!(stderr.contains("replication stopped"), "{stderr}");
     assert!(stderr.contains("supervisor restarts it"), "{stderr}");
 }

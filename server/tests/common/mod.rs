@@ -2,9 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use chat_proto::chat_client::ChatClient;
 use tonic::transport::Channel;
@@ -13,6 +14,37 @@ use tonic::transport::Channel;
 pub struct ServerProcess {
     pub child: Child,
     pub addr: String,
+    /// The last of what it wrote to stderr, when the test does not read
+    /// stderr itself: drained all along (a pipe nobody reads would stop
+    /// the server once full), and shown if the test fails.
+    stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+    /// The thread that drains stderr.
+    drainer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How much of a server's stderr is kept for a failing test.
+const STDERR_TAIL: usize = 16 << 10;
+
+/// Reads `from` to its end on a thread, keeping the last
+/// [`STDERR_TAIL`] bytes.
+fn drain(
+    mut from: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&tail);
+    let drainer = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let mut tail = keep.lock().unwrap_or_else(|e| e.into_inner());
+            tail.extend_from_slice(&chunk[..n]);
+            let excess = tail.len().saturating_sub(STDERR_TAIL);
+            tail.drain(..excess);
+        }
+    });
+    (tail, drainer)
 }
 
 impl ServerProcess {
@@ -30,7 +62,7 @@ impl ServerProcess {
     pub fn try_start_with(dir: &Path, args: &[&str]) -> Result<ServerProcess, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command.args(["--data", dir.to_str().unwrap()]).args(args);
-        Self::spawn(command)
+        Self::spawn(command, true)
     }
 
     /// Starts the server with at most `descriptors` open files (`ulimit -n`).
@@ -47,7 +79,7 @@ impl ServerProcess {
             .arg(env!("CARGO_BIN_EXE_chat-server"))
             .args(["--data", dir.to_str().unwrap()])
             .args(args);
-        Self::spawn(command)
+        Self::spawn(command, true)
     }
 
     /// Starts the server with `RUST_LOG=filter`; the caller reads (and
@@ -64,10 +96,12 @@ impl ServerProcess {
             .args(["--data", dir.to_str().unwrap()])
             .args(args)
             .env("RUST_LOG", filter);
-        Self::spawn(command)
+        Self::spawn(command, false)
     }
 
-    fn spawn(mut command: Command) -> Result<ServerProcess, String> {
+    /// Spawns `command` and waits for its "listening on" line; `drain`:
+    /// its stderr is read (and kept for a failing test) from then on.
+    fn spawn(mut command: Command, drain_stderr: bool) -> Result<ServerProcess, String> {
         if command.get_envs().all(|(k, _)| k != "RUST_LOG") {
             command.env("RUST_LOG", "warn");
         }
@@ -81,10 +115,24 @@ impl ServerProcess {
             .read_line(&mut line)
             .expect("read stdout");
         match line.trim().strip_prefix("listening on ") {
-            Some(addr) => Ok(ServerProcess {
-                addr: addr.to_string(),
-                child,
-            }),
+            Some(addr) => {
+                let (stderr_tail, drainer) = match child.stderr.take() {
+                    Some(stderr) if drain_stderr => {
+                        let (tail, drainer) = drain(stderr);
+                        (Some(tail), Some(drainer))
+                    }
+                    stderr => {
+                        child.stderr = stderr;
+                        (None, None)
+                    }
+                };
+                Ok(ServerProcess {
+                    addr: addr.to_string(),
+                    child,
+                    stderr_tail,
+                    drainer,
+                })
+            }
             None => {
                 let out = child.wait_with_output().expect("wait");
                 Err(String::from_utf8_lossy(&out.stderr).into_owned())
@@ -117,6 +165,16 @@ impl ServerProcess {
             .unwrap_or_else(|| panic!("the server did not stop within {within:?} of SIGTERM"))
     }
 
+    /// The end of what the server wrote to stderr (the last 16 KiB), once
+    /// it has exited.
+    pub fn stderr_after_exit(&mut self) -> String {
+        if let Some(drainer) = self.drainer.take() {
+            let _ = drainer.join();
+        }
+        let tail = self.stderr_tail.as_ref().expect("stderr is drained");
+        String::from_utf8_lossy(&tail.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
@@ -127,5 +185,15 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Some(tail) = &self.stderr_tail
+        {
+            let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!(
+                "--- the end of stderr of the server at {} ---\n{}",
+                self.addr,
+                String::from_utf8_lossy(&tail)
+            );
+        }
     }
 }
