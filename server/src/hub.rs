@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use log_format::events::{AccountId, SessionId};
 use tokio::sync::mpsc;
 
-use crate::state::{Fanout, FeedEntry};
+use crate::state::{Fanout, FeedEntry, FeedKind};
 
 /// Why a live stream was ended by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +267,20 @@ impl Hub {
                         list.retain(|s| offer(s, StreamItem::Entry(event.clone())));
                         if list.is_empty() {
                             emptied.push(account);
+                        }
+                    }
+                }
+                Fanout::Posted { index, to, view } => {
+                    for account in to {
+                        if let Some(list) = streams.get_mut(&account) {
+                            let entry = FeedEntry {
+                                index,
+                                kind: FeedKind::Message(Arc::clone(&view)),
+                            };
+                            list.retain(|s| offer(s, StreamItem::Entry(entry.clone())));
+                            if list.is_empty() {
+                                emptied.push(account);
+                            }
                         }
                     }
                 }

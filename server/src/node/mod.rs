@@ -405,7 +405,7 @@ impl Node {
                     index: e.index,
                     kind: e
                         .kind
-                        .try_map(|meta| Some(with_body(meta, bodies.next()??)))?,
+                        .try_map(|meta| Some(Arc::new(with_body(meta, bodies.next()??))))?,
                 })
             })
             .collect())

@@ -2,6 +2,8 @@
 //! a feed entry, a conversation, the cluster's members). Protobuf stays at
 //! the edge: nothing here is stored, and nothing below `service` sees it.
 
+use std::sync::Arc;
+
 use chat_proto as pb;
 use openraft::ServerState;
 
@@ -69,7 +71,9 @@ pub fn event(e: FeedEntry) -> pb::Event {
             // Receipts travel as their own events on the stream.
             delivered: false,
             read: false,
-            ..message(m)
+            // A live message's view is shared by the streams of every
+            // member it went to: each takes a copy.
+            ..message(Arc::unwrap_or_clone(m))
         }),
         FeedKind::Delivered {
             peer,

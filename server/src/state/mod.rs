@@ -26,6 +26,7 @@ mod presized;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use log_format::events::{AccountId, Event, MessageId, PasswordHash, SessionId, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,13 @@ pub struct Session {
 pub enum Fanout {
     /// A new event for the account's feed.
     Feed(AccountId, FeedEntry),
+    /// A new message for each of `to` (every member but its sender, who
+    /// gets its own view in a `Feed`): one view, shared.
+    Posted {
+        index: u64,
+        to: Vec<AccountId>,
+        view: Arc<MessageView>,
+    },
     /// The session ended (logout or idle): its streams end.
     SessionEnded(SessionId),
     /// The account was deleted: all its streams end.
@@ -130,16 +138,17 @@ pub enum Fanout {
 
 /// An event of a user's subscription, with everything needed to show it:
 /// `M` is a [`MessageView`] on a live stream (the body comes with the
-/// event), a [`MessageRef`] in a backlog read from the indexes.
+/// event; shared by every member who sees the message alike), a
+/// [`MessageRef`] in a backlog read from the indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedEntry<M = MessageView> {
+pub struct FeedEntry<M = Arc<MessageView>> {
     /// The log position of the event it came from: the subscription cursor.
     pub index: u64,
     pub kind: FeedKind<M>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FeedKind<M = MessageView> {
+pub enum FeedKind<M = Arc<MessageView>> {
     Message(M),
     /// `peer` acknowledged delivery of the subscriber's messages up to `up_to`.
     Delivered {
@@ -570,22 +579,33 @@ impl ChatState {
         }
         self.idempotency.entry(from).or_default().insert(key, id);
         if notify.wanted() {
-            let members = self.conversations[&conversation].members();
-            for account in members {
-                if let Some(meta) = self.message_ref(account, conversation, id) {
-                    let view = MessageView {
-                        meta,
-                        body: body.to_owned(),
-                        at_ms,
-                    };
-                    notify.push(Fanout::Feed(
-                        account,
-                        FeedEntry {
-                            index,
-                            kind: FeedKind::Message(view),
-                        },
-                    ));
-                }
+            // Every member but the sender sees a new message alike: one
+            // view for them all, and the sender's own (with its receipts).
+            let view = |meta| {
+                Arc::new(MessageView {
+                    meta,
+                    body: body.to_owned(),
+                    at_ms,
+                })
+            };
+            let to: Vec<AccountId> = (self.conversations[&conversation].member_ids())
+                .filter(|a| *a != from)
+                .collect();
+            if let Some(meta) = (to.first()).and_then(|a| self.message_ref(*a, conversation, id)) {
+                notify.push(Fanout::Posted {
+                    index,
+                    to,
+                    view: view(meta),
+                });
+            }
+            if let Some(meta) = self.message_ref(from, conversation, id) {
+                notify.push(Fanout::Feed(
+                    from,
+                    FeedEntry {
+                        index,
+                        kind: FeedKind::Message(view(meta)),
+                    },
+                ));
             }
         }
         Applied::Message {
