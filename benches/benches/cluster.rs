@@ -2,7 +2,9 @@
 //! processes as one Raft cluster on loopback. Durable sends per second from
 //! 64 senders spread over the servers (and, for comparison, all at the
 //! leader), then the time from SIGKILLing the leader under load to the next
-//! message the cluster acknowledges, kill after kill. Options after `--`,
+//! message the cluster acknowledges, kill after kill, and how soon a
+//! contact on another server hears that someone came online or went
+//! offline. Options after `--`,
 //! or `BENCH_*` environment variables; `--quick` for a short smoke run.
 
 use std::collections::BTreeMap;
@@ -100,6 +102,10 @@ struct Cli {
     /// the next kill.
     #[arg(long, default_value_t = 1.0)]
     settle: f64,
+    /// Times a user opens a stream on one server and closes it while a
+    /// contact on another server waits to hear each.
+    #[arg(long, default_value_t = 20)]
+    presence_rounds: usize,
     /// A check that everything runs: 3 s throughput windows after 0.5 s
     /// warm-up, 3 kills, 0.5 s settling. Overrides those options.
     #[arg(long, env = "BENCH_QUICK", value_parser = clap::builder::BoolishValueParser::new())]
@@ -147,6 +153,8 @@ enum Part {
     All,
     Throughput,
     Failover,
+    /// Only the presence rounds.
+    Presence,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -157,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         cli.drain = 5.0;
         cli.kills = 3;
         cli.settle = 0.5;
+        cli.presence_rounds = 3;
     }
     ensure!(
         (STAMP_LEN..=MAX_BODY).contains(&cli.body),
@@ -256,11 +265,15 @@ async fn bench_cluster(cli: &Cli, machine: &Machine, dir: &Path) -> anyhow::Resu
 async fn measure(cli: &Cli, machine: &Machine, cluster: &mut Cluster) -> anyhow::Result<()> {
     let accounts = make_accounts(cli, cluster).await?;
     let seq = load::sequence();
-    if cli.only != Part::Failover {
+    if matches!(cli.only, Part::All | Part::Throughput) {
         let phases = bench_throughput(cli, machine, cluster, &accounts, &seq).await?;
         print_throughput(cli, &phases);
     }
-    if cli.only != Part::Throughput {
+    if matches!(cli.only, Part::All | Part::Presence) {
+        let rounds = bench_presence(cli, &accounts).await?;
+        print_presence(&rounds);
+    }
+    if matches!(cli.only, Part::All | Part::Failover) {
         let kills = bench_failover(cli, cluster, &accounts, &seq).await?;
         print_failover(cli, &kills);
     }
@@ -272,10 +285,10 @@ async fn make_accounts(cli: &Cli, cluster: &Cluster) -> anyhow::Result<Accounts>
     let names = |prefix: &str, n: usize| -> Vec<String> {
         (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
     };
-    let throughput_senders = if cli.only == Part::Failover {
-        0
-    } else {
+    let throughput_senders = if matches!(cli.only, Part::All | Part::Throughput) {
         cli.senders
+    } else {
+        0
     };
     let senders = create_spread(cluster, names("sender", throughput_senders)).await?;
     let recipients = create_spread(cluster, names("recipient", cli.subscribers.max(1))).await?;
@@ -950,6 +963,121 @@ fn print_failover(cli: &Cli, kills: &[Kill]) {
 }
 
 /// The value at quantile `q` of sorted `values`, by nearest rank.
+/// How long one presence change took to reach the contact: from opening
+/// the stream to hearing "online", from dropping it to hearing "offline".
+struct PresenceRound {
+    online: Duration,
+    offline: Duration,
+}
+
+/// Recipients 0 and 1 (on servers 0 and 1) become contacts; then, round
+/// after round, 0 opens a stream and drops it while 1's stream waits to
+/// hear each change.
+async fn bench_presence(cli: &Cli, accounts: &Accounts) -> anyhow::Result<Vec<PresenceRound>> {
+    use chat_proto::chat_client::ChatClient;
+    use chat_proto::{ListAccountsRequest, SendRequest, SubscribeRequest, event};
+
+    let [a, b] = [&accounts.recipients[0], &accounts.recipients[1]];
+    let mut ca = ChatClient::new(a.channel.clone());
+    let mut cb = ChatClient::new(b.channel.clone());
+    let sent = (ca.send(SendRequest {
+        token: a.token.clone(),
+        to: b.name.clone(),
+        body: "presence".into(),
+        client_msg_id: "presence-bench".into(),
+        ..Default::default()
+    }))
+    .await
+    .context("the presence sender's message failed")?
+    .into_inner();
+    let listed = (cb.list_accounts(ListAccountsRequest {
+        pattern: a.name.clone(),
+        ..Default::default()
+    }))
+    .await?
+    .into_inner();
+    let a_id = listed
+        .accounts
+        .first()
+        .context("no such account")?
+        .account_id;
+    // From now on: the backlog of what came before is not waited for.
+    let from_now = |token: &str| SubscribeRequest {
+        token: token.to_owned(),
+        after: sent.log_position,
+        min_applied: sent.log_position,
+    };
+    let mut watch = cb.subscribe(from_now(&b.token)).await?.into_inner();
+    // Whether `a` is online, as the last presence news said; waits up to
+    // 10 s for news that says `online`.
+    let mut heard = async |online: bool| -> anyhow::Result<()> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await;
+            let event = next
+                .context("no presence news within 10 s")??
+                .context("the watching stream ended")?;
+            if let Some(event::Kind::Presence(p)) = event.kind {
+                let now = if p.online.contains(&a_id) {
+                    true
+                } else if p.offline.contains(&a_id) || p.full {
+                    false
+                } else {
+                    continue;
+                };
+                if now == online {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    heard(false).await?;
+    let mut rounds = Vec::new();
+    for _ in 0..cli.presence_rounds {
+        let opened = Instant::now();
+        let stream = ca.subscribe(from_now(&a.token)).await?.into_inner();
+        heard(true).await?;
+        let online = opened.elapsed();
+        let closed = Instant::now();
+        drop(stream);
+        heard(false).await?;
+        rounds.push(PresenceRound {
+            online,
+            offline: closed.elapsed(),
+        });
+    }
+    Ok(rounds)
+}
+
+fn print_presence(rounds: &[PresenceRound]) {
+    let sorted = |f: fn(&PresenceRound) -> Duration| {
+        let mut v: Vec<Duration> = rounds.iter().map(f).collect();
+        v.sort();
+        v
+    };
+    let (online, offline) = (sorted(|r| r.online), sorted(|r| r.offline));
+    let row = |what: &str, v: &[Duration]| {
+        vec![
+            what.to_owned(),
+            millis(nearest_rank(v, 0.5)),
+            millis(v.last().copied().unwrap_or_default()),
+        ]
+    };
+    println!(
+        "## Presence across servers ({} rounds, a user on server 1, its contact on server 2)",
+        rounds.len()
+    );
+    println!();
+    let mut table = Table::new(&["heard", "p50 ms", "max ms"]);
+    table.row(row("online: from opening the stream", &online));
+    table.row(row("offline: from dropping it", &offline));
+    println!("{table}");
+    println!();
+    println!(
+        "presence target: within 2 s (issue: shown within 2 s to those who share a conversation)"
+    );
+    println!();
+}
+
 fn nearest_rank(values: &[Duration], q: f64) -> Duration {
     let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
