@@ -55,6 +55,8 @@ const LARGE_RESTART_TARGET: Duration = Duration::from_secs(1);
 const LARGE_RSS_TARGET: u64 = 1024 * 1024 * 1024;
 /// With history on disk: RSS while serving over RSS after a restart.
 const LARGE_RSS_RATIO_TARGET: f64 = 1.25;
+/// How long a memory reading waits for the server's RSS to settle.
+const RSS_SETTLE: Duration = Duration::from_secs(20);
 /// The stored messages the history-on-disk targets are stated for.
 const LARGE_TARGET_MESSAGES: u64 = 10_000_000;
 /// TCP connections held open without a byte sent, in the abuse target.
@@ -898,8 +900,9 @@ async fn bench_restart(
             .as_ref()
             .map_or(String::new(), |e| format!(" (first: {e})"))
     );
-    // Memory while serving: the server has just taken every message.
-    let serving_rss = process::rss_of(server.pid());
+    // Memory while serving: the server has just taken every message (and
+    // freed what it was going to free).
+    let serving_rss = process::settled_rss_of(server.pid(), RSS_SETTLE).await;
     let builds: Vec<SnapshotBuild> = (server.stderr_lines().iter())
         .filter_map(|line| SnapshotBuild::parse(line))
         .collect();
@@ -1111,7 +1114,7 @@ async fn restart_once(
         report = server.replay_report();
     }
     let ready = server.ready_after;
-    let rss = process::rss_of(server.pid());
+    let rss = process::settled_rss_of(server.pid(), RSS_SETTLE).await;
     let stopped = stop.stop(server)?;
     Ok(Restart {
         ready,

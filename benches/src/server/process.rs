@@ -387,6 +387,27 @@ pub fn rss_of(pid: u32) -> Option<u64> {
     parse_rss(&status)
 }
 
+/// Resident memory of process `pid` once it has settled: sampled every
+/// half second until it moves by less than 1% between two samples, or
+/// `within` has passed. The allocator returns memory freed in bulk (a
+/// snapshot's read buffer, a snapshot build's copy of the state) to the
+/// system only after a delay; what a user sees a few seconds later is the
+/// settled figure.
+pub async fn settled_rss_of(pid: u32, within: Duration) -> Option<u64> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = rss_of(pid)?;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_of(pid)?;
+        let moved = now.abs_diff(last) as f64 / last.max(1) as f64;
+        last = now;
+        if moved < 0.01 {
+            break;
+        }
+    }
+    Some(last)
+}
+
 /// The `VmRSS:   1234 kB` line of a `status` file, in bytes.
 fn parse_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
