@@ -283,6 +283,12 @@ impl FakeCluster {
         }
     }
 
+    /// Tells `account`'s open streams `event` (news outside the log, such
+    /// as presence, has id 0).
+    pub fn tell(&self, account: u64, event: proto::Event) {
+        lock(&self.state).publish(account, event);
+    }
+
     /// The messages the state holds, in log order.
     pub fn messages(&self) -> Vec<proto::Message> {
         lock(&self.state).messages.clone()

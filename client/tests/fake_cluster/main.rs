@@ -12,6 +12,7 @@ use chat_client::{
     Backoff, Client, ClientConfig, ClientError, Code, ConnectionState, Event, KeepAlive, MessageId,
     Role, Session, Subscription,
 };
+use chat_proto as proto;
 use fake::{FakeCluster, Relay, RunningServer, dead_address};
 
 /// Long enough for any of these tests on a loaded machine; a hang fails.
@@ -607,6 +608,45 @@ async fn every_stream_tells_when_it_is_live() {
             ]
         );
         assert_eq!(a.calls_of("Subscribe")[1].after, sent[0]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn presence_news_is_handed_out_without_moving_the_cursor() {
+    within(async {
+        let (cluster, a, b) = two_servers().await;
+        let (alice_client, alice, bob_client, bob) = alice_and_bob(&a, &b).await;
+        let mut events = bob_client.subscribe(&bob.token, 0).await.unwrap();
+        let first = send_messages(&alice_client, &alice, 1).await;
+        assert_eq!(messages(&mut events, 1).await, first);
+
+        cluster.tell(
+            bob.account_id,
+            proto::Event {
+                id: 0,
+                kind: Some(proto::event::Kind::Presence(proto::Presence {
+                    full: false,
+                    online: vec![alice.account_id],
+                    offline: vec![],
+                })),
+            },
+        );
+        let news = events.next().await.unwrap().unwrap();
+        assert_eq!(
+            news,
+            Event::Presence {
+                full: false,
+                online: vec![alice.account_id],
+                offline: vec![],
+            }
+        );
+        assert_eq!(news.id(), 0);
+        // The cursor is still the message's: a resume starts after it.
+        assert_eq!(events.last_event_id(), first[0]);
+        let second = send_messages(&alice_client, &alice, 1).await;
+        assert_eq!(messages(&mut events, 1).await, second);
+        assert_eq!(events.last_event_id(), second[0]);
     })
     .await;
 }
