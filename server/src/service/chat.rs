@@ -3,7 +3,11 @@
 //! state. Protobuf types are converted in [`super::convert`].
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat_proto as pb;
@@ -11,6 +15,7 @@ use log_format::events::{
     AccountId, CloseReason, ConversationId, Event, GroupChange, MessageId, SessionId,
 };
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -18,7 +23,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::auth::{self, CreationLimit, Hashing, LoginThrottle, SessionActivity, Tarpit};
 use crate::error::ChatError;
-use crate::hub::{Ended, News, StreamItem};
+use crate::hub::{Ended, News, StreamItem, Subscription};
 use crate::node::Node;
 use crate::node::search::Scope;
 use crate::state::{Applied, ChatState, ConversationSummary, MAX_MEMBERS, MessageView, Rejection};
@@ -1031,12 +1036,9 @@ impl ChatService {
         })
     }
 
-    async fn subscribe(
-        &self,
-        req: pb::SubscribeRequest,
-    ) -> Result<ReceiverStream<Result<pb::Event, Status>>, ChatError> {
+    async fn subscribe(&self, req: pb::SubscribeRequest) -> Result<EventStream, ChatError> {
         self.node.wait_applied(req.min_applied).await?;
-        let (session, account, mut sub, applied) = self.node.read(|state| {
+        let (session, account, sub, applied) = self.node.read(|state| {
             let (session, account) = self.signed_in(state, &req.token)?;
             // Registered before the backlog is read, so nothing falls
             // between the two; anything seen twice is dropped by its id
@@ -1047,115 +1049,159 @@ impl ChatService {
             let applied = self.node.applied_cursor();
             Ok::<_, ChatError>((session, account, sub, applied))
         })?;
+        // The backlog is read by a task of its own and sent through a
+        // channel; the live events that follow are taken from the hub by
+        // the response stream itself, one hop less per delivery.
         let (tx, rx) = mpsc::channel(64);
-        let shutdown = self.shutdown.clone();
+        let cursor = Arc::new(AtomicU64::new(BACKLOG_UNFINISHED));
         let node = self.node.clone();
+        let backlog_cursor = Arc::clone(&cursor);
         tokio::spawn(async move {
-            let mut last = req.after;
-            // The backlog, a page at a time, so that a long one is never
-            // held in memory whole.
-            loop {
-                let page =
-                    node.read(|state| state.feed_after(account, last, applied, BACKLOG_PAGE));
-                let (full, end) = (page.len() == BACKLOG_PAGE, page.last().map(|e| e.index));
-                let events = match node.feed_views(page).await {
-                    Ok(events) => events,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                for event in events {
+            if let Some(last) = send_backlog(&node, account, req.after, applied, &tx).await {
+                backlog_cursor.store(last, Ordering::Release);
+            }
+        });
+        let live = LiveEvents {
+            sub,
+            cursor,
+            shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
+            node: self.node.clone(),
+            session,
+            done: false,
+        };
+        Ok(ReceiverStream::new(rx).chain(live))
+    }
+}
+
+/// The response of `Subscribe`: the backlog, then the live events.
+pub type EventStream =
+    tokio_stream::adapters::Chain<ReceiverStream<Result<pb::Event, Status>>, LiveEvents>;
+
+/// The cursor of a backlog that did not finish (it failed, or the client
+/// left): the live events do not follow it.
+const BACKLOG_UNFINISHED: u64 = u64::MAX;
+
+/// Sends `account`'s backlog after `after` (up to `applied`), the
+/// caught-up marker and who is online; the cursor after them, or `None`
+/// if it stopped (an error was sent, or the client left).
+async fn send_backlog(
+    node: &Node,
+    account: AccountId,
+    after: u64,
+    applied: u64,
+    tx: &mpsc::Sender<Result<pb::Event, Status>>,
+) -> Option<u64> {
+    let mut last = after;
+    // A page at a time, so that a long backlog is never held in memory
+    // whole.
+    loop {
+        let page = node.read(|state| state.feed_after(account, last, applied, BACKLOG_PAGE));
+        let (full, end) = (page.len() == BACKLOG_PAGE, page.last().map(|e| e.index));
+        let events = match node.feed_views(page).await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return None;
+            }
+        };
+        for event in events {
+            if event.index <= last {
+                continue;
+            }
+            last = event.index;
+            tx.send(Ok(convert::event(event))).await.ok()?;
+        }
+        // Past entries whose messages were erased meanwhile, too.
+        last = last.max(end.unwrap_or(0));
+        if !full {
+            break;
+        }
+    }
+    last = last.max(applied);
+    tx.send(Ok(convert::caught_up(last))).await.ok()?;
+    // Who is online now; changes follow on the live stream.
+    let presence = News::Presence {
+        full: true,
+        online: node.online_contacts(account),
+        offline: Vec::new(),
+    };
+    tx.send(Ok(convert::news(presence))).await.ok()?;
+    Some(last)
+}
+
+/// The live part of a `Subscribe` stream: each event taken from the hub
+/// and converted when the connection asks for the next one.
+pub struct LiveEvents {
+    sub: Subscription,
+    /// The last event id sent; set by the backlog when it finishes.
+    cursor: Arc<AtomicU64>,
+    shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    node: Node,
+    session: SessionId,
+    done: bool,
+}
+
+impl LiveEvents {
+    /// Ends the stream after this item.
+    fn last_item(&mut self, error: ChatError) -> Poll<Option<Result<pb::Event, Status>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(error.into())))
+    }
+}
+
+impl tokio_stream::Stream for LiveEvents {
+    type Item = Result<pb::Event, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let last = this.cursor.load(Ordering::Acquire);
+        if this.done || last == BACKLOG_UNFINISHED {
+            return Poll::Ready(None);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            return this.last_item(ChatError::Unavailable(format!(
+                "the server is shutting down; resubscribe elsewhere with after={last}"
+            )));
+        }
+        loop {
+            let Poll::Ready(item) = this.sub.rx.poll_recv(cx) else {
+                return Poll::Pending;
+            };
+            match item {
+                Some(StreamItem::Entry(event)) => {
                     if event.index <= last {
                         continue;
                     }
-                    last = event.index;
-                    if tx.send(Ok(convert::event(event))).await.is_err() {
-                        return;
-                    }
+                    this.cursor.store(event.index, Ordering::Release);
+                    return Poll::Ready(Some(Ok(convert::event(event))));
                 }
-                // Past entries whose messages were erased meanwhile, too.
-                last = last.max(end.unwrap_or(0));
-                if !full {
-                    break;
+                Some(StreamItem::News(news)) => return Poll::Ready(Some(Ok(convert::news(news)))),
+                Some(StreamItem::Ended(Ended::SessionClosed)) => {
+                    return this.last_item(ChatError::Unauthenticated(
+                        "the session has ended; log in again".into(),
+                    ));
                 }
-            }
-            last = last.max(applied);
-            if tx.send(Ok(convert::caught_up(last))).await.is_err() {
-                return;
-            }
-            // Who is online now; changes follow on the live stream.
-            let presence = News::Presence {
-                full: true,
-                online: node.online_contacts(account),
-                offline: Vec::new(),
-            };
-            if tx.send(Ok(convert::news(presence))).await.is_err() {
-                return;
-            }
-            loop {
-                let push = tokio::select! {
-                    () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(ChatError::Unavailable(format!(
-                            "the server is shutting down; resubscribe elsewhere with after={last}"
-                        )).into())).await;
-                        return;
-                    }
-                    () = tx.closed() => return,
-                    push = sub.rx.recv() => push,
-                };
-                match push {
-                    Some(StreamItem::Entry(event)) => {
-                        if event.index <= last {
-                            continue;
-                        }
-                        last = event.index;
-                        if tx.send(Ok(convert::event(event))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(StreamItem::News(news)) => {
-                        if tx.send(Ok(convert::news(news))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(StreamItem::Ended(Ended::SessionClosed)) => {
-                        let _ = tx
-                            .send(Err(ChatError::Unauthenticated(
-                                "the session has ended; log in again".into(),
-                            )
-                            .into()))
-                            .await;
-                        return;
-                    }
-                    Some(StreamItem::Ended(Ended::Resync)) => {
-                        let _ = tx
-                            .send(Err(ChatError::Aborted(format!(
-                                "this server caught up from a snapshot; resubscribe with after={last}"
-                            ))
-                            .into()))
-                            .await;
-                        return;
-                    }
-                    None => {
-                        let status = if sub.overflowed() {
-                            ChatError::Aborted(format!(
-                                "this subscriber fell behind and was dropped; resubscribe with after={last}"
-                            ))
-                        } else if node.read(|state| state.session(session).is_none()) {
-                            ChatError::Unauthenticated("the session has ended; log in again".into())
-                        } else {
-                            ChatError::Aborted(format!(
-                                "the stream was interrupted; resubscribe with after={last}"
-                            ))
-                        };
-                        let _ = tx.send(Err(status.into())).await;
-                        return;
-                    }
+                Some(StreamItem::Ended(Ended::Resync)) => {
+                    return this.last_item(ChatError::Aborted(format!(
+                        "this server caught up from a snapshot; resubscribe with after={last}"
+                    )));
+                }
+                None => {
+                    let status = if this.sub.overflowed() {
+                        ChatError::Aborted(format!(
+                            "this subscriber fell behind and was dropped; resubscribe with after={last}"
+                        ))
+                    } else if (this.node).read(|state| state.session(this.session).is_none()) {
+                        ChatError::Unauthenticated("the session has ended; log in again".into())
+                    } else {
+                        ChatError::Aborted(format!(
+                            "the stream was interrupted; resubscribe with after={last}"
+                        ))
+                    };
+                    return this.last_item(status);
                 }
             }
-        });
-        Ok(ReceiverStream::new(rx))
+        }
     }
 }
 
@@ -1227,7 +1273,7 @@ impl pb::chat_server::Chat for ChatService {
         self.answer(ChatService::send(self, r.into_inner()).await)
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::Event, Status>>;
+    type SubscribeStream = EventStream;
 
     async fn subscribe(
         &self,
