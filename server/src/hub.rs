@@ -263,25 +263,15 @@ impl Hub {
         for notice in notices {
             match notice {
                 Fanout::Feed(account, event) => {
-                    if let Some(list) = streams.get_mut(&account) {
-                        list.retain(|s| offer(s, StreamItem::Entry(event.clone())));
-                        if list.is_empty() {
-                            emptied.push(account);
-                        }
-                    }
+                    deliver(&mut streams, account, &event, &mut emptied);
                 }
                 Fanout::Posted { index, to, view } => {
+                    let entry = FeedEntry {
+                        index,
+                        kind: FeedKind::Message(view),
+                    };
                     for account in to {
-                        if let Some(list) = streams.get_mut(&account) {
-                            let entry = FeedEntry {
-                                index,
-                                kind: FeedKind::Message(Arc::clone(&view)),
-                            };
-                            list.retain(|s| offer(s, StreamItem::Entry(entry.clone())));
-                            if list.is_empty() {
-                                emptied.push(account);
-                            }
-                        }
+                        deliver(&mut streams, account, &entry, &mut emptied);
                     }
                 }
                 Fanout::SessionEnded(session) => {
@@ -318,6 +308,22 @@ impl Hub {
             }
         }
         self.drop_emptied(&mut streams, emptied);
+    }
+}
+
+/// Offers `entry` to each of `account`'s streams, dropping those that
+/// cannot take it; notes the account in `emptied` if none is left.
+fn deliver(
+    streams: &mut HashMap<AccountId, Vec<Stream>>,
+    account: AccountId,
+    entry: &FeedEntry,
+    emptied: &mut Vec<AccountId>,
+) {
+    if let Some(list) = streams.get_mut(&account) {
+        list.retain(|s| offer(s, StreamItem::Entry(entry.clone())));
+        if list.is_empty() {
+            emptied.push(account);
+        }
     }
 }
 
