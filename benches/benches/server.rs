@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -276,6 +276,12 @@ enum Part {
     /// stream, memory per stored group and direct message, small groups
     /// beside direct messages at the same rate. Not part of `all`.
     Groups,
+    /// The floor under `groups`: its fan-out, small-group and direct phases
+    /// against `fanout-floor` (built with this bench), a Chat server that
+    /// only hands each message to its members' open streams: no log, no
+    /// disk, no password hashing. What tonic, HTTP/2 and the kernel alone
+    /// cost on this machine. Not part of `all`.
+    GroupsFloor,
 }
 
 impl Part {
@@ -360,7 +366,10 @@ fn main() -> anyhow::Result<()> {
         "--group-rate, --small-group-rate and --group-duration must be positive"
     );
 
-    let machine = Machine::find(&cli.machine)?;
+    let mut machine = Machine::find(&cli.machine)?;
+    if cli.only == Part::GroupsFloor && cli.machine.server_bin.is_none() {
+        machine.binary = PathBuf::from(env!("CARGO_BIN_EXE_fanout-floor"));
+    }
     print_machine(&cli, &machine);
     machine.run(run(&cli, &machine))
 }
@@ -374,6 +383,11 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
     let seq = load::sequence();
     if cli.only == Part::Groups {
         return bench_groups(cli, machine, &seq).await;
+    }
+    if cli.only == Part::GroupsFloor {
+        let dir = data_dir(machine, "server-groups-floor-")?;
+        let outcome = group_load(cli, machine, dir.path(), &seq).await;
+        return keep_if_asked_or_failed(cli, dir, outcome);
     }
     if cli.only == Part::Reads {
         let dir = data_dir(machine, "server-reads-")?;
@@ -626,6 +640,12 @@ fn print_machine(cli: &Cli, machine: &Machine) {
             grouped(cli.read_rate),
             reads::PAGE,
             n = cli.fill_users
+        );
+    } else if cli.only == Part::GroupsFloor {
+        println!(
+            "members: {} accounts, each over its own chat-client connection with a Subscribe \
+             stream; {}-byte bodies; the server is the floor: nothing stored, nothing durable",
+            cli.group_members, cli.body
         );
     } else if cli.only == Part::Groups {
         println!(
