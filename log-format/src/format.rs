@@ -276,12 +276,29 @@ pub struct Record {
 
 /// The CRC a frame carries for these fields.
 pub fn frame_crc(index: u64, term: u64, payload: &[u8]) -> u32 {
+    frame_crc_of_parts(index, term, &[payload])
+}
+
+/// [`frame_crc`] of the payload made of `parts`, one after the other.
+pub fn frame_crc_of_parts(index: u64, term: u64, parts: &[&[u8]]) -> u32 {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut h = crc32fast::Hasher::new();
-    h.update(&(payload.len() as u32).to_le_bytes());
+    h.update(&(len as u32).to_le_bytes());
     h.update(&index.to_le_bytes());
     h.update(&term.to_le_bytes());
-    h.update(payload);
+    for part in parts {
+        h.update(part);
+    }
     h.finalize()
+}
+
+/// Appends a frame's header, for a payload of `len` bytes with this `crc`,
+/// that the caller writes after it.
+pub fn encode_frame_header(out: &mut Vec<u8>, index: u64, term: u64, len: u32, crc: u32) {
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&term.to_le_bytes());
 }
 
 /// Appends the frame of one record to `out` and returns its CRC.
@@ -292,10 +309,7 @@ pub fn encode_frame(out: &mut Vec<u8>, index: u64, term: u64, payload: &[u8]) ->
     debug_assert!(u32::try_from(payload.len()).is_ok());
     let crc = frame_crc(index, term, payload);
     out.reserve(RECORD_HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&index.to_le_bytes());
-    out.extend_from_slice(&term.to_le_bytes());
+    encode_frame_header(out, index, term, payload.len() as u32, crc);
     out.extend_from_slice(payload);
     crc
 }

@@ -19,7 +19,7 @@ use crate::durable::create_atomically;
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
     COMMITTED_FILE, FORMAT_VERSION, FrameRead, PURGED_FILE, RECORD_HEADER_LEN, STATE_MAGIC,
-    encode_frame, read_frame_up_to,
+    encode_frame_header, frame_crc_of_parts, read_frame_up_to,
 };
 use crate::scan::damage_of;
 
@@ -57,7 +57,25 @@ impl StateFile {
 
     /// Writes raw bytes as the value (at most 4 GiB).
     pub fn store_bytes(&self, payload: &[u8]) -> Result<()> {
-        store_framed(&self.path, STATE_MAGIC, 0, payload)
+        store_framed(&self.path, STATE_MAGIC, 0, &[payload])
+    }
+
+    /// Writes the value `(head, bytes)`: what [`store`](Self::store) of a
+    /// struct of `head`'s fields followed by a byte string would write
+    /// (and [`load`](Self::load) reads back as such), but with `bytes`
+    /// written from where they lie, not copied into an encoding first: a
+    /// snapshot's hundreds of MB of encoded state are not held twice.
+    pub fn store_with_bytes<T: Serialize>(&self, head: &T, bytes: &[u8]) -> Result<()> {
+        let encode_error = |source| Error::Decode {
+            what: "cannot encode state",
+            path: self.path.clone(),
+            source,
+        };
+        let mut prefix = postcard::to_stdvec(head).map_err(encode_error)?;
+        // A byte string is its length, as a varint like any length, then
+        // the bytes.
+        prefix.extend(postcard::to_stdvec(&bytes.len()).map_err(encode_error)?);
+        store_framed(&self.path, STATE_MAGIC, 0, &[&prefix, bytes])
     }
 
     /// Reads the value, or `None` if the file does not exist.
@@ -98,22 +116,34 @@ impl std::ops::Deref for StateBytes {
 }
 
 /// Writes a file of `magic`, [`FORMAT_VERSION`], two reserved bytes and one
-/// frame holding `index` and `payload` (at most 4 GiB), atomically. State
-/// files and the archive's hint files are such files.
-pub(crate) fn store_framed(path: &Path, magic: [u8; 8], index: u64, payload: &[u8]) -> Result<()> {
-    if u32::try_from(payload.len()).is_err() {
+/// frame holding `index` and the payload made of `parts` (at most 4 GiB in
+/// all), atomically. State files and the archive's hint files are such
+/// files. The payload is written from its parts, not copied into one
+/// buffer first.
+pub(crate) fn store_framed(path: &Path, magic: [u8; 8], index: u64, parts: &[&[u8]]) -> Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let Ok(len32) = u32::try_from(len) else {
         return Err(Error::PayloadTooLarge {
             index,
-            len: payload.len(),
+            len,
             max: u32::MAX,
         });
-    }
-    let mut bytes = Vec::with_capacity(STATE_HEADER_LEN + RECORD_HEADER_LEN + payload.len());
-    bytes.extend_from_slice(&magic);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&[0, 0]);
-    encode_frame(&mut bytes, index, 0, payload);
-    create_atomically(path, &[&bytes]).map(drop)
+    };
+    let mut head = Vec::with_capacity(STATE_HEADER_LEN + RECORD_HEADER_LEN);
+    head.extend_from_slice(&magic);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&[0, 0]);
+    encode_frame_header(
+        &mut head,
+        index,
+        0,
+        len32,
+        frame_crc_of_parts(index, 0, parts),
+    );
+    let mut all = Vec::with_capacity(parts.len() + 1);
+    all.push(&head[..]);
+    all.extend_from_slice(parts);
+    create_atomically(path, &all).map(drop)
 }
 
 /// Reads a file written by [`store_framed`] with `magic` (a `what`, for
@@ -358,6 +388,43 @@ mod tests {
             .collect();
         f.store_bytes(&big).unwrap();
         assert_eq!(f.load_bytes().unwrap().as_deref(), Some(&big[..]));
+    }
+
+    /// A head and a byte string written from two places make the same
+    /// file as the struct of both stored whole, and read back as it.
+    #[test]
+    fn a_value_stored_with_its_bytes_apart_is_the_value_stored_whole() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Head {
+            id: String,
+            at: u64,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Whole {
+            head: Head,
+            data: Vec<u8>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (apart, whole) = (
+            StateFile::new(dir.path(), "apart"),
+            StateFile::new(dir.path(), "whole"),
+        );
+        for len in [0, 1, 127, 128, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let head = Head {
+                id: format!("snapshot-{len}"),
+                at: len as u64 * 7,
+            };
+            apart.store_with_bytes(&head, &data).unwrap();
+            let value = Whole { head, data };
+            whole.store(&value).unwrap();
+            assert_eq!(
+                fs::read(apart.path()).unwrap(),
+                fs::read(whole.path()).unwrap(),
+                "{len} bytes"
+            );
+            assert_eq!(apart.load::<Whole>().unwrap(), Some(value));
+        }
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub(crate) fn decode(payload: &[u8], first_id: u64) -> Result<SegmentIndex, Stri
 
 /// Writes the hint of the segment at `segment` atomically.
 pub(crate) fn store(segment: &Path, first_id: u64, index: &SegmentIndex) -> Result<()> {
-    store_framed(&hint_path(segment), HINT_MAGIC, first_id, &encode(index))
+    store_framed(&hint_path(segment), HINT_MAGIC, first_id, &[&encode(index)])
 }
 
 /// Reads the hint of the segment at `segment`: `None` when there is none,

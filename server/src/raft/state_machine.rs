@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use anyhow::Context as _;
 use log_format::events::{ArchivedMessage, MessageId, cursor_through, position};
-use log_format::{Archive, Log, StateFile};
+use log_format::{Archive, Log, StateBytes, StateFile};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError, StoredMembership,
@@ -126,11 +126,6 @@ struct Applying {
 }
 
 impl Applying {
-    /// Where applying stands once `snapshot` (if any) is the state.
-    fn of(snapshot: Option<&StoredSnapshot>) -> Applying {
-        snapshot.map_or_else(Applying::default, |s| Applying::at(&s.meta))
-    }
-
     /// Where applying stands once the snapshot described by `meta` is the
     /// state.
     fn at(meta: &SnapshotMeta<NodeId, NodeAddr>) -> Applying {
@@ -170,6 +165,38 @@ struct StoredSnapshotRef<'a> {
     data: &'a [u8],
 }
 
+/// The stored snapshot as its file holds it: the encoded state is used
+/// where it lies in the file's bytes, not copied out of them.
+struct SnapshotOnDisk {
+    meta: SnapshotMeta<NodeId, NodeAddr>,
+    file: StateBytes,
+    /// Where the encoded state lies in `file`.
+    data: std::ops::Range<usize>,
+}
+
+impl SnapshotOnDisk {
+    /// Reads the snapshot stored in `file`, if there is one.
+    fn read(file: &StateFile) -> anyhow::Result<Option<SnapshotOnDisk>> {
+        let Some(bytes) = file.load_bytes()? else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshotRef<'_> = postcard::from_bytes(&bytes)
+            .with_context(|| format!("cannot decode the snapshot in {}", file.path().display()))?;
+        let start = stored.data.as_ptr().addr() - bytes.as_ptr().addr();
+        let data = start..start + stored.data.len();
+        Ok(Some(SnapshotOnDisk {
+            meta: stored.meta,
+            file: bytes,
+            data,
+        }))
+    }
+
+    /// The encoded state, as [`encode_state`] wrote it.
+    fn data(&self) -> &[u8] {
+        &self.file[self.data.clone()]
+    }
+}
+
 /// The stored snapshot, read and decoded: the first half of a restore, which
 /// needs no log (so it can run while the log is opened). Only the state and
 /// what the snapshot is of are kept; its bytes are dropped once decoded.
@@ -185,12 +212,7 @@ pub struct Loaded {
 impl StateMachine {
     /// Reads and decodes the snapshot stored in `dir`, if there is one.
     pub fn load_snapshot(dir: &Path) -> Result<Loaded, anyhow::Error> {
-        let path = dir.join(SNAPSHOT_FILE);
-        let bytes = StateFile::new(dir, SNAPSHOT_FILE).load_bytes()?;
-        let stored: Option<StoredSnapshotRef<'_>> = (bytes.as_deref())
-            .map(postcard::from_bytes)
-            .transpose()
-            .with_context(|| format!("cannot decode the snapshot in {}", path.display()))?;
+        let stored = SnapshotOnDisk::read(&StateFile::new(dir, SNAPSHOT_FILE))?;
         let meta = stored.as_ref().map(|s| s.meta.clone());
         let refused = |e: SnapshotError| {
             anyhow::Error::new(e).context(format!(
@@ -198,7 +220,7 @@ impl StateMachine {
                 dir.join(SNAPSHOT_FILE).display()
             ))
         };
-        match stored.as_ref().map(|s| decode_state(s.data)) {
+        match stored.as_ref().map(|s| decode_state(s.data())) {
             None => Ok(Loaded {
                 meta,
                 state: ChatState::default(),
@@ -307,12 +329,11 @@ impl StateMachine {
     }
 
     /// The stored snapshot, read from disk, if it is the current one.
-    fn load_current(&self) -> anyhow::Result<Option<StoredSnapshot>> {
+    fn load_current(&self) -> anyhow::Result<Option<SnapshotOnDisk>> {
         let Some(meta) = self.shared.current_snapshot.lock().expect("lock").clone() else {
             return Ok(None);
         };
-        let stored: Option<StoredSnapshot> = self.shared.snapshot_file.load()?;
-        match stored {
+        match SnapshotOnDisk::read(&self.shared.snapshot_file)? {
             Some(s) if s.meta == meta => Ok(Some(s)),
             _ => anyhow::bail!(
                 "the snapshot on disk is not the current one, {}",
@@ -437,9 +458,11 @@ impl StateMachine {
         &self,
         snap: StoredSnapshot,
     ) -> Result<SnapshotMeta<NodeId, NodeAddr>, StorageError> {
+        // The same bytes as storing `snap` whole, without a second copy of
+        // its data.
         self.shared
             .snapshot_file
-            .store(&snap)
+            .store_with_bytes(&snap.meta, &snap.data)
             .map_err(|e| StorageIOError::write_snapshot(Some(snap.meta.signature()), &e))?;
         *self.shared.current_snapshot.lock().expect("lock") = Some(snap.meta.clone());
         // Files made to ship the previous snapshot (or received) hold
@@ -530,17 +553,17 @@ fn stored_snapshot(applying: Applying, data: Vec<u8>) -> StoredSnapshot {
 /// that does not hold every record between them.
 fn replay_snapshot(
     log: &Log,
-    base: Option<&StoredSnapshot>,
+    base: Option<&SnapshotOnDisk>,
     target: &Applying,
 ) -> anyhow::Result<Option<StoredSnapshot>> {
     let Some(upto) = target.last_applied else {
         return Ok(None);
     };
     let mut state = match base {
-        Some(b) => decode_state(&b.data)?,
+        Some(b) => decode_state(b.data())?,
         None => ChatState::default(),
     };
-    let mut applying = Applying::of(base);
+    let mut applying = base.map_or_else(Applying::default, |b| Applying::at(&b.meta));
     let start = applying.last_applied.map_or(0, |l| l.index + 1);
     if start > upto.index || log.first_index() > start {
         return Ok(None);
