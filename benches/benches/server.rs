@@ -165,6 +165,12 @@ struct Cli {
     /// Senders (and recipients) made for `--only restart` and `--only reads`.
     #[arg(long, default_value_t = 16)]
     fill_users: usize,
+    /// Recipients each sender writes to while filling, in turn, so that
+    /// every account is in this many direct conversations (at most
+    /// `--fill-users`). `--only restart` makes its recipients without
+    /// logging them in, so 5,000 fill users are 10,000 accounts.
+    #[arg(long, default_value_t = 1)]
+    fill_conversations: usize,
     /// Messages stored before `--only reads` restarts the server and reads:
     /// enough that the body cache holds a small part of them.
     #[arg(long, default_value_t = 3_000_000)]
@@ -332,6 +338,10 @@ fn main() -> anyhow::Result<()> {
         "--senders, --subscribers and --fill-users must be at least 1"
     );
     ensure!(
+        (1..=cli.fill_users).contains(&cli.fill_conversations),
+        "--fill-conversations must be 1 to --fill-users"
+    );
+    ensure!(
         cli.duration > 0.0 && cli.warmup >= 0.0 && cli.drain >= 0.0,
         "durations must be positive"
     );
@@ -397,8 +407,15 @@ async fn run(cli: &Cli, machine: &Machine) -> anyhow::Result<()> {
     if cli.only == Part::Restart {
         let dir = data_dir(machine, "server-restart-")?;
         let server = start_server(machine, dir.path(), &[])?;
-        let (senders, recipients) = make_users(server.addr, cli.fill_users, cli.fill_users).await?;
-        let names = names_of(&recipients);
+        let (senders, names) = make_senders_and_recipients(server.addr, cli.fill_users).await?;
+        // What the accounts, sessions and connections hold before any
+        // message, to set apart from what the messages cost.
+        if let Some(rss) = process::settled_rss_of(server.pid(), RSS_SETTLE).await {
+            eprintln!(
+                "server RSS with the accounts made, before any message: {} MiB",
+                mib(rss)
+            );
+        }
         let restarted =
             bench_restart(cli, machine, dir.path(), server, &senders, &names, 0, &seq).await;
         return keep_if_asked_or_failed(cli, dir, restarted);
@@ -593,6 +610,26 @@ async fn make_users(
     Ok((users, recipients))
 }
 
+/// `n` senders, made and logged in over a connection each, and `n`
+/// recipients only made (they are written to, never read from), so that
+/// thousands of accounts need no more connections than senders.
+async fn make_senders_and_recipients(
+    addr: SocketAddr,
+    n: usize,
+) -> anyhow::Result<(Vec<User>, Vec<String>)> {
+    let started = Instant::now();
+    let senders: Vec<String> = (0..n).map(|i| format!("sender-{i:05}")).collect();
+    let recipients: Vec<String> = (0..n).map(|i| format!("recipient-{i:05}")).collect();
+    let users = load::create_users(addr, &senders, SETUP_CONCURRENCY).await?;
+    groups::create_accounts(addr, &recipients, SETUP_CONCURRENCY).await?;
+    eprintln!(
+        "created {} accounts ({n} logged in) in {:.1} s (argon2, not measured)",
+        2 * n,
+        started.elapsed().as_secs_f64()
+    );
+    Ok((users, recipients))
+}
+
 fn names_of(users: &[User]) -> Vec<String> {
     users.iter().map(|u| u.name.clone()).collect()
 }
@@ -655,8 +692,10 @@ fn print_machine(cli: &Cli, machine: &Machine) {
         );
     } else if cli.only == Part::Restart {
         println!(
-            "users: {n} senders, {n} recipients (no streams), one connection each; \
-             {}-byte bodies; every send durable",
+            "users: {n} senders (a connection each), {n} recipients (not logged in, no \
+             streams); each sender writes to {} of them in turn; {}-byte bodies; every send \
+             durable",
+            cli.fill_conversations,
             cli.body,
             n = cli.fill_users
         );
@@ -896,6 +935,7 @@ async fn bench_restart(
     let config = FillConfig {
         messages: to_send,
         per_sender: cli.fill_in_flight,
+        conversations: cli.fill_conversations,
         body_len: cli.body,
         progress_every: Duration::from_secs(10),
     };
@@ -923,6 +963,7 @@ async fn bench_restart(
     // Memory while serving: the server has just taken every message (and
     // freed what it was going to free).
     let serving_rss = process::settled_rss_of(server.pid(), RSS_SETTLE).await;
+    let peak_rss = process::peak_rss_of(server.pid());
     let builds: Vec<SnapshotBuild> = (server.stderr_lines().iter())
         .filter_map(|line| SnapshotBuild::parse(line))
         .collect();
@@ -1037,6 +1078,13 @@ async fn bench_restart(
             per(restarted),
             serving as f64 / restarted as f64
         );
+        if let Some(peak) = peak_rss {
+            println!(
+                "server peak RSS while filling (VmHWM): {} MiB ({:.0} B per message)",
+                mib(peak),
+                per(peak)
+            );
+        }
         println!();
     }
     let mut ready: Vec<Duration> = runs.iter().map(|r| r.ready).collect();
@@ -1360,6 +1408,7 @@ async fn bench_reads(
     let fill = |messages| FillConfig {
         messages,
         per_sender: cli.fill_in_flight,
+        conversations: cli.fill_conversations,
         body_len: cli.body,
         progress_every: Duration::from_secs(10),
     };

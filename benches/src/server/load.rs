@@ -691,6 +691,11 @@ pub struct FillConfig {
     pub messages: u64,
     /// Sends in flight per sender: enough to keep the server's queue full.
     pub per_sender: usize,
+    /// Recipients each sender writes to, in turn: sender `i` writes to
+    /// `recipients[i]`, `recipients[i + 1]`, ... (wrapping), so that with
+    /// as many senders as recipients every account is in this many direct
+    /// conversations.
+    pub conversations: usize,
     pub body_len: usize,
     /// How often to report progress; filling a large log through a slow
     /// server takes minutes.
@@ -698,7 +703,8 @@ pub struct FillConfig {
 }
 
 /// Gets `config.messages` sends acknowledged as fast as the server takes
-/// them, sender `i` writing to `recipients[i % len]`. Calls `progress` with
+/// them, sender `i` writing to `config.conversations` recipients from
+/// `recipients[i % len]` on, in turn. Calls `progress` with
 /// the count so far every `config.progress_every`.
 pub async fn fill(
     senders: &[User],
@@ -710,6 +716,7 @@ pub async fn fill(
     let FillConfig {
         messages,
         per_sender,
+        conversations,
         body_len,
         progress_every,
     } = *config;
@@ -743,10 +750,13 @@ pub async fn fill(
     };
     let mut loops = JoinSet::new();
     for (i, sender) in senders.iter().enumerate() {
-        for _ in 0..per_sender.max(1) {
+        let peers: Arc<[String]> = (0..conversations.max(1))
+            .map(|k| recipients[(i + k) % recipients.len()].clone())
+            .collect();
+        for first in 0..per_sender.max(1) {
             let mut client = ChatClient::new(sender.channel.clone());
             let token = sender.token.clone();
-            let to = recipients[i % recipients.len()].clone();
+            let peers = Arc::clone(&peers);
             let ctx = Arc::clone(&ctx);
             let (claimed, acked, errors) = (
                 Arc::clone(&claimed),
@@ -755,8 +765,11 @@ pub async fn fill(
             );
             loops.spawn(async move {
                 let mut first_error = None;
+                let mut turn = first;
                 while claimed.fetch_add(1, Ordering::Relaxed) < messages {
-                    match ctx.send(&mut client, &token, &to, Instant::now()).await {
+                    let to = &peers[turn % peers.len()];
+                    turn += 1;
+                    match ctx.send(&mut client, &token, to, Instant::now()).await {
                         Ok(()) => {
                             acked.fetch_add(1, Ordering::Relaxed);
                         }

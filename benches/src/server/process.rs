@@ -410,7 +410,19 @@ pub async fn settled_rss_of(pid: u32, within: Duration) -> Option<u64> {
 
 /// The `VmRSS:   1234 kB` line of a `status` file, in bytes.
 fn parse_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had since it started
+/// (`VmHWM`), e.g. at the height of a snapshot build.
+pub fn peak_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(status.as_str(), "VmHWM:")
+}
+
+/// The value of the `/proc/PID/status` line `key`, given in kB, in bytes.
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -496,6 +508,11 @@ mod tests {
         assert_eq!(parse_rss(status), Some(5120 * 1024));
         assert_eq!(parse_rss("Name:\tx\n"), None);
         assert!(rss_of(std::process::id()).is_some());
+        let status = "VmHWM:\t  7168 kB\nVmRSS:\t  5120 kB\n";
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(7168 * 1024));
+        // Read after the RSS, the peak is at least that.
+        let rss = rss_of(std::process::id()).unwrap();
+        assert!(peak_rss_of(std::process::id()).unwrap() >= rss);
     }
 
     #[test]
