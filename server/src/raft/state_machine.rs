@@ -479,11 +479,10 @@ impl StateMachine {
         let file = self.shared.snapshot_file.clone();
         let wanted = meta.clone();
         let index = Box::new(move || -> std::io::Result<Vec<u8>> {
-            let stored: Option<StoredSnapshot> = file.load().map_err(std::io::Error::other)?;
-            match stored {
-                Some(s) if s.meta == wanted => {
-                    postcard::to_stdvec(&s).map_err(std::io::Error::other)
-                }
+            // The file's value is the encoded `StoredSnapshot`, sent as it
+            // is rather than decoded and encoded again.
+            match SnapshotOnDisk::read(&file).map_err(std::io::Error::other)? {
+                Some(s) if s.meta == wanted => Ok(s.file.to_vec()),
                 _ => Err(std::io::Error::other(format!(
                     "snapshot {} was replaced before it could be sent",
                     wanted.snapshot_id
