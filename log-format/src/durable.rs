@@ -28,6 +28,20 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 /// temp file, fsync, rename over whatever `path` was, fsync of the directory.
 /// Returns the new file, open for reading and writing.
 pub(crate) fn create_atomically(path: &Path, parts: &[&[u8]]) -> Result<File> {
+    create_atomically_with(path, |file, tmp| {
+        for part in parts {
+            file.write_all(part).map_err(Error::io("write", tmp))?;
+        }
+        Ok(())
+    })
+}
+
+/// [`create_atomically`] of what `write` writes to the temp file (given
+/// with its path, for errors). Nothing replaces `path` if `write` fails.
+pub(crate) fn create_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut File, &Path) -> Result<()>,
+) -> Result<File> {
     let tmp = temp_path(path);
     let mut file = OpenOptions::new()
         .read(true)
@@ -36,8 +50,10 @@ pub(crate) fn create_atomically(path: &Path, parts: &[&[u8]]) -> Result<File> {
         .truncate(true)
         .open(&tmp)
         .map_err(Error::io("create", &tmp))?;
-    for part in parts {
-        file.write_all(part).map_err(Error::io("write", &tmp))?;
+    if let Err(e) = write(&mut file, &tmp) {
+        drop(file);
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     file.sync_all().map_err(Error::io("sync", &tmp))?;
     fs::rename(&tmp, path).map_err(Error::io("rename", &tmp))?;

@@ -9,13 +9,15 @@
 //! which records and what to do.
 
 use std::fs;
+use std::io::{self, Write as _};
 use std::ops::RangeInclusive;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::create_atomically;
+use crate::durable::{create_atomically, create_atomically_with};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
     COMMITTED_FILE, FORMAT_VERSION, FrameRead, PURGED_FILE, RECORD_HEADER_LEN, STATE_MAGIC,
@@ -78,6 +80,67 @@ impl StateFile {
         store_framed(&self.path, STATE_MAGIC, 0, &[&prefix, bytes])
     }
 
+    /// [`store_with_bytes`](Self::store_with_bytes) of `len` bytes that
+    /// `write` writes, straight into the file: a value of hundreds of MB
+    /// (a snapshot, encoded as it is written) is never in memory whole.
+    /// The bytes are checksummed as they pass; anything but exactly `len`
+    /// of them is an error, and then the old value stays.
+    pub fn store_with_written_bytes<T: Serialize>(
+        &self,
+        head: &T,
+        len: usize,
+        write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    ) -> Result<()> {
+        let encode_error = |source| Error::Decode {
+            what: "cannot encode state",
+            path: self.path.clone(),
+            source,
+        };
+        let mut prefix = postcard::to_stdvec(head).map_err(encode_error)?;
+        prefix.extend(postcard::to_stdvec(&len).map_err(encode_error)?);
+        let total = prefix.len() + len;
+        let Ok(total32) = u32::try_from(total) else {
+            return Err(Error::PayloadTooLarge {
+                index: 0,
+                len: total,
+                max: u32::MAX,
+            });
+        };
+        create_atomically_with(&self.path, |file, tmp| {
+            let failed = |op| Error::io(op, tmp);
+            // The frame's CRC is written once the bytes it covers are known.
+            let mut header = state_header(STATE_MAGIC);
+            encode_frame_header(&mut header, 0, 0, total32, 0);
+            file.write_all(&header).map_err(failed("write"))?;
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&total32.to_le_bytes());
+            crc.update(&0u64.to_le_bytes());
+            crc.update(&0u64.to_le_bytes());
+            crc.update(&prefix);
+            file.write_all(&prefix).map_err(failed("write"))?;
+            let mut counted = Checksummed {
+                file: &mut *file,
+                crc,
+                written: 0,
+            };
+            {
+                let mut out = io::BufWriter::with_capacity(1 << 20, &mut counted);
+                write(&mut out).map_err(failed("write"))?;
+                out.flush().map_err(failed("write"))?;
+            }
+            if counted.written != len {
+                return Err(failed("write")(io::Error::other(format!(
+                    "{} bytes written where {len} were announced",
+                    counted.written
+                ))));
+            }
+            let crc = counted.crc.finalize();
+            file.write_all_at(&crc.to_le_bytes(), (STATE_HEADER_LEN + 4) as u64)
+                .map_err(failed("write"))
+        })
+        .map(drop)
+    }
+
     /// Reads the value, or `None` if the file does not exist.
     pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         let Some(payload) = self.load_bytes()? else {
@@ -115,6 +178,36 @@ impl std::ops::Deref for StateBytes {
     }
 }
 
+/// A writer into `file` that checksums and counts what passes.
+struct Checksummed<'a> {
+    file: &'a mut fs::File,
+    crc: crc32fast::Hasher,
+    written: usize,
+}
+
+impl io::Write for Checksummed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The bytes a framed file starts with: `magic`, [`FORMAT_VERSION`], two
+/// reserved bytes.
+fn state_header(magic: [u8; 8]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(STATE_HEADER_LEN + RECORD_HEADER_LEN);
+    head.extend_from_slice(&magic);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&[0, 0]);
+    head
+}
+
 /// Writes a file of `magic`, [`FORMAT_VERSION`], two reserved bytes and one
 /// frame holding `index` and the payload made of `parts` (at most 4 GiB in
 /// all), atomically. State files and the archive's hint files are such
@@ -129,10 +222,7 @@ pub(crate) fn store_framed(path: &Path, magic: [u8; 8], index: u64, parts: &[&[u
             max: u32::MAX,
         });
     };
-    let mut head = Vec::with_capacity(STATE_HEADER_LEN + RECORD_HEADER_LEN);
-    head.extend_from_slice(&magic);
-    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    head.extend_from_slice(&[0, 0]);
+    let mut head = state_header(magic);
     encode_frame_header(
         &mut head,
         index,
@@ -156,7 +246,7 @@ pub(crate) fn load_framed(
 ) -> Result<Option<(u64, StateBytes)>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", path)(e)),
     };
     let corrupt = |offset: usize, kind| -> Error {
@@ -405,26 +495,54 @@ mod tests {
             data: Vec<u8>,
         }
         let dir = tempfile::tempdir().unwrap();
-        let (apart, whole) = (
+        let (apart, written, whole) = (
             StateFile::new(dir.path(), "apart"),
+            StateFile::new(dir.path(), "written"),
             StateFile::new(dir.path(), "whole"),
         );
-        for len in [0, 1, 127, 128, 300_000] {
+        for len in [0, 1, 127, 128, 300_000, 3_000_000] {
             let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
             let head = Head {
                 id: format!("snapshot-{len}"),
                 at: len as u64 * 7,
             };
             apart.store_with_bytes(&head, &data).unwrap();
+            // Written in uneven pieces, as an encoder writes.
+            written
+                .store_with_written_bytes(&head, len, |out| {
+                    for piece in data.chunks(1 + len / 7) {
+                        out.write_all(piece)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
             let value = Whole { head, data };
             whole.store(&value).unwrap();
-            assert_eq!(
-                fs::read(apart.path()).unwrap(),
-                fs::read(whole.path()).unwrap(),
-                "{len} bytes"
-            );
+            let expected = fs::read(whole.path()).unwrap();
+            assert_eq!(fs::read(apart.path()).unwrap(), expected, "{len} bytes");
+            assert_eq!(fs::read(written.path()).unwrap(), expected, "{len} bytes");
             assert_eq!(apart.load::<Whole>().unwrap(), Some(value));
         }
+    }
+
+    /// Bytes written that are not as many as announced, or a writer that
+    /// fails, leave the stored value as it was.
+    #[test]
+    fn a_value_written_short_or_long_or_failing_replaces_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path(), "snapshot");
+        f.store_with_bytes(&7u64, b"kept").unwrap();
+        let before = fs::read(f.path()).unwrap();
+        let short = f.store_with_written_bytes(&8u64, 5, |out| out.write_all(b"four"));
+        let long = f.store_with_written_bytes(&8u64, 3, |out| out.write_all(b"four"));
+        let failing = f.store_with_written_bytes(&8u64, 4, |out| {
+            out.write_all(b"fo")?;
+            Err(io::Error::other("the encoder failed"))
+        });
+        for result in [short, long, failing] {
+            assert!(result.is_err());
+        }
+        assert_eq!(fs::read(f.path()).unwrap(), before);
     }
 
     #[test]
