@@ -64,6 +64,9 @@ pub struct Removed {
     pub erased: Vec<MessageId>,
 }
 
+/// Entries a conversation's message list grows by at least.
+const MIN_GROWTH: usize = 4;
+
 /// A message of the conversation: 16 bytes, once per message.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Entry {
@@ -330,6 +333,13 @@ impl Conversation {
     /// Adds message `id` (ids grow with the log); returns the members for
     /// whom it is a new unread message.
     pub fn post(&mut self, id: MessageId, sender: AccountId) -> Vec<AccountId> {
+        if self.messages.len() == self.messages.capacity() {
+            // A quarter more, not twice: the entries are most of the
+            // state, and doubling left a third of their memory unused
+            // (a snapshot loads them at their exact length).
+            let more = (self.messages.len() / 4).max(MIN_GROWTH);
+            self.messages.reserve_exact(more);
+        }
         self.messages.push(Entry { id, sender });
         let mut unread_for = Vec::new();
         for m in &mut self.members {
