@@ -1712,17 +1712,13 @@ fn print_snapshot_builds(builds: &[SnapshotBuild]) {
     }
     println!("snapshots built while the log filled, in order:");
     println!();
-    let mut table = Table::new(&["snapshot", "size MiB", "build ms", "how"]);
+    let mut table = Table::new(&["snapshot", "size MiB", "build ms", "writes paused ms"]);
     for (i, b) in builds.iter().enumerate() {
         table.row(vec![
             (i + 1).to_string(),
             mib(b.bytes),
             grouped(b.took_ms as f64),
-            if b.by_replay {
-                "by replay, writes went on".to_owned()
-            } else {
-                "from the live state, writes paused".to_owned()
-            },
+            grouped(b.writes_paused_ms as f64),
         ]);
     }
     println!("{table}");

@@ -342,31 +342,21 @@ fn field(line: &str, name: &str) -> Option<u64> {
 pub struct SnapshotBuild {
     /// The encoded state.
     pub bytes: u64,
-    /// By replaying the log from the previous snapshot (writes went on), or
-    /// else by encoding the live state (writes paused meanwhile).
-    pub by_replay: bool,
     /// How long it took.
     pub took_ms: u64,
+    /// How long applying waited for it (while the state was copied).
+    pub writes_paused_ms: u64,
 }
 
 impl SnapshotBuild {
     pub fn parse(line: &str) -> Option<SnapshotBuild> {
-        let by_replay = if line.contains("built a snapshot by replaying the log") {
-            true
-        } else if line.contains("built a snapshot from the live state") {
-            false
-        } else {
+        if !line.contains("built a snapshot from a copy of the state") {
             return None;
-        };
-        let took = if by_replay {
-            "elapsed_ms"
-        } else {
-            "writes_paused_ms"
-        };
+        }
         Some(SnapshotBuild {
             bytes: field(line, "bytes")?,
-            by_replay,
-            took_ms: field(line, took)?,
+            took_ms: field(line, "elapsed_ms")?,
+            writes_paused_ms: field(line, "writes_paused_ms")?,
         })
     }
 }
@@ -471,25 +461,15 @@ mod tests {
 
     #[test]
     fn snapshot_lines_give_size_and_time() {
-        let replayed = "2025-01-01T00:00:00Z  INFO chat_server::raft::state_machine: built a \
-                        snapshot by replaying the log; writes went on upto=T1-N1.500000 \
-                        from=T1-N1.0 bytes=10485760 elapsed_ms=1300";
+        let line = "2025-01-01T00:00:00Z  INFO chat_server::raft::state_machine: built a \
+                    snapshot from a copy of the state; writes went on upto=T1-N1.500000 \
+                    bytes=10485760 writes_paused_ms=3 elapsed_ms=1300";
         assert_eq!(
-            SnapshotBuild::parse(replayed),
+            SnapshotBuild::parse(line),
             Some(SnapshotBuild {
                 bytes: 10_485_760,
-                by_replay: true,
-                took_ms: 1300
-            })
-        );
-        let live = "INFO built a snapshot from the live state upto=T1-N1.9 bytes=512 \
-                    writes_paused_ms=4";
-        assert_eq!(
-            SnapshotBuild::parse(live),
-            Some(SnapshotBuild {
-                bytes: 512,
-                by_replay: false,
-                took_ms: 4
+                took_ms: 1300,
+                writes_paused_ms: 3,
             })
         );
         assert_eq!(SnapshotBuild::parse("building a snapshot"), None);

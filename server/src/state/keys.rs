@@ -9,8 +9,11 @@
 //! table that is sorted into the vector once it holds an eighth as many.
 //! A snapshot writes the keys in hash order as differences from the one
 //! before (shorter varints), and reading it back is a sequential push.
+//! The sorted vector is shared: a copy of the state (what a snapshot is
+//! encoded from) shares it until a merge replaces it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use log_format::events::MessageId;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
@@ -33,7 +36,7 @@ const MAX_PRESIZE: usize = 1 << 28;
 #[derive(Debug, Clone, Default)]
 pub struct SentKeys {
     /// Ascending by hash, each hash once.
-    sorted: Vec<(u64, MessageId)>,
+    sorted: Arc<Vec<(u64, MessageId)>>,
     /// Keys added since the last merge; none of them is in `sorted`.
     recent: HashMap<u64, MessageId>,
 }
@@ -60,7 +63,9 @@ impl SentKeys {
     /// Keeps the keys whose message `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(MessageId) -> bool) {
         self.recent.retain(|_, id| keep(*id));
-        self.sorted.retain(|(_, id)| keep(*id));
+        if self.sorted.iter().any(|(_, id)| !keep(*id)) {
+            Arc::make_mut(&mut self.sorted).retain(|(_, id)| keep(*id));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -82,7 +87,7 @@ impl SentKeys {
     fn merge(&mut self) {
         let mut merged = Vec::with_capacity(self.len());
         merged.extend(self.iter());
-        self.sorted = merged;
+        self.sorted = Arc::new(merged);
         self.recent = HashMap::default();
     }
 }
@@ -197,7 +202,7 @@ impl<'de> Visitor<'de> for KeysVisitor {
             sorted.push((key, id));
         }
         Ok(SentKeys {
-            sorted,
+            sorted: Arc::new(sorted),
             recent: HashMap::default(),
         })
     }

@@ -320,12 +320,12 @@ impl Notify<'_> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatState {
     #[serde(deserialize_with = "presized::map")]
-    accounts: HashMap<AccountId, Account>,
+    accounts: HashMap<AccountId, Arc<Account>>,
     /// Lower-cased name to account: uniqueness ignoring case, and the sorted
     /// order of `ListAccounts`.
     by_name: BTreeMap<String, AccountId>,
     #[serde(deserialize_with = "presized::map")]
-    conversations: HashMap<ConversationId, Conversation>,
+    conversations: HashMap<ConversationId, Arc<Conversation>>,
     /// Direct conversations by their members, the lower id first.
     #[serde(deserialize_with = "presized::map")]
     direct: HashMap<(AccountId, AccountId), ConversationId>,
@@ -398,7 +398,7 @@ impl ChatState {
                 self.by_name.insert(key, id);
                 self.accounts.insert(
                     id,
-                    Account {
+                    Arc::new(Account {
                         username: username.clone(),
                         password_hash: password_hash.clone(),
                         created_at_ms: *at_ms,
@@ -406,7 +406,7 @@ impl ChatState {
                         unread: 0,
                         conversations: Vec::new(),
                         deletions: Vec::new(),
-                    },
+                    }),
                 );
                 notify.push(Fanout::AccountCreated(id, username.clone(), *at_ms));
                 Applied::AccountCreated(id)
@@ -570,10 +570,14 @@ impl ChatState {
         notify: &mut Notify<'_>,
     ) -> Applied {
         let id = MessageId(index);
-        let conv = self.conversations.get_mut(&conversation).expect("checked");
+        let conv = self
+            .conversations
+            .get_mut(&conversation)
+            .map(Arc::make_mut)
+            .expect("checked");
         let unread_for = conv.post(id, from);
         for member in unread_for {
-            if let Some(acc) = self.accounts.get_mut(&member) {
+            if let Some(acc) = self.accounts.get_mut(&member).map(Arc::make_mut) {
                 acc.unread += 1;
             }
         }
@@ -638,9 +642,13 @@ impl ChatState {
         }
         let id = ConversationId(index);
         let conv = Conversation::group(index, owner, title.to_owned(), all.clone());
-        self.conversations.insert(id, conv);
+        self.conversations.insert(id, Arc::new(conv));
         for a in &all {
-            let acc = self.accounts.get_mut(a).expect("checked");
+            let acc = self
+                .accounts
+                .get_mut(a)
+                .map(Arc::make_mut)
+                .expect("checked");
             // Conversation ids grow with the log: pushing keeps the order.
             acc.conversations.push(id);
         }
@@ -717,14 +725,22 @@ impl ChatState {
         let mut new_owner = None;
         match change {
             GroupChange::Added(accounts) => {
-                let conv = self.conversations.get_mut(&group).expect("checked");
+                let conv = self
+                    .conversations
+                    .get_mut(&group)
+                    .map(Arc::make_mut)
+                    .expect("checked");
                 let mut added = Vec::new();
                 for a in accounts {
                     if !conv.is_member(*a) {
                         conv.add_member(*a, MessageId(index));
                         told.push(*a);
                         added.push(*a);
-                        let acc = self.accounts.get_mut(a).expect("checked");
+                        let acc = self
+                            .accounts
+                            .get_mut(a)
+                            .map(Arc::make_mut)
+                            .expect("checked");
                         let at = acc.conversations.partition_point(|c| *c < group);
                         acc.conversations.insert(at, group);
                     }
@@ -766,7 +782,7 @@ impl ChatState {
         if let Some(g) = self
             .conversations
             .get_mut(&group)
-            .and_then(|c| c.group_info_mut())
+            .and_then(|c| Arc::make_mut(c).group_info_mut())
         {
             g.notices.push(notice.clone());
         }
@@ -775,7 +791,7 @@ impl ChatState {
     }
 
     fn group_mut(&mut self, group: ConversationId) -> &mut Group {
-        (self.conversations.get_mut(&group))
+        (self.conversations.get_mut(&group).map(Arc::make_mut))
             .and_then(|c| c.group_info_mut())
             .expect("a group")
     }
@@ -785,9 +801,9 @@ impl ChatState {
     /// empty is gone. An owner leaving passes ownership to the first admin,
     /// or else the longest-standing member: who owns it now is returned.
     fn leave_group(&mut self, group: ConversationId, account: AccountId) -> Option<AccountId> {
-        let conv = self.conversations.get_mut(&group)?;
+        let conv = self.conversations.get_mut(&group).map(Arc::make_mut)?;
         let removed = conv.remove_member(account)?;
-        if let Some(acc) = self.accounts.get_mut(&account) {
+        if let Some(acc) = self.accounts.get_mut(&account).map(Arc::make_mut) {
             acc.unread -= removed.unread;
             acc.conversations.retain(|c| *c != group);
         }
@@ -892,13 +908,13 @@ impl ChatState {
         up_to: MessageId,
         notify: &mut Notify<'_>,
     ) -> Applied {
-        let Some(conv) = self.conversations.get_mut(&conversation) else {
+        let Some(conv) = self.conversations.get_mut(&conversation).map(Arc::make_mut) else {
             return Applied::Rejected(Rejection::NoSuchConversation);
         };
         let Some(read) = conv.read(index, account, up_to) else {
             return Applied::Rejected(Rejection::NoSuchConversation);
         };
-        if let Some(acc) = self.accounts.get_mut(&account) {
+        if let Some(acc) = self.accounts.get_mut(&account).map(Arc::make_mut) {
             acc.unread -= read.no_longer_unread;
         }
         for (sender, newest) in read.receipts {
@@ -917,10 +933,10 @@ impl ChatState {
         let id = ConversationId(index);
         let members: &[AccountId] = if a == b { &[a] } else { &[key.0, key.1] };
         self.conversations
-            .insert(id, Conversation::new(members.iter().copied()));
+            .insert(id, Arc::new(Conversation::new(members.iter().copied())));
         self.direct.insert(key, id);
         for member in members {
-            if let Some(acc) = self.accounts.get_mut(member) {
+            if let Some(acc) = self.accounts.get_mut(member).map(Arc::make_mut) {
                 // Conversation ids grow with the log: pushing keeps the order.
                 acc.conversations.push(id);
             }
@@ -935,7 +951,7 @@ impl ChatState {
         up_to: MessageId,
         notify: &mut Notify<'_>,
     ) -> Applied {
-        let Some(acc) = self.accounts.get_mut(&account) else {
+        let Some(acc) = self.accounts.get_mut(&account).map(Arc::make_mut) else {
             return Applied::Rejected(Rejection::NoSuchAccount);
         };
         let old = acc.delivered_up_to;
@@ -947,7 +963,7 @@ impl ChatState {
         // (over every conversation they share: one receipt each).
         let mut receipts: BTreeMap<AccountId, MessageId> = BTreeMap::new();
         for c in &acc.conversations {
-            let Some(conv) = self.conversations.get_mut(c) else {
+            let Some(conv) = self.conversations.get_mut(c).map(Arc::make_mut) else {
                 continue;
             };
             for (sender, newest) in conv.deliver(index, account, old, up_to) {
@@ -1037,7 +1053,11 @@ impl ChatState {
             }) else {
                 continue;
             };
-            let conv = self.conversations.get_mut(c).expect("found");
+            let conv = self
+                .conversations
+                .get_mut(c)
+                .map(Arc::make_mut)
+                .expect("found");
             let Some(hidden) = conv.hide(account, *id) else {
                 continue;
             };
@@ -1052,7 +1072,11 @@ impl ChatState {
         if deleted.is_empty() {
             return Applied::Deleted(0);
         }
-        let acc = self.accounts.get_mut(&account).expect("checked");
+        let acc = self
+            .accounts
+            .get_mut(&account)
+            .map(Arc::make_mut)
+            .expect("checked");
         acc.unread -= no_longer_unread;
         acc.deletions.push((index, deleted.clone()));
         let n = deleted.len() as u64;
@@ -1089,10 +1113,14 @@ impl ChatState {
         for c in &acc.conversations {
             if (self.conversations.get(c)).is_some_and(|conv| conv.group_info().is_some()) {
                 let before = self.erased.len();
-                let conv = self.conversations.get_mut(c).expect("there");
+                let conv = self
+                    .conversations
+                    .get_mut(c)
+                    .map(Arc::make_mut)
+                    .expect("there");
                 for id in conv.sent_by(account) {
                     for member in conv.erase(id) {
-                        if let Some(p) = self.accounts.get_mut(&member) {
+                        if let Some(p) = self.accounts.get_mut(&member).map(Arc::make_mut) {
                             p.unread -= 1;
                         }
                     }
@@ -1111,7 +1139,7 @@ impl ChatState {
                 if let Some(g) = self
                     .conversations
                     .get_mut(c)
-                    .and_then(|c| c.group_info_mut())
+                    .and_then(|c| Arc::make_mut(c).group_info_mut())
                 {
                     g.notices.push(notice.clone());
                     let told = members.into_iter().filter(|m| *m != account).collect();
@@ -1147,7 +1175,7 @@ impl ChatState {
                     ));
                 }
                 let unread = conv.unread_of(member);
-                if let Some(p) = self.accounts.get_mut(&member) {
+                if let Some(p) = self.accounts.get_mut(&member).map(Arc::make_mut) {
                     p.unread -= unread;
                     p.conversations.retain(|x| x != c);
                     p.deletions.retain_mut(|(_, ids)| {
@@ -1161,7 +1189,7 @@ impl ChatState {
             }
         }
         for member in touched {
-            if let Some(p) = self.accounts.get_mut(&member) {
+            if let Some(p) = self.accounts.get_mut(&member).map(Arc::make_mut) {
                 p.deletions.retain_mut(|(_, ids)| {
                     ids.retain(|id| !erased.contains(id));
                     !ids.is_empty()
@@ -1190,13 +1218,13 @@ impl ChatState {
     // ---- queries ---------------------------------------------------------
 
     pub fn account(&self, id: AccountId) -> Option<&Account> {
-        self.accounts.get(&id)
+        self.accounts.get(&id).map(|a| &**a)
     }
 
     /// The account with this name, ignoring case.
     pub fn account_by_name(&self, name: &str) -> Option<(AccountId, &Account)> {
         let id = *self.by_name.get(&name.to_lowercase())?;
-        Some((id, self.accounts.get(&id)?))
+        Some((id, &**self.accounts.get(&id)?))
     }
 
     pub fn session_by_token(&self, token_hash: &TokenHash) -> Option<(SessionId, &Session)> {

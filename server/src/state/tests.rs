@@ -341,6 +341,36 @@ proptest! {
         let restored: ChatState = postcard::from_bytes(&bytes).unwrap();
         prop_assert_eq!(live.fingerprint(), restored.fingerprint());
     }
+
+    /// A copy of the state (what a snapshot encodes while writes go on)
+    /// keeps what it was taken with, byte for byte, whatever the live state
+    /// does after it; it shares its parts with the live state until the
+    /// live state changes them.
+    #[test]
+    fn a_copy_keeps_the_state_it_was_taken_at(
+        before in proptest::collection::vec(action(), 1..60),
+        after in proptest::collection::vec(action(), 1..60),
+    ) {
+        let mut live = ChatState::default();
+        let mut notices = Vec::new();
+        let mut index = 1;
+        for a in &before {
+            let event = event_for(&live, index, a);
+            live.apply(index, &event, &mut notices);
+            index += 1;
+        }
+        let copy = live.clone();
+        let (fingerprint, bytes) = (live.fingerprint(), postcard::to_stdvec(&live).unwrap());
+        for a in &after {
+            let event = event_for(&live, index, a);
+            live.apply(index, &event, &mut notices);
+            check_invariants(&live);
+            index += 1;
+        }
+        prop_assert_eq!(copy.fingerprint(), fingerprint);
+        prop_assert_eq!(postcard::to_stdvec(&copy).unwrap(), bytes);
+        check_invariants(&copy);
+    }
 }
 
 fn created(s: &mut ChatState, index: u64, name: &str) -> AccountId {
