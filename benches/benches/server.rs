@@ -904,6 +904,8 @@ struct Restart {
     last_log_index: u64,
     /// Server RSS once it answered.
     rss: Option<u64>,
+    /// Server RSS once every sender was connected again and answered.
+    rss_connected: Option<u64>,
     /// The stop after it (`--stop`).
     stopped: Duration,
 }
@@ -978,8 +980,7 @@ async fn bench_restart(
     let log_bytes = dir_bytes(dir);
     let mut runs = Vec::new();
     for run in 1..=cli.restart_runs {
-        let restart = match restart_once(machine, dir, &senders[0], &recipients[0], cli.stop).await
-        {
+        let restart = match restart_once(machine, dir, senders, recipients, cli.stop).await {
             Ok(restart) => restart,
             Err(e) => {
                 println!(
@@ -1041,6 +1042,7 @@ async fn bench_restart(
         "replayed",
         "last log index",
         "RSS after restart MiB",
+        "with the senders connected MiB",
         "stop ms",
     ]);
     let field = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| grouped(v as f64));
@@ -1054,6 +1056,7 @@ async fn bench_restart(
             field(r.report.as_ref().and_then(|x| x.replayed)),
             grouped(r.last_log_index as f64),
             r.rss.map_or("n/a".to_owned(), mib),
+            r.rss_connected.map_or("n/a".to_owned(), mib),
             millis(r.stopped),
         ]);
     }
@@ -1078,6 +1081,17 @@ async fn bench_restart(
             per(restarted),
             serving as f64 / restarted as f64
         );
+        let mut connected: Vec<u64> = runs.iter().filter_map(|r| r.rss_connected).collect();
+        connected.sort();
+        if let Some(&connected) = connected.get(connected.len() / 2) {
+            println!(
+                "with the {} senders connected again after the restart: {} MiB (median); \
+                 serving / restarted and connected = {:.2}x",
+                senders.len(),
+                mib(connected),
+                serving as f64 / connected as f64
+            );
+        }
         if let Some(peak) = peak_rss {
             println!(
                 "server peak RSS while filling (VmHWM): {} MiB ({:.0} B per message)",
@@ -1142,13 +1156,18 @@ async fn bench_restart(
 
 /// Starts the server over `dir`, times it to `listening on` and to its
 /// first answer, and stops it again.
+/// Starts the server over `dir`, times its start and reads its RSS: once it
+/// answered a History call of the first sender, and, with more than one
+/// sender, again once every sender is connected again and has made a call
+/// (so that serving and restarted hold the same connections).
 async fn restart_once(
     machine: &Machine,
     dir: &Path,
-    user: &User,
-    peer: &str,
+    senders: &[User],
+    recipients: &[String],
     stop: Stop,
 ) -> anyhow::Result<Restart> {
+    let (user, peer) = (&senders[0], recipients[0].as_str());
     let server = ServerProcess::start(&machine.binary, dir, START_TIMEOUT)?;
     let channel = load::connect(server.addr).await?;
     let history = ChatClient::new(channel.clone())
@@ -1183,6 +1202,33 @@ async fn restart_once(
     }
     let ready = server.ready_after;
     let rss = process::settled_rss_of(server.pid(), RSS_SETTLE).await;
+    let mut rss_connected = None;
+    if senders.len() > 1 {
+        // Each sender on a connection of its own, as in the fill, asks for
+        // the newest message of its first conversation (the fill's order).
+        let addr = server.addr;
+        let asks = senders.iter().enumerate().map(|(i, sender)| {
+            let token = sender.token.clone();
+            let peer = recipients[i % recipients.len()].clone();
+            async move {
+                let channel = load::connect(addr).await?;
+                ChatClient::new(channel.clone())
+                    .history(HistoryRequest {
+                        token,
+                        peer,
+                        before: 0,
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .context("History of a sender connected again after the restart")?;
+                anyhow::Ok(channel)
+            }
+        });
+        let connected = load::in_order(asks, 64, |ask| ask).await?;
+        rss_connected = process::settled_rss_of(server.pid(), RSS_SETTLE).await;
+        drop(connected);
+    }
     let stopped = stop.stop(server)?;
     Ok(Restart {
         ready,
@@ -1190,6 +1236,7 @@ async fn restart_once(
         report,
         last_log_index: status.last_log_index,
         rss,
+        rss_connected,
         stopped,
     })
 }
