@@ -317,6 +317,12 @@ impl Notify<'_> {
 }
 
 /// Everything the server knows, derived from the log.
+///
+/// Cloning it is cheap: accounts, conversations and each sender's sorted
+/// keys are shared (`Arc`), and applying copies one only when it changes it
+/// while a clone (a snapshot being encoded) still holds it
+/// (`Arc::make_mut`). An `Arc` encodes as what it holds, so snapshots are
+/// the same bytes as before these were shared.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatState {
     #[serde(deserialize_with = "presized::map")]
