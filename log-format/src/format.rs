@@ -282,14 +282,22 @@ pub fn frame_crc(index: u64, term: u64, payload: &[u8]) -> u32 {
 /// [`frame_crc`] of the payload made of `parts`, one after the other.
 pub fn frame_crc_of_parts(index: u64, term: u64, parts: &[&[u8]]) -> u32 {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut h = crc32fast::Hasher::new();
-    h.update(&(len as u32).to_le_bytes());
-    h.update(&index.to_le_bytes());
-    h.update(&term.to_le_bytes());
+    let mut h = frame_crc_start(index, term, len as u32);
     for part in parts {
         h.update(part);
     }
     h.finalize()
+}
+
+/// The CRC of a frame of these fields, before its payload: what
+/// [`frame_crc`] computes once fed the payload, for a payload that is
+/// written as it is made.
+pub fn frame_crc_start(index: u64, term: u64, len: u32) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(&index.to_le_bytes());
+    h.update(&term.to_le_bytes());
+    h
 }
 
 /// Appends a frame's header, for a payload of `len` bytes with this `crc`,

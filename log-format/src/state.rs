@@ -21,7 +21,7 @@ use crate::durable::{create_atomically, create_atomically_with};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
     COMMITTED_FILE, FORMAT_VERSION, FrameRead, PURGED_FILE, RECORD_HEADER_LEN, STATE_MAGIC,
-    encode_frame_header, frame_crc_of_parts, read_frame_up_to,
+    encode_frame_header, frame_crc_of_parts, frame_crc_start, read_frame_up_to,
 };
 use crate::scan::damage_of;
 
@@ -68,16 +68,21 @@ impl StateFile {
     /// written from where they lie, not copied into an encoding first: a
     /// snapshot's hundreds of MB of encoded state are not held twice.
     pub fn store_with_bytes<T: Serialize>(&self, head: &T, bytes: &[u8]) -> Result<()> {
+        let prefix = self.prefix_of(head, bytes.len())?;
+        store_framed(&self.path, STATE_MAGIC, 0, &[&prefix, bytes])
+    }
+
+    /// What comes before `len` bytes in the value `(head, bytes)`: `head`,
+    /// then the byte string's length (a varint like any length).
+    fn prefix_of<T: Serialize>(&self, head: &T, len: usize) -> Result<Vec<u8>> {
         let encode_error = |source| Error::Decode {
             what: "cannot encode state",
             path: self.path.clone(),
             source,
         };
         let mut prefix = postcard::to_stdvec(head).map_err(encode_error)?;
-        // A byte string is its length, as a varint like any length, then
-        // the bytes.
-        prefix.extend(postcard::to_stdvec(&bytes.len()).map_err(encode_error)?);
-        store_framed(&self.path, STATE_MAGIC, 0, &[&prefix, bytes])
+        prefix.extend(postcard::to_stdvec(&len).map_err(encode_error)?);
+        Ok(prefix)
     }
 
     /// [`store_with_bytes`](Self::store_with_bytes) of `len` bytes that
@@ -91,13 +96,7 @@ impl StateFile {
         len: usize,
         write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
     ) -> Result<()> {
-        let encode_error = |source| Error::Decode {
-            what: "cannot encode state",
-            path: self.path.clone(),
-            source,
-        };
-        let mut prefix = postcard::to_stdvec(head).map_err(encode_error)?;
-        prefix.extend(postcard::to_stdvec(&len).map_err(encode_error)?);
+        let prefix = self.prefix_of(head, len)?;
         let total = prefix.len() + len;
         let Ok(total32) = u32::try_from(total) else {
             return Err(Error::PayloadTooLarge {
@@ -112,10 +111,7 @@ impl StateFile {
             let mut header = state_header(STATE_MAGIC);
             encode_frame_header(&mut header, 0, 0, total32, 0);
             file.write_all(&header).map_err(failed("write"))?;
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&total32.to_le_bytes());
-            crc.update(&0u64.to_le_bytes());
-            crc.update(&0u64.to_le_bytes());
+            let mut crc = frame_crc_start(0, 0, total32);
             crc.update(&prefix);
             file.write_all(&prefix).map_err(failed("write"))?;
             let mut counted = Checksummed {
