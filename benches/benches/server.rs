@@ -1155,11 +1155,10 @@ async fn bench_restart(
 }
 
 /// Starts the server over `dir`, times it to `listening on` and to its
-/// first answer, and stops it again.
-/// Starts the server over `dir`, times its start and reads its RSS: once it
-/// answered a History call of the first sender, and, with more than one
-/// sender, again once every sender is connected again and has made a call
-/// (so that serving and restarted hold the same connections).
+/// first answer, reads its RSS (once it answered a History call of the
+/// first sender, and, with more than one sender, again once every sender
+/// is connected again and has made a call, so that serving and restarted
+/// hold the same connections), and stops it again.
 async fn restart_once(
     machine: &Machine,
     dir: &Path,
