@@ -66,6 +66,9 @@ pub const COMMITTED_FILE: &str = "raft-committed";
 /// State file holding the last Raft log id purged from the log into a
 /// snapshot, as `Option<`[`RaftLogId`](crate::RaftLogId)`>`.
 pub const PURGED_FILE: &str = "raft-purged";
+/// State file holding the server's latest snapshot of its indexes (the
+/// value's layout is the server's; its framing and CRC are this crate's).
+pub const SNAPSHOT_FILE: &str = "snapshot";
 
 /// Header flag: this segment begins the log. Segments older than a segment
 /// with this flag are left over from an interrupted purge.

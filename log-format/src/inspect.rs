@@ -19,10 +19,10 @@ use crate::events::{
     self, AccountId, ArchivedMessage, EntryBody, Event, GroupChange, KINDS, LogEntry,
 };
 use crate::format::{
-    ARCHIVE_DIR, COMMITTED_FILE, PURGED_FILE, RECORD_HEADER_LEN, SEGMENT_EXTENSION,
+    ARCHIVE_DIR, COMMITTED_FILE, PURGED_FILE, RECORD_HEADER_LEN, SEGMENT_EXTENSION, SNAPSHOT_FILE,
 };
 use crate::scan::{Scan, scan_dir};
-use crate::state::{RaftLogId, RaftMarks};
+use crate::state::{RaftLogId, RaftMarks, StateFile};
 
 /// The log (and the archive, when there is one) is clean.
 pub const EXIT_CLEAN: u8 = 0;
@@ -67,11 +67,13 @@ pub enum Command {
     /// Check every segment header, the chain between segments, every record's CRC,
     /// and that the log still holds every record its raft-committed file says was committed;
     /// then the message archive in DIR/archive, when there is one: headers, CRCs, ids
-    /// increasing within and across segments, and that each hint file matches its segment
+    /// increasing within and across segments, and that each hint file matches its segment;
+    /// then the snapshot file, when there is one: its frame and CRC
     #[command(
         after_help = "Exit status: 0 clean; 3 torn tail only (a crash mid-write, \
-        which chat-server repairs at its next start); 4 corrupted (the log or the archive, \
-        including an archive hint file that does not match its segment); 5 intact but with \
+        which chat-server repairs at its next start); 4 corrupted (the log, the archive, \
+        including an archive hint file that does not match its segment, or the snapshot \
+        file); 5 intact but with \
         payloads this build cannot decode; 6 acknowledged records missing (the log \
         ends before the index in raft-committed; chat-server will not start on it); \
         1 the check could not run."
@@ -383,6 +385,7 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
         ));
     }
     let archive = verify_archive(dir, &mut out);
+    let snapshot = verify_snapshot(dir, &mut out);
     out.finish()?;
     let next_index = result.as_ref().ok().and_then(Scan::next_index);
     let status = report_outcome(result, true)?;
@@ -394,6 +397,14 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
         && let Some(code) = report_marks(dir, marks, next_index)?
     {
         return Ok(code);
+    }
+    match snapshot {
+        Ok(()) => {}
+        Err(e @ Error::Corrupt(_)) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(EXIT_CORRUPT));
+        }
+        Err(e) => return Err(e.into()),
     }
     // Corruption anywhere outweighs a torn tail anywhere.
     for code in [EXIT_CORRUPT, EXIT_TORN_TAIL] {
@@ -430,6 +441,19 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(EXIT_CLEAN))
+}
+
+/// Checks the frame and CRC of the snapshot file, when there is one, and
+/// writes a line for it to `out`. (What it holds is the server's layout:
+/// the server decodes it at start-up.)
+fn verify_snapshot(dir: &Path, out: &mut Out) -> crate::Result<()> {
+    if let Some(value) = StateFile::new(dir, SNAPSHOT_FILE).load_bytes()? {
+        out.line(format_args!(
+            "{SNAPSHOT_FILE}  {} bytes, checksum ok",
+            value.len()
+        ));
+    }
+    Ok(())
 }
 
 /// What `verify` found in the archive.

@@ -29,7 +29,7 @@ pub use crate::archive::{
 };
 pub use crate::durable::LOCK_FILE_NAME;
 pub use crate::error::{Corruption, CorruptionKind, Error, Result};
-pub use crate::format::{COMMITTED_FILE, PURGED_FILE, Record, VOTE_FILE};
+pub use crate::format::{COMMITTED_FILE, PURGED_FILE, Record, SNAPSHOT_FILE, VOTE_FILE};
 pub use crate::log::{Log, LogConfig, LogIter, OpenReport, Ticket};
 pub use crate::scan::{SPARSE_EVERY, Scan, ScannedSegment, TornTail, scan_dir};
 pub use crate::state::{

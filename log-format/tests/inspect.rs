@@ -11,7 +11,8 @@ use log_format::inspect::{
     EXIT_CLEAN, EXIT_COMMITTED_MISSING, EXIT_CORRUPT, EXIT_TORN_TAIL, EXIT_UNDECODABLE,
 };
 use log_format::{
-    Archive, ArchiveConfig, COMMITTED_FILE, Log, LogConfig, RaftLogId, Record, StateFile,
+    Archive, ArchiveConfig, COMMITTED_FILE, Log, LogConfig, RaftLogId, Record, SNAPSHOT_FILE,
+    StateFile,
 };
 
 fn inspect(args: &[&str]) -> Output {
@@ -322,6 +323,36 @@ fn verify_reports_clean_torn_and_corrupt_with_distinct_codes() {
     assert_eq!(out.status.code(), Some(4));
     let out = inspect(&["stats", d]);
     assert_eq!(out.status.code(), Some(4));
+}
+
+/// verify checks the snapshot file's frame and CRC beside the log: listed
+/// when intact, corruption (exit 4) naming the file when a byte flipped.
+#[test]
+fn verify_checks_the_snapshot_file() {
+    let dir = tempfile::tempdir().unwrap();
+    chat_log(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let snapshot = StateFile::new(dir.path(), SNAPSHOT_FILE);
+    snapshot.store_bytes(&[7u8; 1000]).unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("snapshot  1000 bytes, checksum ok"),
+        "{}",
+        stdout(&out)
+    );
+
+    let mut bytes = fs::read(snapshot.path()).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(snapshot.path(), bytes).unwrap();
+    let out = inspect(&["verify", d]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&snapshot.path().display().to_string()),
+        "{err}"
+    );
 }
 
 /// A log of blank records `0..total` in one segment, then cut at the start

@@ -44,8 +44,7 @@ use super::{NodeAddr, NodeId, RaftEntry, StorageError, TypeConfig, record_to_ent
 use crate::hub::{Ended, Hub};
 use crate::state::{Applied, ChatState, Fanout};
 
-/// The state file holding the latest snapshot.
-pub const SNAPSHOT_FILE: &str = "snapshot";
+pub use log_format::SNAPSHOT_FILE;
 /// Present while a snapshot from the leader replaces the archive: a crash
 /// then leaves an archive that matches neither snapshot.
 pub const INSTALLING_FILE: &str = "installing-snapshot";
