@@ -69,8 +69,9 @@ struct RunArgs {
     /// (lets a briefly lagging replica catch up from the log, not a snapshot)
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     snapshot_keep: u64,
-    /// Mebibytes of message bodies kept in memory; older ones are read from
-    /// the archive on disk (0: every read goes to disk)
+    /// Mebibytes of memory for recent message bodies, counted with what it
+    /// takes to keep them; older ones are read from the archive on disk (0:
+    /// every read goes to disk)
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     body_cache: u64,
     /// Password hashes and checks run at once (default: one per core)
