@@ -13,10 +13,12 @@ use log_format::events::{CloseReason, Event};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::http;
 
 mod auth;
 mod config;
 mod error;
+mod headers;
 mod hub;
 mod listener;
 mod node;
@@ -163,7 +165,9 @@ impl Server {
         };
         let served = builder
             .layer(tower::util::MapResponseLayer::new(
-                error::correct_transport_status::<tonic::body::Body>,
+                |response: http::Response<tonic::body::Body>| {
+                    headers::date_not_indexed(error::correct_transport_status(response))
+                },
             ))
             .add_service(health_service)
             .add_service(reflection_v1)
