@@ -13,6 +13,7 @@ pub const MAX_MEMBERS: usize = 1000;
 pub struct Conversation {
     members: Vec<Member>,
     /// Every message some member can still see, ascending by id.
+    #[serde(deserialize_with = "super::presized::vec")]
     messages: Vec<Entry>,
     /// What makes it a group; `None` for a direct conversation.
     group: Option<Box<Group>>,
@@ -562,5 +563,27 @@ impl Conversation {
                 e.id
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot loads a long conversation at its exact length, in one
+    /// allocation: serde's own `Vec` caps its first one at 1 MiB (65,536
+    /// entries) and doubles from there.
+    #[test]
+    fn a_long_conversation_loads_at_its_exact_length() {
+        let (a, b) = (AccountId(1), AccountId(2));
+        let mut conv = Conversation::new([a, b]);
+        for i in 1..=100_000 {
+            conv.post(MessageId(i), if i % 2 == 0 { a } else { b });
+        }
+        let bytes = postcard::to_allocvec(&conv).expect("encodes");
+        let back: Conversation = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back.messages.len(), 100_000);
+        assert_eq!(back.messages.capacity(), 100_000);
+        back.check();
     }
 }
