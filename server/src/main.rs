@@ -189,6 +189,27 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// Asks the allocator once a second to return what it freed. mimalloc
+/// hands freed memory back to the system after a delay (1 s), but only
+/// checks when some thread next allocates, so an idle server kept whatever
+/// its last burst freed: after a start that replayed the log, ~100 MiB of
+/// the reader's buffers (BENCHMARKS.md, "Memory and restart"). A check
+/// with nothing due costs a clock read.
+#[allow(unsafe_code)] // the one use in the workspace: see ARCHITECTURE.md
+fn return_freed_memory() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            // SAFETY: `mi_collect` takes no arguments that point anywhere
+            // and may be called from any thread at any time; it only gives
+            // back memory the allocator holds unused.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -216,6 +237,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    return_freed_memory();
     let mut config = chat_server::Config::new(&args.data);
     config.session_idle = args.session_idle;
     config.snapshot_every = args.snapshot_every;
