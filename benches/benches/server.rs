@@ -57,6 +57,8 @@ const LARGE_RSS_TARGET: u64 = 1024 * 1024 * 1024;
 const LARGE_RSS_RATIO_TARGET: f64 = 1.25;
 /// How long a memory reading waits for the server's RSS to settle.
 const RSS_SETTLE: Duration = Duration::from_secs(20);
+/// How long the serving reading waits for a snapshot build to end.
+const BUILD_WAIT: Duration = Duration::from_secs(60);
 /// The stored messages the history-on-disk targets are stated for.
 const LARGE_TARGET_MESSAGES: u64 = 10_000_000;
 /// TCP connections held open without a byte sent, in the abuse target.
@@ -963,7 +965,16 @@ async fn bench_restart(
             .map_or(String::new(), |e| format!(" (first: {e})"))
     );
     // Memory while serving: the server has just taken every message (and
-    // freed what it was going to free).
+    // freed what it was going to free). A snapshot build the last sends
+    // set off holds, while it runs, the parts of the state applying
+    // changed since it copied them: that is the peak reading (VmHWM),
+    // and the serving reading waits for the build to end.
+    if !server.builds_ended(BUILD_WAIT).await {
+        eprintln!(
+            "  a snapshot build was still running after {} s; reading RSS during it",
+            BUILD_WAIT.as_secs()
+        );
+    }
     let serving_rss = process::settled_rss_of(server.pid(), RSS_SETTLE).await;
     let peak_rss = process::peak_rss_of(server.pid());
     let builds: Vec<SnapshotBuild> = (server.stderr_lines().iter())

@@ -220,6 +220,26 @@ impl ServerProcess {
         }
     }
 
+    /// Waits up to `within` until every snapshot build the server has
+    /// logged beginning has logged its end; `false` if one still runs.
+    pub async fn builds_ended(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (begun, ended) = {
+                let lines = self.stderr.lock().expect("stderr lock");
+                let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+                (count("building a snapshot"), count("built a snapshot"))
+            };
+            if ended >= begun {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The lines written to standard error so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().expect("stderr lock").clone()
