@@ -359,11 +359,12 @@ impl Conversation {
         m.sees(id).then_some(e.sender)
     }
 
-    /// `account` acknowledged delivery up to `up_to` (it had up to `old`):
-    /// for each sender of newly delivered messages, the newest of them.
-    pub fn deliver(
-        &mut self,
-        index: u64,
+    /// For each sender of messages to `account` in `old < id <= up_to`
+    /// (those it can see since it joined), the newest of them: what
+    /// acknowledging delivery up to `up_to` newly delivers. Empty when
+    /// `account` is not a member.
+    pub fn newly_delivered(
+        &self,
         account: AccountId,
         old: MessageId,
         up_to: MessageId,
@@ -380,11 +381,15 @@ impl Conversation {
                 newest.insert(e.sender, e.id);
             }
         }
-        if let Some(last) = newest.values().max().copied() {
-            let m = self.member_mut(account).expect("checked");
-            m.delivered_receipt = Some((last, index));
-        }
         newest.into_iter().collect()
+    }
+
+    /// Records that the receipt at log position `index` delivered to
+    /// `account` up to `newest` (from [`Conversation::newly_delivered`]).
+    pub fn set_delivered(&mut self, index: u64, account: AccountId, newest: MessageId) {
+        if let Some(m) = self.member_mut(account) {
+            m.delivered_receipt = Some((newest, index));
+        }
     }
 
     /// `account` read up to `up_to`; `None` when it is not a member.

@@ -914,9 +914,15 @@ impl ChatState {
         up_to: MessageId,
         notify: &mut Notify<'_>,
     ) -> Applied {
-        let Some(conv) = self.conversations.get_mut(&conversation).map(Arc::make_mut) else {
+        let Some(conv) = self.conversations.get(&conversation) else {
             return Applied::Rejected(Rejection::NoSuchConversation);
         };
+        if conv.is_member(account) && up_to <= conv.read_up_to(account) {
+            // Nothing newly read: the conversation is left as it is, not
+            // copied from under a snapshot being built.
+            return Applied::Unread(conv.unread_of(account));
+        }
+        let conv = Arc::make_mut(self.conversations.get_mut(&conversation).expect("found"));
         let Some(read) = conv.read(index, account, up_to) else {
             return Applied::Rejected(Rejection::NoSuchConversation);
         };
@@ -969,12 +975,23 @@ impl ChatState {
         // (over every conversation they share: one receipt each).
         let mut receipts: BTreeMap<AccountId, MessageId> = BTreeMap::new();
         for c in &acc.conversations {
-            let Some(conv) = self.conversations.get_mut(c).map(Arc::make_mut) else {
+            // Looked at first and changed only if something was delivered
+            // in it: a conversation a snapshot being built still shares is
+            // copied when changed, and an account's receipt spans them all.
+            let Some(delivered) = (self.conversations.get(c))
+                .map(|conv| conv.newly_delivered(account, old, up_to))
+                .filter(|d| !d.is_empty())
+            else {
                 continue;
             };
-            for (sender, newest) in conv.deliver(index, account, old, up_to) {
+            let mut last = MessageId(0);
+            for (sender, newest) in delivered {
                 let at = receipts.entry(sender).or_default();
                 *at = (*at).max(newest);
+                last = last.max(newest);
+            }
+            if let Some(conv) = self.conversations.get_mut(c).map(Arc::make_mut) {
+                conv.set_delivered(index, account, last);
             }
         }
         if let Some(acc) = self.accounts.get(&account)

@@ -1060,3 +1060,57 @@ fn deleting_an_account_leaves_its_groups() {
     assert_eq!(s.account(cy).unwrap().unread, 1);
     check_invariants(&s);
 }
+
+/// While a snapshot's copy shares the state, a receipt copies only the
+/// conversations it changes: a delivery receipt spans every conversation
+/// of its account, and copying them all on each one held ~60 MiB more
+/// through each snapshot build at 1M messages (BENCHMARKS.md).
+#[test]
+fn a_receipt_copies_only_the_conversations_it_changes() {
+    let mut s = ChatState::default();
+    let b = created(&mut s, 1, "b");
+    let peers: Vec<AccountId> = (0..5)
+        .map(|i| created(&mut s, 2 + i, &format!("p{i}")))
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        send(&mut s, 10 + i as u64, *p, b, &format!("k{i}"));
+    }
+    let shared = |live: &ChatState, copy: &ChatState, p: AccountId| {
+        let c = live.direct[&direct_key(p, b)];
+        Arc::ptr_eq(&live.conversations[&c], &copy.conversations[&c])
+    };
+    let copy = s.clone();
+    // Delivered up to the first peer's message: only that conversation.
+    s.apply(
+        20,
+        &Event::DeliveredUpTo {
+            account: b,
+            up_to: MessageId(10),
+            at_ms: 0,
+        },
+        &mut Vec::new(),
+    );
+    assert!(!shared(&s, &copy, peers[0]));
+    assert!(peers[1..].iter().all(|p| shared(&s, &copy, *p)));
+
+    // Read up to the second peer's message, then the same again: the
+    // repeat changes nothing and copies nothing.
+    let read = |s: &mut ChatState, index| {
+        s.apply(
+            index,
+            &Event::ReadUpTo {
+                account: b,
+                peer: peers[1],
+                up_to: MessageId(11),
+                at_ms: 0,
+            },
+            &mut Vec::new(),
+        )
+    };
+    assert!(matches!(read(&mut s, 21), Applied::Unread(0)));
+    assert!(!shared(&s, &copy, peers[1]));
+    let copy = s.clone();
+    assert!(matches!(read(&mut s, 22), Applied::Unread(0)));
+    assert!(peers.iter().all(|p| shared(&s, &copy, *p)));
+    check_invariants(&s);
+}
