@@ -651,21 +651,32 @@ impl Log {
         }
         if st.segments[0].first_index < index {
             // Purged records share a segment with kept ones: rewrite that
-            // segment without them, so purged content leaves the disk.
+            // segment without them, so purged content leaves the disk. The
+            // kept records are copied file to file (by the kernel where it
+            // can), not through a buffer: a segment is 64 MiB, and that
+            // buffer was freed just after a snapshot build, into memory the
+            // allocator kept.
             let seg = &st.segments[0];
             let (offset, prev_crc) = locate(seg, index)?;
-            let mut kept = vec![0u8; (seg.len - offset) as usize];
-            seg.file
-                .read_exact_at(&mut kept, offset)
-                .map_err(Error::io("read segment", &seg.path))?;
             let header = SegmentHeader {
                 prev_last_crc: prev_crc,
                 ..SegmentHeader::base(self.shared.log_id, index)
             };
-            let mut new = create_segment_with(&self.shared.dir, header, &kept)?;
+            let mut new =
+                create_segment_from(&self.shared.dir, header, &seg.path, offset..seg.len)?;
             new.next_index = seg.next_index;
             new.last_crc = seg.last_crc;
-            new.sparse = sparse_of(&kept, index);
+            // The kept records keep their sparse entries, moved with them;
+            // the first record starts the new segment.
+            let moved = |at: u64| at - offset + SEGMENT_HEADER_LEN as u64;
+            new.sparse = std::iter::once((index, SEGMENT_HEADER_LEN as u64))
+                .chain(
+                    seg.sparse
+                        .iter()
+                        .filter(|(i, _)| *i > index)
+                        .map(|&(i, at)| (i, moved(at))),
+                )
+                .collect();
             let old = std::mem::replace(&mut st.segments[0], new);
             fs::remove_file(&old.path).map_err(Error::io("remove segment", &old.path))?;
             sync_dir(&self.shared.dir)?;
@@ -885,35 +896,55 @@ fn header_prev_crc(seg: &Segment) -> Result<u32> {
         })
 }
 
-/// The sparse index of `frames` (whole, checked frames) starting at record
-/// `first_index` right after a segment header.
-fn sparse_of(frames: &[u8], first_index: u64) -> Vec<(u64, u64)> {
-    let mut sparse = Vec::new();
-    let mut pos = 0;
-    while let FrameRead::Frame(f) = read_frame(&frames[pos..]) {
-        if (f.index - first_index).is_multiple_of(SPARSE_EVERY) {
-            sparse.push((f.index, (SEGMENT_HEADER_LEN + pos) as u64));
-        }
-        pos += f.len();
-    }
-    sparse
-}
-
 /// Creates a segment atomically: temp file, header, fsync, rename, fsync of
 /// the directory.
 fn create_segment(dir: &Path, header: SegmentHeader) -> Result<Segment> {
-    create_segment_with(dir, header, &[])
-}
-
-/// Creates a segment holding `frames` after its header, atomically.
-fn create_segment_with(dir: &Path, header: SegmentHeader, frames: &[u8]) -> Result<Segment> {
     let path = dir.join(segment_file_name(header.first_index));
-    let file = create_atomically(&path, &[&header.encode(), frames])?;
+    let file = create_atomically(&path, &[&header.encode()])?;
     Ok(Segment {
         first_index: header.first_index,
         path,
         file: Arc::new(file),
-        len: (SEGMENT_HEADER_LEN + frames.len()) as u64,
+        len: SEGMENT_HEADER_LEN as u64,
+        next_index: header.first_index,
+        last_crc: header.prev_last_crc,
+        sparse: Vec::new(),
+    })
+}
+
+/// Creates a segment holding the frames at `span` of the segment file
+/// `from` after its header, atomically.
+fn create_segment_from(
+    dir: &Path,
+    header: SegmentHeader,
+    from: &Path,
+    span: Range<u64>,
+) -> Result<Segment> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let path = dir.join(segment_file_name(header.first_index));
+    let len = span.end - span.start;
+    let file = crate::durable::create_atomically_with(&path, |file, tmp| {
+        file.write_all(&header.encode())
+            .map_err(Error::io("write", tmp))?;
+        let mut source = File::open(from).map_err(Error::io("open segment", from))?;
+        source
+            .seek(SeekFrom::Start(span.start))
+            .map_err(Error::io("read segment", from))?;
+        let copied = std::io::copy(&mut source.take(len), file).map_err(Error::io("write", tmp))?;
+        if copied != len {
+            let short = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{copied} of {len} bytes copied"),
+            );
+            return Err(Error::io("read segment", from)(short));
+        }
+        Ok(())
+    })?;
+    Ok(Segment {
+        first_index: header.first_index,
+        path,
+        file: Arc::new(file),
+        len: SEGMENT_HEADER_LEN as u64 + len,
         next_index: header.first_index,
         last_crc: header.prev_last_crc,
         sparse: Vec::new(),
