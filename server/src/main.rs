@@ -189,14 +189,29 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Asks the allocator once a second to return what it freed. mimalloc
-/// hands freed memory back to the system after a delay (1 s), but only
-/// checks when some thread next allocates, so an idle server kept whatever
-/// its last burst freed: after a start that replayed the log, ~100 MiB of
-/// the reader's buffers (BENCHMARKS.md, "Memory and restart"). A check
-/// with nothing due costs a clock read.
-#[allow(unsafe_code)] // the one use in the workspace: see ARCHITECTURE.md
+/// mimalloc's `mi_option_purge_delay` (its enum's 16th entry, in v2 and
+/// v3; the crate names no constant for it; checked by a test).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Has the allocator return freed memory to the system at once, and
+/// checks once a second for any it still holds.
+///
+/// mimalloc v3 waits 1 s before it returns a freed page, and checks only
+/// when some thread next allocates; a burst of batch and connection
+/// buffers right after each snapshot build left ~100 MiB of freed pages
+/// held through the next second, then the next build's burst reused few
+/// of them: at 1M messages, 500 MiB serving over 316 MiB in use, and
+/// 400 MiB with no delay (BENCHMARKS.md, "Memory and restart"). No
+/// delay cost no send throughput there (three runs each way, within 1%).
+/// An idle server still kept what its last burst freed until this asked
+/// it to check. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+#[allow(unsafe_code)] // the workspace's one place for it: see ARCHITECTURE.md
 fn return_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets an integer option; callable from any thread at any
+        // time, and read by the allocator on each purge decision.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
     tokio::spawn(async {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -393,6 +408,20 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The option index set at start-up is the purge delay: mimalloc v3's
+    /// default for it is 1,000 ms, and the environment's value wins.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_the_one_set() {
+        let expected = std::env::var("MIMALLOC_PURGE_DELAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        // SAFETY: reads an integer option.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, expected);
+    }
 
     #[test]
     fn peer_lists() {
