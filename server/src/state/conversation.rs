@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use log_format::events::{AccountId, GroupChange, MessageId};
 use serde::{Deserialize, Serialize};
 
+use super::messages::{Entry, Messages};
+
 /// The most members a group can have.
 pub const MAX_MEMBERS: usize = 1000;
 
@@ -13,8 +15,7 @@ pub const MAX_MEMBERS: usize = 1000;
 pub struct Conversation {
     members: Vec<Member>,
     /// Every message some member can still see, ascending by id.
-    #[serde(deserialize_with = "super::presized::vec")]
-    messages: Vec<Entry>,
+    messages: Messages,
     /// What makes it a group; `None` for a direct conversation.
     group: Option<Box<Group>>,
 }
@@ -63,16 +64,6 @@ pub struct Removed {
     pub unread: u64,
     /// Messages no member can see any more, gone from the conversation.
     pub erased: Vec<MessageId>,
-}
-
-/// Entries a conversation's message list grows by at least.
-const MIN_GROWTH: usize = 4;
-
-/// A message of the conversation: 16 bytes, once per message.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Entry {
-    id: MessageId,
-    sender: AccountId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,7 +128,7 @@ impl Conversation {
                     hidden: Vec::new(),
                 })
                 .collect(),
-            messages: Vec::new(),
+            messages: Messages::default(),
             group: None,
         }
     }
@@ -237,8 +228,7 @@ impl Conversation {
         let Some(pos) = self.position(id) else {
             return Vec::new();
         };
-        let sender = self.messages[pos].sender;
-        self.messages.remove(pos);
+        let sender = self.messages.remove(pos).sender;
         let mut was_unread = Vec::new();
         for m in &mut self.members {
             if let Ok(at) = m.hidden.binary_search(&id) {
@@ -320,7 +310,8 @@ impl Conversation {
     }
 
     fn position(&self, id: MessageId) -> Option<usize> {
-        self.messages.binary_search_by_key(&id, |e| e.id).ok()
+        let at = self.messages.partition_point(|e| e.id < id);
+        (at < self.messages.len() && self.messages.get(at).id == id).then_some(at)
     }
 
     pub fn unread_of(&self, account: AccountId) -> u64 {
@@ -334,13 +325,6 @@ impl Conversation {
     /// Adds message `id` (ids grow with the log); returns the members for
     /// whom it is a new unread message.
     pub fn post(&mut self, id: MessageId, sender: AccountId) -> Vec<AccountId> {
-        if self.messages.len() == self.messages.capacity() {
-            // A quarter more, not twice: the entries are most of the
-            // state, and doubling left a third of their memory unused
-            // (a snapshot loads them at their exact length).
-            let more = (self.messages.len() / 4).max(MIN_GROWTH);
-            self.messages.reserve_exact(more);
-        }
         self.messages.push(Entry { id, sender });
         let mut unread_for = Vec::new();
         for m in &mut self.members {
@@ -355,7 +339,7 @@ impl Conversation {
     /// The sender of message `id` if `viewer` can see it.
     pub fn visible_sender(&self, viewer: AccountId, id: MessageId) -> Option<AccountId> {
         let m = self.member(viewer)?;
-        let e = self.messages[self.position(id)?];
+        let e = self.messages.get(self.position(id)?);
         m.sees(id).then_some(e.sender)
     }
 
@@ -376,7 +360,7 @@ impl Conversation {
             .max(self.messages.partition_point(|e| e.id < joined));
         let end = self.messages.partition_point(|e| e.id <= up_to);
         let mut newest: BTreeMap<AccountId, MessageId> = BTreeMap::new();
-        for e in &self.messages[start.min(end)..end] {
+        for e in self.messages.range(start, end) {
             if e.sender != account {
                 newest.insert(e.sender, e.id);
             }
@@ -409,7 +393,7 @@ impl Conversation {
         let start = self.messages.partition_point(|e| e.id <= old);
         let mut newest: BTreeMap<AccountId, MessageId> = BTreeMap::new();
         let mut still_unread = 0;
-        for e in &self.messages[start..] {
+        for e in self.messages.range(start, usize::MAX) {
             if e.sender == account || !m.sees(e.id) {
                 continue;
             }
@@ -436,7 +420,7 @@ impl Conversation {
     /// in that view. A message no member can see is erased.
     pub fn hide(&mut self, account: AccountId, id: MessageId) -> Option<Hidden> {
         let pos = self.position(id)?;
-        let sender = self.messages[pos].sender;
+        let sender = self.messages.get(pos).sender;
         let m = self.member_mut(account)?;
         if !m.sees(id) {
             return None;
@@ -470,8 +454,7 @@ impl Conversation {
         let end = before.map_or(self.messages.len(), |b| {
             self.messages.partition_point(|e| e.id < b)
         });
-        let mut visible = self.messages[..end]
-            .iter()
+        let mut visible = (self.messages.range(0, end))
             .rev()
             .map(|e| e.id)
             .filter(|id| m.sees(*id));
@@ -504,8 +487,7 @@ impl Conversation {
             return Vec::new();
         };
         let start = self.messages.partition_point(|e| e.id <= after);
-        self.messages[start..]
-            .iter()
+        (self.messages.range(start, usize::MAX))
             .map(|e| e.id)
             .take_while(|id| *id <= up_to)
             .filter(|id| m.sees(*id))
@@ -547,10 +529,7 @@ impl Member {
 impl Conversation {
     /// Asserts what must hold after any sequence of events.
     pub fn check(&self) {
-        assert!(
-            self.messages.windows(2).all(|w| w[0].id < w[1].id),
-            "messages ascending"
-        );
+        self.messages.check();
         for m in &self.members {
             assert!(m.hidden.windows(2).all(|w| w[0] < w[1]), "hidden ascending");
             for h in &m.hidden {
@@ -561,34 +540,12 @@ impl Conversation {
                 .count() as u64;
             assert_eq!(m.unread, unread, "unread of {}", m.account);
         }
-        for e in &self.messages {
+        for e in self.messages.iter() {
             assert!(
                 self.members.iter().any(|m| m.sees(e.id)),
                 "message {} is seen by some member",
                 e.id
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A snapshot loads a long conversation at its exact length, in one
-    /// allocation: serde's own `Vec` caps its first one at 1 MiB (65,536
-    /// entries) and doubles from there.
-    #[test]
-    fn a_long_conversation_loads_at_its_exact_length() {
-        let (a, b) = (AccountId(1), AccountId(2));
-        let mut conv = Conversation::new([a, b]);
-        for i in 1..=100_000 {
-            conv.post(MessageId(i), if i % 2 == 0 { a } else { b });
-        }
-        let bytes = postcard::to_allocvec(&conv).expect("encodes");
-        let back: Conversation = postcard::from_bytes(&bytes).expect("decodes");
-        assert_eq!(back.messages.len(), 100_000);
-        assert_eq!(back.messages.capacity(), 100_000);
-        back.check();
     }
 }

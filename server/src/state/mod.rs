@@ -21,6 +21,7 @@
 
 mod conversation;
 mod keys;
+mod messages;
 mod presized;
 #[cfg(test)]
 mod tests;

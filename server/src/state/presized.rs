@@ -1,15 +1,15 @@
-//! Reads the state's big maps and lists at their full size at once. serde's
-//! own `HashMap` and `Vec` impls cap the first allocation (a guard against
-//! hostile lengths: 1 MiB for a `Vec`), so a map of a million messages was
-//! rehashed a dozen times while a snapshot loaded, and a conversation of
-//! 625,000 messages was copied five times and left with room for
-//! 1,048,576; a snapshot is this cluster's own CRC-checked data.
+//! Reads the state's big maps at their full size at once. serde's own
+//! `HashMap` impl caps the first allocation (a guard against hostile
+//! lengths), so a map of a million messages was rehashed a dozen times
+//! while a snapshot loaded; a snapshot is this cluster's own CRC-checked
+//! data. (Message lists and idempotency keys size themselves the same way:
+//! `messages.rs`, `keys.rs`.)
 
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use super::HashMap;
 
@@ -60,32 +60,4 @@ where
     V: Deserialize<'de>,
 {
     Presized::deserialize(d).map(|p| p.0)
-}
-
-struct VecVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Deserialize<'de>> Visitor<'de> for VecVisitor<T> {
-    type Value = Vec<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a sequence")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let len = seq.size_hint().unwrap_or(0).min(MAX_PRESIZE);
-        let mut out = Vec::with_capacity(len);
-        while let Some(item) = seq.next_element()? {
-            out.push(item);
-        }
-        Ok(out)
-    }
-}
-
-/// A list of the given length, allocated once and exactly.
-pub fn vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    d.deserialize_seq(VecVisitor(PhantomData))
 }
