@@ -18,7 +18,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::durable::{create_atomically, cut_torn_tail, lock_dir, sync_dir};
+use crate::durable::{
+    create_atomically, create_atomically_with, cut_torn_tail, lock_dir, sync_dir,
+};
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::format::{
     DEFAULT_SEGMENT_SIZE, FrameRead, MAX_PAYLOAD_LEN, RECORD_HEADER_LEN, Record,
@@ -901,15 +903,21 @@ fn header_prev_crc(seg: &Segment) -> Result<u32> {
 fn create_segment(dir: &Path, header: SegmentHeader) -> Result<Segment> {
     let path = dir.join(segment_file_name(header.first_index));
     let file = create_atomically(&path, &[&header.encode()])?;
-    Ok(Segment {
+    Ok(new_segment(path, file, &header, 0))
+}
+
+/// A just-created segment file `path` holding `frames` bytes of frames
+/// after `header`.
+fn new_segment(path: PathBuf, file: File, header: &SegmentHeader, frames: u64) -> Segment {
+    Segment {
         first_index: header.first_index,
         path,
         file: Arc::new(file),
-        len: SEGMENT_HEADER_LEN as u64,
+        len: SEGMENT_HEADER_LEN as u64 + frames,
         next_index: header.first_index,
         last_crc: header.prev_last_crc,
         sparse: Vec::new(),
-    })
+    }
 }
 
 /// Creates a segment holding the frames at `span` of the segment file
@@ -923,7 +931,7 @@ fn create_segment_from(
     use std::io::{Read, Seek, SeekFrom, Write};
     let path = dir.join(segment_file_name(header.first_index));
     let len = span.end - span.start;
-    let file = crate::durable::create_atomically_with(&path, |file, tmp| {
+    let file = create_atomically_with(&path, |file, tmp| {
         file.write_all(&header.encode())
             .map_err(Error::io("write", tmp))?;
         let mut source = File::open(from).map_err(Error::io("open segment", from))?;
@@ -940,15 +948,7 @@ fn create_segment_from(
         }
         Ok(())
     })?;
-    Ok(Segment {
-        first_index: header.first_index,
-        path,
-        file: Arc::new(file),
-        len: SEGMENT_HEADER_LEN as u64 + len,
-        next_index: header.first_index,
-        last_crc: header.prev_last_crc,
-        sparse: Vec::new(),
-    })
+    Ok(new_segment(path, file, &header, len))
 }
 
 /// A random id shared by the segments of one log, to detect a segment that

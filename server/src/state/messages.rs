@@ -100,10 +100,15 @@ impl Messages {
         }
         self.tail.push(entry);
         if self.tail.len() == CHUNK {
-            let chunk: [Entry; CHUNK] = self.tail[..].try_into().expect("a full chunk");
-            self.full.push(Arc::new(chunk));
+            self.seal_tail();
             self.tail = Vec::new();
         }
+    }
+
+    /// Makes the last chunk, full, a shared one; the caller empties it.
+    fn seal_tail(&mut self) {
+        let chunk: [Entry; CHUNK] = self.tail[..].try_into().expect("a full chunk");
+        self.full.push(Arc::new(chunk));
     }
 
     /// Removes entry `i` and returns it; panics past the end.
@@ -181,8 +186,7 @@ impl<'de> Visitor<'de> for MessagesVisitor {
             out.tail.push(e);
             left = left.saturating_sub(1);
             if out.tail.len() == CHUNK {
-                let chunk: [Entry; CHUNK] = out.tail[..].try_into().expect("a full chunk");
-                out.full.push(Arc::new(chunk));
+                out.seal_tail();
                 out.tail.clear();
                 out.tail.shrink_to(left.min(CHUNK));
             }
