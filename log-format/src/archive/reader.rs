@@ -76,6 +76,12 @@ impl ArchiveReader {
         self.shared.last_id()
     }
 
+    /// An id at or below the lowest one stored: the first id of the oldest
+    /// segment (its first records may have been erased since).
+    pub fn first_id(&self) -> Option<u64> {
+        self.shared.segments().first().map(|s| s.first_id)
+    }
+
     /// The record with `id`, or `None` when there is none (never stored,
     /// erased or truncated).
     pub fn get(&self, id: u64) -> Result<Option<ArchivedMessage>> {

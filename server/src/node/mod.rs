@@ -309,6 +309,23 @@ impl Node {
                 .await
                 .context("the log was not applied")?;
         }
+        // The body cache starts empty; filling it from the newest end of
+        // the archive runs beside serving (see `Bodies::warm`).
+        let warming = sm.clone();
+        tokio::task::spawn_blocking(move || {
+            let began = Instant::now();
+            match warming.bodies().warm() {
+                Ok(warmed) => tracing::info!(
+                    messages = warmed.messages,
+                    bytes = warmed.bytes,
+                    elapsed_ms = began.elapsed().as_millis() as u64,
+                    "filled the body cache with the newest archived messages"
+                ),
+                Err(e) => tracing::warn!(
+                    "cannot fill the body cache from the message archive ({e}); bodies are read from it as they are asked for"
+                ),
+            }
+        });
         let batcher = Batcher::new(raft.clone(), config.node_id, Arc::clone(&peers));
         let tasks = [
             tokio::spawn(snapshot_by_events(

@@ -4,9 +4,12 @@
 //! Applying puts each new message in the cache as it archives it: the pages
 //! people open first (the newest) are read from memory. A search's scan
 //! ([`Bodies::scan`]) reads through the cache but leaves it as it was.
+//! A restarted server fills the cache from the newest end of the archive
+//! ([`Bodies::warm`]), what reconnecting clients read first.
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log_format::events::{ArchivedMessage, MessageId};
 use log_format::{ArchiveReader, ScanEnd};
@@ -18,6 +21,20 @@ use quick_cache::sync::Cache;
 /// that stops early (a search whose page fills at once) looks up few; a
 /// long one reads the archive in large spans.
 const SCAN_WINDOW: (usize, usize) = (256, 8192);
+
+/// Ids a [`Bodies::warm`] reads at a time, newest first: the smallest
+/// window, and the largest it grows to where the archive holds few
+/// messages among the ids (most events are not messages, or were erased).
+/// It shrinks again where they are dense, so one read holds at most a
+/// few MiB of bodies.
+const WARM_WINDOW: (u64, u64) = (4096, 1 << 16);
+
+/// A warm-up stops once the cache, or the shard of the cache the next
+/// body goes to, holds all but this fraction of its bound: a full shard
+/// would evict, and what it evicted first would be the newest bodies the
+/// warm-up put in. (Bodies hash evenly over the shards, so the shards
+/// fill together: at the default 64 MiB, within a few per cent.)
+const WARM_HEADROOM: u64 = 32;
 
 /// What a cached message costs in memory beyond its body's bytes: the
 /// `Arc`'d message (64 bytes), the body's allocation rounded up to its size
@@ -44,6 +61,26 @@ pub struct Bodies {
     reader: ArchiveReader,
     /// `None` when the cache is configured to 0 bytes.
     cache: Option<Cache<MessageId, Arc<ArchivedMessage>, BySize>>,
+    /// `Some` while [`Bodies::warm`] runs: what was forgotten since it
+    /// began, which it must not put back (it may have read those bodies
+    /// from the archive before they were forgotten).
+    warming: Mutex<Option<Forgotten>>,
+}
+
+/// Ids forgotten while a warm-up runs.
+#[derive(Debug, Default)]
+struct Forgotten {
+    ids: HashSet<MessageId>,
+    /// [`Bodies::forget_all`] was called: the archive was replaced.
+    all: bool,
+}
+
+/// What a [`Bodies::warm`] put in the cache.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Warmed {
+    pub messages: u64,
+    /// Their weight in the cache: bodies and the cost of each entry.
+    pub bytes: u64,
 }
 
 impl std::fmt::Debug for Bodies {
@@ -67,7 +104,11 @@ impl Bodies {
             let items = (cache_bytes / (ENTRY_OVERHEAD + 64)).clamp(16, 1 << 22) as usize;
             Cache::with_weighter(items, cache_bytes, BySize)
         });
-        Bodies { reader, cache }
+        Bodies {
+            reader,
+            cache,
+            warming: Mutex::new(None),
+        }
     }
 
     /// A reader of the archive itself.
@@ -85,6 +126,10 @@ impl Bodies {
     /// Forgets erased messages, so their bodies leave memory with the disk.
     pub fn forget(&self, ids: &[MessageId]) {
         if let Some(cache) = &self.cache {
+            let mut warming = self.warming();
+            if let Some(forgotten) = warming.as_mut() {
+                forgotten.ids.extend(ids);
+            }
             for id in ids {
                 cache.remove(id);
             }
@@ -94,8 +139,85 @@ impl Bodies {
     /// Forgets everything (a snapshot from the leader replaced the archive).
     pub fn forget_all(&self) {
         if let Some(cache) = &self.cache {
+            let mut warming = self.warming();
+            if let Some(forgotten) = warming.as_mut() {
+                forgotten.all = true;
+            }
             cache.clear();
         }
+    }
+
+    fn warming(&self) -> MutexGuard<'_, Option<Forgotten>> {
+        self.warming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fills the cache with the newest archived bodies, newest first,
+    /// until the next would not fit: what clients read first when they
+    /// come back after a restart (a `Subscribe` backlog since their
+    /// cursor, the newest History page of each conversation), and what a
+    /// server that had been serving would hold. It runs beside serving
+    /// and evicts nothing: a body already cached (just sent or just read)
+    /// is left as it is, and one forgotten meanwhile (erased) is not put
+    /// back.
+    pub fn warm(&self) -> log_format::Result<Warmed> {
+        let (Some(cache), Some(last)) = (&self.cache, self.reader.last_id()) else {
+            return Ok(Warmed::default());
+        };
+        let first = self.reader.first_id().unwrap_or(0);
+        *self.warming() = Some(Forgotten::default());
+        let warmed = self.warm_below(cache, first, last);
+        *self.warming() = None;
+        warmed
+    }
+
+    /// [`Bodies::warm`] over the ids from `last` down to `first`.
+    fn warm_below(
+        &self,
+        cache: &Cache<MessageId, Arc<ArchivedMessage>, BySize>,
+        first: u64,
+        last: u64,
+    ) -> log_format::Result<Warmed> {
+        let room = cache.capacity() - cache.capacity() / WARM_HEADROOM;
+        let shard_room = cache.shard_capacity() - cache.shard_capacity() / WARM_HEADROOM;
+        // What each shard holds: what was there (spread evenly) and what
+        // the warm-up added.
+        let shards = cache.num_shards();
+        let mut in_shard = vec![cache.weight() / shards as u64; shards];
+        let mut warmed = Warmed::default();
+        let mut window = WARM_WINDOW.0;
+        // Every id above `up_to` was looked at.
+        let mut up_to = last;
+        while up_to >= first && up_to > 0 {
+            let after = up_to.saturating_sub(window);
+            let read = (self.reader.range(after, up_to)).collect::<log_format::Result<Vec<_>>>()?;
+            up_to = after;
+            if (read.len() as u64) < window / 4 {
+                window = (window * 2).min(WARM_WINDOW.1);
+            } else if (read.len() as u64) > window / 2 {
+                window = (window / 2).max(WARM_WINDOW.0);
+            }
+            let warming = self.warming();
+            let Some(forgotten) = warming.as_ref().filter(|f| !f.all) else {
+                break;
+            };
+            for (id, message) in read.into_iter().rev() {
+                let id = MessageId(id);
+                if forgotten.ids.contains(&id) || cache.contains_key(&id) {
+                    continue;
+                }
+                let message = Arc::new(message);
+                let weight = BySize.weight(&id, &message);
+                let shard = cache.shard_index(&id);
+                if in_shard[shard] + weight > shard_room || cache.weight() + weight > room {
+                    return Ok(warmed);
+                }
+                in_shard[shard] += weight;
+                cache.insert(id, message);
+                warmed.messages += 1;
+                warmed.bytes += weight;
+            }
+        }
+        Ok(warmed)
     }
 
     /// The messages `ids` name if the cache holds every one of them.
@@ -253,5 +375,103 @@ mod tests {
             uncached.get(MessageId(20)).unwrap().as_deref(),
             Some(&all[1].1)
         );
+    }
+
+    /// An archive of `n` messages with ids 10, 20, ... and 1,000 ids
+    /// between the first 100 and the rest (a sparse stretch).
+    fn archive_of(n: u64) -> (tempfile::TempDir, Archive, Vec<(u64, ArchivedMessage)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ArchiveConfig {
+            segment_size: 64 << 10,
+            sparse_every: 64,
+        };
+        let mut archive = Archive::open(dir.path(), config).unwrap();
+        let id = |i: u64| if i <= 100 { i * 10 } else { 100_000 + i * 10 };
+        let all: Vec<(u64, ArchivedMessage)> = (1..=n).map(|i| (id(i), message(i))).collect();
+        let refs: Vec<_> = all.iter().map(|(id, m)| (*id, m)).collect();
+        archive.append_batch(&refs).unwrap();
+        (dir, archive, all)
+    }
+
+    /// A warm-up fills the cache with the newest bodies, newest first, up
+    /// to its bound and without evicting any of them; the reads after it
+    /// are answered from memory.
+    #[test]
+    fn a_warm_up_caches_the_newest_bodies_up_to_the_bound() {
+        let (_dir, archive, all) = archive_of(20_000);
+        let bound = 1 << 20;
+        let bodies = Bodies::new(archive.reader(), bound);
+        // One body already cached (a message just sent) stays as it is.
+        let (newest, sent) = all.last().unwrap();
+        bodies.remember(MessageId(*newest), Arc::new(sent.clone()));
+        let warmed = bodies.warm().unwrap();
+        let cache = bodies.cache.as_ref().unwrap();
+        assert_eq!(warmed.messages as usize + 1, cache.len(), "evicted nothing");
+        assert!(cache.weight() <= bound);
+        assert!(
+            cache.weight() > bound / 4 * 3,
+            "filled to its first full shard: {} of {bound}",
+            cache.weight()
+        );
+        // Exactly the newest ones, with their bodies.
+        let (older, newer) = all.split_at(all.len() - cache.len());
+        for (id, m) in newer {
+            assert_eq!(cache.peek(&MessageId(*id)).as_deref(), Some(m), "id {id}");
+        }
+        assert!(
+            older
+                .iter()
+                .all(|(id, _)| !cache.contains_key(&MessageId(*id)))
+        );
+
+        // A bound larger than the archive takes every body, across the
+        // sparse stretch and down to the first.
+        let (_dir, archive, all) = archive_of(2_000);
+        let bodies = Bodies::new(archive.reader(), 64 << 20);
+        let warmed = bodies.warm().unwrap();
+        assert_eq!(warmed.messages, 2_000);
+        for (id, m) in &all {
+            let cached = bodies.cache.as_ref().unwrap().peek(&MessageId(*id));
+            assert_eq!(cached.as_deref(), Some(m), "id {id}");
+        }
+        // Nothing to do without a cache or an archive.
+        assert_eq!(
+            Bodies::new(archive.reader(), 0).warm().unwrap(),
+            Warmed::default()
+        );
+        let (_empty, archive, _) = archive_of(0);
+        assert_eq!(
+            Bodies::new(archive.reader(), 1 << 20).warm().unwrap(),
+            Warmed::default()
+        );
+    }
+
+    /// A body forgotten (erased) while a warm-up runs is not put back,
+    /// though the warm-up may have read it before it was forgotten; after
+    /// `forget_all` (the archive replaced) the warm-up stops.
+    #[test]
+    fn a_warm_up_does_not_put_back_what_was_forgotten() {
+        let (_dir, archive, all) = archive_of(500);
+        let bodies = Bodies::new(archive.reader(), 64 << 20);
+        let cache = bodies.cache.as_ref().unwrap();
+        let erased = [MessageId(all[499].0), MessageId(all[3].0)];
+        // As `warm` begins, then an erasure during its reads.
+        *bodies.warming() = Some(Forgotten::default());
+        bodies.forget(&erased);
+        let warmed = bodies.warm_below(cache, 0, all[499].0).unwrap();
+        assert_eq!(warmed.messages, 498);
+        assert!(erased.iter().all(|id| !cache.contains_key(id)));
+
+        cache.clear();
+        bodies.forget_all();
+        assert_eq!(
+            bodies.warm_below(cache, 0, all[499].0).unwrap(),
+            Warmed::default()
+        );
+        assert!(cache.is_empty());
+        *bodies.warming() = None;
+        // Outside a warm-up nothing is remembered of what was forgotten.
+        bodies.forget(&erased);
+        assert!(bodies.warming().is_none());
     }
 }
