@@ -245,6 +245,19 @@ impl ServerProcess {
         self.stderr.lock().expect("stderr lock").clone()
     }
 
+    /// The server's report of filling its body cache after a start, once
+    /// it is logged, waiting for it up to `within`.
+    pub async fn cache_warmed(&self, within: Duration) -> Option<CacheWarmed> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let warmed = (self.stderr_lines().iter()).find_map(|line| CacheWarmed::parse(line));
+            if warmed.is_some() || tokio::time::Instant::now() >= deadline {
+                return warmed;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The server's own report of its start-up replay, once it is logged.
     pub fn replay_report(&self) -> Option<ReplayReport> {
         self.stderr_lines()
@@ -355,6 +368,29 @@ fn field(line: &str, name: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+/// The server's line on filling its body cache from the archive after a
+/// start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheWarmed {
+    pub messages: u64,
+    /// What they weigh in the cache.
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+impl CacheWarmed {
+    pub fn parse(line: &str) -> Option<CacheWarmed> {
+        if !line.contains("filled the body cache") {
+            return None;
+        }
+        Some(CacheWarmed {
+            messages: field(line, "messages")?,
+            bytes: field(line, "bytes")?,
+            elapsed_ms: field(line, "elapsed_ms")?,
+        })
+    }
 }
 
 /// A snapshot the server built while running, from its log line.
