@@ -377,8 +377,9 @@ mod tests {
         );
     }
 
-    /// An archive of `n` messages with ids 10, 20, ... and 1,000 ids
-    /// between the first 100 and the rest (a sparse stretch).
+    /// An archive of `n` messages with ids 10, 20, ..., and 100,000 ids
+    /// with none after the first 100 (a sparse stretch the warm-up's
+    /// window grows over).
     fn archive_of(n: u64) -> (tempfile::TempDir, Archive, Vec<(u64, ArchivedMessage)>) {
         let dir = tempfile::tempdir().unwrap();
         let config = ArchiveConfig {
