@@ -10,8 +10,10 @@
 //! sorted into the vector once it holds an eighth as many.
 //! A snapshot writes the keys in hash order as differences from the one
 //! before (shorter varints), and reading it back is a sequential push.
-//! The sorted vector is shared: a copy of the state (what a snapshot is
-//! encoded from) shares it until a merge replaces it.
+//! A copy of the state (what a snapshot is encoded from) shares each
+//! sender's keys whole; a sender that sends while the copy lives copies
+//! its table of recent keys, and still shares the sorted vector until a
+//! merge replaces it.
 
 use std::fmt;
 use std::sync::Arc;

@@ -319,8 +319,8 @@ impl Notify<'_> {
 
 /// Everything the server knows, derived from the log.
 ///
-/// Cloning it is cheap: accounts, conversations and each sender's sorted
-/// keys are shared (`Arc`), and applying copies one only when it changes it
+/// Cloning it is cheap: accounts, conversations and each sender's keys
+/// are shared (`Arc`), and applying copies one only when it changes it
 /// while a clone (a snapshot being encoded) still holds it
 /// (`Arc::make_mut`). An `Arc` encodes as what it holds, so snapshots are
 /// the same bytes as before these were shared.
@@ -339,7 +339,7 @@ pub struct ChatState {
     /// Sender -> 64-bit hash of its client message id -> the message it
     /// made (see [`key_hash`]).
     #[serde(deserialize_with = "presized::map")]
-    idempotency: HashMap<AccountId, SentKeys>,
+    idempotency: HashMap<AccountId, Arc<SentKeys>>,
     /// Messages erased since the last [`ChatState::take_erased`], whose
     /// bodies the archive still holds. Not part of the state proper: not in
     /// snapshots, not compared between replicas (see `take_erased`).
@@ -492,9 +492,7 @@ impl ChatState {
                 }
                 let applied = self.create_group(index, *owner, title, members, notify);
                 if let Applied::GroupCreated(_) = applied {
-                    self.idempotency
-                        .entry(*owner)
-                        .or_default()
+                    Arc::make_mut(self.idempotency.entry(*owner).or_default())
                         .insert(key, MessageId(index));
                 }
                 applied
@@ -588,7 +586,7 @@ impl ChatState {
                 acc.unread += 1;
             }
         }
-        self.idempotency.entry(from).or_default().insert(key, id);
+        Arc::make_mut(self.idempotency.entry(from).or_default()).insert(key, id);
         if notify.wanted() {
             // Every member but the sender sees a new message alike: one
             // view for them all, and the sender's own (with its receipts).
@@ -1207,7 +1205,7 @@ impl ChatState {
                         !ids.is_empty()
                     });
                 }
-                if let Some(keys) = self.idempotency.get_mut(&member) {
+                if let Some(keys) = self.idempotency.get_mut(&member).map(Arc::make_mut) {
                     keys.retain(|id| !erased.contains(&id));
                 }
             }
@@ -1219,7 +1217,7 @@ impl ChatState {
                     !ids.is_empty()
                 });
             }
-            if let Some(keys) = self.idempotency.get_mut(&member) {
+            if let Some(keys) = self.idempotency.get_mut(&member).map(Arc::make_mut) {
                 keys.retain(|id| !erased.contains(&id));
             }
         }
