@@ -844,6 +844,7 @@ impl Node {
         for task in &self.shared.tasks {
             task.abort();
         }
+        self.shared.sm.bodies().stop_warming();
         self.snapshot_before_stopping().await;
         (self.shared.raft.shutdown())
             .await

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log_format::events::{ArchivedMessage, MessageId};
@@ -65,6 +66,8 @@ pub struct Bodies {
     /// began, which it must not put back (it may have read those bodies
     /// from the archive before they were forgotten).
     warming: Mutex<Option<Forgotten>>,
+    /// The server is stopping: no warm-up runs from here on.
+    stopping: AtomicBool,
 }
 
 /// Ids forgotten while a warm-up runs.
@@ -108,6 +111,7 @@ impl Bodies {
             reader,
             cache,
             warming: Mutex::new(None),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -145,6 +149,13 @@ impl Bodies {
             }
             cache.clear();
         }
+    }
+
+    /// Ends a warm-up at its next read, and keeps any from starting: the
+    /// server is stopping, and its runtime waits for the blocking pool (a
+    /// warm-up into a cache of many GiB reads for seconds).
+    pub fn stop_warming(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     fn warming(&self) -> MutexGuard<'_, Option<Forgotten>> {
@@ -187,7 +198,7 @@ impl Bodies {
         let mut window = WARM_WINDOW.0;
         // Every id above `up_to` was looked at.
         let mut up_to = last;
-        while up_to >= first && up_to > 0 {
+        while up_to >= first && up_to > 0 && !self.stopping.load(Ordering::Relaxed) {
             let after = up_to.saturating_sub(window);
             let read = (self.reader.range(after, up_to)).collect::<log_format::Result<Vec<_>>>()?;
             up_to = after;
@@ -449,7 +460,8 @@ mod tests {
 
     /// A body forgotten (erased) while a warm-up runs is not put back,
     /// though the warm-up may have read it before it was forgotten; after
-    /// `forget_all` (the archive replaced) the warm-up stops.
+    /// `forget_all` (the archive replaced) or `stop_warming` (the server
+    /// stopping) the warm-up stops.
     #[test]
     fn a_warm_up_does_not_put_back_what_was_forgotten() {
         let (_dir, archive, all) = archive_of(500);
@@ -471,6 +483,11 @@ mod tests {
         );
         assert!(cache.is_empty());
         *bodies.warming() = None;
+        // Stopping the server stops it too, and leaves the cache alone.
+        bodies.remember(erased[0], Arc::new(all[499].1.clone()));
+        bodies.stop_warming();
+        assert_eq!(bodies.warm().unwrap(), Warmed::default());
+        assert_eq!(cache.len(), 1);
         // Outside a warm-up nothing is remembered of what was forgotten.
         bodies.forget(&erased);
         assert!(bodies.warming().is_none());
