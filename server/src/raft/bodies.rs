@@ -65,17 +65,12 @@ pub struct Bodies {
     /// `Some` while [`Bodies::warm`] runs: what was forgotten since it
     /// began, which it must not put back (it may have read those bodies
     /// from the archive before they were forgotten).
-    warming: Mutex<Option<Forgotten>>,
-    /// The server is stopping: no warm-up runs from here on.
-    stopping: AtomicBool,
-}
-
-/// Ids forgotten while a warm-up runs.
-#[derive(Debug, Default)]
-struct Forgotten {
-    ids: HashSet<MessageId>,
-    /// [`Bodies::forget_all`] was called: the archive was replaced.
-    all: bool,
+    warming: Mutex<Option<HashSet<MessageId>>>,
+    /// No warm-up is to run from here on: the archive was replaced
+    /// ([`Bodies::forget_all`]) or the server is stopping
+    /// ([`Bodies::stop_warming`]). Set under the `warming` lock by the
+    /// former, so a warm-up puts nothing in after the cache is cleared.
+    warm_stopped: AtomicBool,
 }
 
 /// What a [`Bodies::warm`] put in the cache.
@@ -111,7 +106,7 @@ impl Bodies {
             reader,
             cache,
             warming: Mutex::new(None),
-            stopping: AtomicBool::new(false),
+            warm_stopped: AtomicBool::new(false),
         }
     }
 
@@ -132,7 +127,7 @@ impl Bodies {
         if let Some(cache) = &self.cache {
             let mut warming = self.warming();
             if let Some(forgotten) = warming.as_mut() {
-                forgotten.ids.extend(ids);
+                forgotten.extend(ids);
             }
             for id in ids {
                 cache.remove(id);
@@ -143,10 +138,8 @@ impl Bodies {
     /// Forgets everything (a snapshot from the leader replaced the archive).
     pub fn forget_all(&self) {
         if let Some(cache) = &self.cache {
-            let mut warming = self.warming();
-            if let Some(forgotten) = warming.as_mut() {
-                forgotten.all = true;
-            }
+            let _warming = self.warming();
+            self.warm_stopped.store(true, Ordering::Relaxed);
             cache.clear();
         }
     }
@@ -155,10 +148,10 @@ impl Bodies {
     /// server is stopping, and its runtime waits for the blocking pool (a
     /// warm-up into a cache of many GiB reads for seconds).
     pub fn stop_warming(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.warm_stopped.store(true, Ordering::Relaxed);
     }
 
-    fn warming(&self) -> MutexGuard<'_, Option<Forgotten>> {
+    fn warming(&self) -> MutexGuard<'_, Option<HashSet<MessageId>>> {
         self.warming.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -175,7 +168,7 @@ impl Bodies {
             return Ok(Warmed::default());
         };
         let first = self.reader.first_id().unwrap_or(0);
-        *self.warming() = Some(Forgotten::default());
+        *self.warming() = Some(HashSet::new());
         let warmed = self.warm_below(cache, first, last);
         *self.warming() = None;
         warmed
@@ -198,7 +191,7 @@ impl Bodies {
         let mut window = WARM_WINDOW.0;
         // Every id above `up_to` was looked at.
         let mut up_to = last;
-        while up_to >= first && up_to > 0 && !self.stopping.load(Ordering::Relaxed) {
+        while up_to >= first && up_to > 0 {
             let after = up_to.saturating_sub(window);
             let read = (self.reader.range(after, up_to)).collect::<log_format::Result<Vec<_>>>()?;
             up_to = after;
@@ -208,12 +201,15 @@ impl Bodies {
                 window = (window / 2).max(WARM_WINDOW.0);
             }
             let warming = self.warming();
-            let Some(forgotten) = warming.as_ref().filter(|f| !f.all) else {
+            let Some(forgotten) = warming.as_ref() else {
                 break;
             };
+            if self.warm_stopped.load(Ordering::Relaxed) {
+                break;
+            }
             for (id, message) in read.into_iter().rev() {
                 let id = MessageId(id);
-                if forgotten.ids.contains(&id) || cache.contains_key(&id) {
+                if forgotten.contains(&id) || cache.contains_key(&id) {
                     continue;
                 }
                 let message = Arc::new(message);
@@ -469,7 +465,7 @@ mod tests {
         let cache = bodies.cache.as_ref().unwrap();
         let erased = [MessageId(all[499].0), MessageId(all[3].0)];
         // As `warm` begins, then an erasure during its reads.
-        *bodies.warming() = Some(Forgotten::default());
+        *bodies.warming() = Some(HashSet::new());
         bodies.forget(&erased);
         let warmed = bodies.warm_below(cache, 0, all[499].0).unwrap();
         assert_eq!(warmed.messages, 498);
@@ -483,13 +479,15 @@ mod tests {
         );
         assert!(cache.is_empty());
         *bodies.warming() = None;
-        // Stopping the server stops it too, and leaves the cache alone.
-        bodies.remember(erased[0], Arc::new(all[499].1.clone()));
-        bodies.stop_warming();
-        assert_eq!(bodies.warm().unwrap(), Warmed::default());
-        assert_eq!(cache.len(), 1);
         // Outside a warm-up nothing is remembered of what was forgotten.
         bodies.forget(&erased);
         assert!(bodies.warming().is_none());
+
+        // Stopping the server stops it too, and leaves the cache alone.
+        let stopping = Bodies::new(archive.reader(), 64 << 20);
+        stopping.remember(erased[0], Arc::new(all[499].1.clone()));
+        stopping.stop_warming();
+        assert_eq!(stopping.warm().unwrap(), Warmed::default());
+        assert_eq!(stopping.cache.as_ref().unwrap().len(), 1);
     }
 }
