@@ -1058,7 +1058,7 @@ async fn bench_restart(
         "records",
         "replayed",
         "last log index",
-        "body cache filled ms (messages, MiB)",
+        "body cache filled",
         "RSS after restart MiB",
         "with the senders connected MiB",
         "stop ms",
@@ -1073,14 +1073,7 @@ async fn bench_restart(
             field(r.report.as_ref().and_then(|x| x.records)),
             field(r.report.as_ref().and_then(|x| x.replayed)),
             grouped(r.last_log_index as f64),
-            r.warmed.map_or("n/a".to_owned(), |w| {
-                format!(
-                    "{} ({}, {})",
-                    w.elapsed_ms,
-                    grouped(w.messages as f64),
-                    mib(w.bytes)
-                )
-            }),
+            r.warmed.map_or("n/a".to_owned(), |w| w.to_string()),
             r.rss.map_or("n/a".to_owned(), mib),
             r.rss_connected.map_or("n/a".to_owned(), mib),
             millis(r.stopped),
@@ -1095,6 +1088,9 @@ async fn bench_restart(
     print_snapshot_builds(&builds);
     let mut rss: Vec<u64> = runs.iter().filter_map(|r| r.rss).collect();
     rss.sort();
+    let mut connected: Vec<u64> = runs.iter().filter_map(|r| r.rss_connected).collect();
+    connected.sort();
+    let connected_median = connected.get(connected.len() / 2).copied();
     if let (Some(serving), Some(&restarted)) = (serving_rss, rss.get(rss.len() / 2)) {
         let per = |bytes: u64| bytes as f64 / messages.max(1) as f64;
         println!(
@@ -1107,9 +1103,7 @@ async fn bench_restart(
             per(restarted),
             serving as f64 / restarted as f64
         );
-        let mut connected: Vec<u64> = runs.iter().filter_map(|r| r.rss_connected).collect();
-        connected.sort();
-        if let Some(&connected) = connected.get(connected.len() / 2) {
+        if let Some(connected) = connected_median {
             println!(
                 "with the {} senders connected again after the restart: {} MiB (median); \
                  serving / restarted and connected = {:.2}x",
@@ -1164,10 +1158,8 @@ async fn bench_restart(
         // Serving is read with every sender connected; the restarted
         // server is compared with the same connections open when it had
         // them (the connections alone are ~36 KiB each).
-        let mut connected: Vec<u64> = runs.iter().filter_map(|r| r.rss_connected).collect();
-        connected.sort();
-        let (compared, against) = match connected.get(connected.len() / 2) {
-            Some(&c) => (c, "restarted with the senders connected again"),
+        let (compared, against) = match connected_median {
+            Some(c) => (c, "restarted with the senders connected again"),
             None => (rss.get(rss.len() / 2).copied().unwrap_or(0), "restarted"),
         };
         let most = rss.iter().chain(&connected).max();
@@ -1226,14 +1218,7 @@ async fn restart_once(
         .await
         .context("Cluster.Status after the restart")?
         .into_inner();
-    // The line is logged before `listening on`; its reader thread may
-    // trail the stdout one by a moment.
-    let mut report = server.replay_report();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while report.is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        report = server.replay_report();
-    }
+    let report = server.replay_report(Duration::from_secs(2)).await;
     let ready = server.ready_after;
     // The restarted server fills its body cache beside serving: the
     // readings are of the server with its cache as full as it gets.
@@ -1535,12 +1520,7 @@ async fn bench_reads(
     let warmed = server.cache_warmed(CACHE_WARM_WAIT).await;
     eprintln!(
         "restarted; body cache filled: {}",
-        warmed.map_or("no line within the wait".to_owned(), |w| format!(
-            "{} messages, {} MiB, in {} ms",
-            grouped(w.messages as f64),
-            mib(w.bytes),
-            w.elapsed_ms
-        ))
+        warmed.map_or("no line within the wait".to_owned(), |w| w.to_string())
     );
     for user in &mut users {
         user.channel = load::connect(server.addr).await?;
@@ -1689,7 +1669,7 @@ fn print_reads(
     for (i, b) in backlogs.iter().enumerate() {
         table.row(vec![
             if i == 0 {
-                "1 (bodies not cached)".to_owned()
+                "1 (first after the restart)".to_owned()
             } else {
                 (i + 1).to_string()
             },
@@ -1787,7 +1767,7 @@ fn print_reads(
         )
     };
     println!(
-        "backlog target: CaughtUp within {} ms over {} messages: {} ms with the cache cold{sized}, {}",
+        "backlog target: CaughtUp within {} ms over {} messages: {} ms on the first read after the restart{sized}, {}",
         millis(BACKLOG_TARGET),
         grouped(BACKLOG_TARGET_MESSAGES as f64),
         millis(cold),

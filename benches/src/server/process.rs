@@ -54,6 +54,9 @@ pub struct ServerProcess {
     pub ready_after: Duration,
     /// Every line it wrote to standard error so far (tracing output).
     stderr: Arc<Mutex<Vec<String>>>,
+    /// How many lines `stderr` holds: changes with each line, so a wait
+    /// for one wakes when it comes (closed when standard error is).
+    stderr_written: tokio::sync::watch::Receiver<usize>,
     exited: bool,
 }
 
@@ -124,13 +127,15 @@ impl ServerProcess {
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr_lines);
-        thread::spawn(move || read_stderr(stderr, &sink));
+        let (written, stderr_written) = tokio::sync::watch::channel(0);
+        thread::spawn(move || read_stderr(stderr, &sink, &written));
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             spawned_at,
             ready_after: Duration::ZERO,
             stderr: stderr_lines,
+            stderr_written,
             exited: false,
         };
         match ready_rx.recv_timeout(timeout) {
@@ -220,24 +225,39 @@ impl ServerProcess {
         }
     }
 
+    /// Waits up to `within` until `found` finds what it looks for in the
+    /// lines written to standard error, looking again as each new line
+    /// comes; `None` if it did not by then.
+    pub async fn wait_for_stderr<T>(
+        &self,
+        within: Duration,
+        found: impl Fn(&[String]) -> Option<T>,
+    ) -> Option<T> {
+        let mut written = self.stderr_written.clone();
+        let look = async {
+            loop {
+                // Marked seen before the look: a line after it wakes the wait.
+                written.borrow_and_update();
+                if let Some(t) = found(&self.stderr.lock().expect("stderr lock")) {
+                    return Some(t);
+                }
+                if written.changed().await.is_err() {
+                    // Standard error closed: no line is coming.
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(within, look).await.ok().flatten()
+    }
+
     /// Waits up to `within` until every snapshot build the server has
     /// logged beginning has logged its end; `false` if one still runs.
     pub async fn builds_ended(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let (begun, ended) = {
-                let lines = self.stderr.lock().expect("stderr lock");
-                let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
-                (count("building a snapshot"), count("built a snapshot"))
-            };
-            if ended >= begun {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ended = |lines: &[String]| {
+            let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+            (count("built a snapshot") >= count("building a snapshot")).then_some(())
+        };
+        self.wait_for_stderr(within, ended).await.is_some()
     }
 
     /// The lines written to standard error so far.
@@ -248,21 +268,16 @@ impl ServerProcess {
     /// The server's report of filling its body cache after a start, once
     /// it is logged, waiting for it up to `within`.
     pub async fn cache_warmed(&self, within: Duration) -> Option<CacheWarmed> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let warmed = (self.stderr_lines().iter()).find_map(|line| CacheWarmed::parse(line));
-            if warmed.is_some() || tokio::time::Instant::now() >= deadline {
-                return warmed;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let warmed = |lines: &[String]| lines.iter().find_map(|l| CacheWarmed::parse(l));
+        self.wait_for_stderr(within, warmed).await
     }
 
-    /// The server's own report of its start-up replay, once it is logged.
-    pub fn replay_report(&self) -> Option<ReplayReport> {
-        self.stderr_lines()
-            .iter()
-            .find_map(|line| ReplayReport::parse(line))
+    /// The server's own report of its start-up replay, waiting for it up
+    /// to `within` (it is logged before `listening on`, but its reader
+    /// thread may trail the standard output one).
+    pub async fn replay_report(&self, within: Duration) -> Option<ReplayReport> {
+        let report = |lines: &[String]| lines.iter().find_map(|l| ReplayReport::parse(l));
+        self.wait_for_stderr(within, report).await
     }
 
     /// User plus system CPU time the server has used so far.
@@ -299,10 +314,16 @@ fn read_stdout(stdout: impl Read, ready: &mpsc::Sender<(Instant, String)>) {
     for _ in lines {}
 }
 
-fn read_stderr(stderr: impl Read, sink: &Mutex<Vec<String>>) {
+fn read_stderr(
+    stderr: impl Read,
+    sink: &Mutex<Vec<String>>,
+    written: &tokio::sync::watch::Sender<usize>,
+) {
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { return };
-        sink.lock().expect("stderr lock").push(strip_ansi(&line));
+        let mut lines = sink.lock().expect("stderr lock");
+        lines.push(strip_ansi(&line));
+        written.send_replace(lines.len());
     }
 }
 
@@ -378,6 +399,18 @@ pub struct CacheWarmed {
     /// What they weigh in the cache.
     pub bytes: u64,
     pub elapsed_ms: u64,
+}
+
+impl std::fmt::Display for CacheWarmed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} messages, {:.1} MiB, in {} ms",
+            self.messages,
+            self.bytes as f64 / (1024.0 * 1024.0),
+            self.elapsed_ms
+        )
+    }
 }
 
 impl CacheWarmed {
